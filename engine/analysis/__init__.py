@@ -1,0 +1,1 @@
+"""Image and dataset measures: tones (W/B), DSB and its verdict, rebalance, quality, cache."""

@@ -1,0 +1,174 @@
+"""Decode any image Kohya accepts into 8-bit RGB plus an optional alpha mask.
+
+Real datasets hold CMYK JPEGs, palette PNGs with transparency, grey+alpha, 16-bit PNGs and
+animated GIF/WebP. Pillow's own ``convert`` clips 16-bit data instead of scaling it, so
+16-bit modes are scaled here.
+
+The fast path decodes JPEGs reduced with libjpeg's DCT scaling (1/2, 1/4, 1/8: the Huffman
+decode still reads the whole file, but the inverse DCT and colour conversion shrink), to no
+less than ``long_side`` pixels, then takes every n-th pixel of what is still larger.
+Subsampling, unlike averaging, keeps the share of pixels on each side of the threshold
+unbiased; averaging pulls fine texture towards its local mean and moves the share by
+points on textured photos. The default long side is 1024 rather than 512 because the
+DCT scaling itself averages: at 1/8 a textured 16 MP photo drifts by up to half a point,
+at 1/4 by a third of that, for about 5 ms more per image (bench/analysis.py).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from engine.errors import ImageError
+
+FAST_LONG_SIDE = 1024
+
+_GREY_MODES = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Pixels ready for measuring.
+
+    Attributes:
+        pixels: ``(H, W)`` grey or ``(H, W, 3)`` RGB, uint8.
+        alpha: ``(H, W)`` uint8 alpha, or None when the image is opaque.
+        size: The image's full-resolution size ``(width, height)``.
+        mode: The file's own Pillow mode, for reports.
+        format: The file format Pillow detected (``JPEG``, ``PNG``...).
+        exif_orientation: The EXIF orientation tag (1 when absent).
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    size: tuple[int, int]
+    mode: str
+    format: str
+    exif_orientation: int = 1
+
+    @property
+    def is_grey(self) -> bool:
+        """Whether ``pixels`` is a single grey channel."""
+        return self.pixels.ndim == 2
+
+
+def decode_image(
+    path: Path, *, exact: bool = False, long_side: int = FAST_LONG_SIDE, grey_ok: bool = False
+) -> Decoded:
+    """Open ``path`` and return its first frame as 8-bit pixels.
+
+    Args:
+        path: The image file.
+        exact: Decode at full resolution instead of about ``long_side`` pixels.
+        long_side: Target long side of the fast path.
+        grey_ok: The caller wants Rec. 601 luma only; a colour JPEG may then be decoded to
+            its Y plane directly (JFIF's Y is exactly that luma), skipping chroma work.
+
+    Raises:
+        ImageError: The file is empty, not an image, truncated, too large or unreadable.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes); re-export or remove it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _decode_open(image, exact=exact, long_side=long_side, grey_ok=grey_ok)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels for Pillow's bomb guard ({exc}); downscale it") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read; re-export it as PNG or JPEG") from exc
+    except PermissionError as exc:
+        raise ImageError("permission denied; make it readable (chmod a+r)") from exc
+    except OSError as exc:
+        message = str(exc) or exc.__class__.__name__
+        if "truncated" in message or "broken data stream" in message:
+            raise ImageError(f"truncated or corrupt ({message}); re-export it") from exc
+        raise ImageError(f"cannot decode ({message}); re-export it") from exc
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"corrupt image data ({exc}); re-export it") from exc
+
+
+def _decode_open(image: Image.Image, *, exact: bool, long_side: int, grey_ok: bool) -> Decoded:
+    full_size = image.size
+    file_mode = image.mode
+    file_format = image.format or "?"
+    orientation = _exif_orientation(image)
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    if not exact and image.format == "JPEG" and max(full_size) > long_side:
+        scale = long_side / max(full_size)
+        request = (max(1, math.ceil(full_size[0] * scale)), max(1, math.ceil(full_size[1] * scale)))
+        image.draft("L" if grey_ok and image.mode == "RGB" else image.mode, request)
+    image.load()
+    pixels, alpha = _to_eight_bit(image)
+    if not exact:
+        pixels, alpha = _reduce(pixels, alpha, long_side)
+    return Decoded(
+        pixels=pixels,
+        alpha=alpha,
+        size=full_size,
+        mode=file_mode,
+        format=file_format,
+        exif_orientation=orientation,
+    )
+
+
+def _to_eight_bit(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    mode = image.mode
+    if mode in _SIXTEEN_BIT or mode == "I":
+        data = np.asarray(image, dtype=np.float64)
+        if mode == "I" and data.max(initial=0) <= 255:
+            # A 32-bit container holding 8-bit data (rare): take it as is.
+            return np.clip(data, 0, 255).astype(np.uint8), None
+        # Scale 0..65535 to 0..255 with rounding; Pillow's convert() would clip instead.
+        return np.clip(np.rint(data / 257.0), 0, 255).astype(np.uint8), None
+    if mode == "F":
+        data = np.asarray(image, dtype=np.float64)
+        top = 1.0 if data.max(initial=0) <= 1.0 else 255.0
+        return np.clip(np.rint(data * (255.0 / top)), 0, 255).astype(np.uint8), None
+    if mode in ("1", "L"):
+        return np.asarray(image.convert("L"), dtype=np.uint8), None
+    if mode == "LA" or mode == "La":
+        la = np.asarray(image.convert("LA"), dtype=np.uint8)
+        return np.ascontiguousarray(la[..., 0]), np.ascontiguousarray(la[..., 1])
+    has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
+    if mode == "P" and image.palette is not None and image.palette.mode == "RGBA":
+        has_alpha = True
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if mode == "I;16" or mode in _GREY_MODES:  # pragma: no cover - handled above
+        return np.asarray(image.convert("L"), dtype=np.uint8), None
+    return np.asarray(image.convert("RGB"), dtype=np.uint8), None
+
+
+def _reduce(
+    pixels: np.ndarray, alpha: np.ndarray | None, long_side: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Take every n-th pixel so the long side is about ``long_side`` (a view, no copy)."""
+    height, width = pixels.shape[:2]
+    step = max(height, width) // long_side
+    if step < 2:
+        return pixels, alpha
+    pixels = pixels[::step, ::step]
+    if alpha is not None:
+        alpha = alpha[::step, ::step]
+    return pixels, alpha
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1

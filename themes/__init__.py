@@ -1,0 +1,1 @@
+"""Kiln's themes: ``.tcss`` files and theme definitions, shipped as package data."""

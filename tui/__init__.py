@@ -1,0 +1,1 @@
+"""Kiln's Textual workbench. It imports ``engine``; ``engine`` never imports it."""
