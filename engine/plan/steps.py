@@ -220,3 +220,49 @@ def _sort_key(key: BucketKey) -> tuple[int, int]:
 
 def _label(key: BucketKey) -> str:
     return "(all images)" if key is None else f"{key[0]}x{key[1]}"
+
+
+def rounding_notes(plan: StepPlan) -> list[str]:
+    """Why Kohya's count differs from the plain formula, one sentence each.
+
+    Why: users check the arithmetic by hand and must see where the extra steps come from.
+    """
+    notes: list[str] = []
+    plain = plan.plain_total_steps
+    extra = plan.total_steps - plain
+    if extra == 0:
+        return ["Kohya's count equals the plain formula: every batch is full."]
+    short = [bucket for bucket in plan.buckets if bucket.items % plan.batch]
+    if len(plan.buckets) == 1 and plan.buckets[0].resolution is None and short:
+        items = plan.items_per_epoch
+        notes.append(
+            f"Kohya rounds an epoch's batches up: {items} samples = {items // plan.batch} batches of "
+            f"{plan.batch} + a short one of {items % plan.batch}, which still costs a whole step."
+        )
+    elif short:
+        named = ", ".join(
+            f"{_label(bucket.resolution)} ({bucket.items} = {bucket.items // plan.batch} x {plan.batch}"
+            f" + {bucket.items % plan.batch})"
+            for bucket in short[:4]
+        )
+        more = f" and {len(short) - 4} more" if len(short) > 4 else ""
+        notes.append(
+            f"Kohya batches each aspect bucket separately and rounds up: {len(short)} of "
+            f"{len(plan.buckets)} bucket(s) end on a short batch that still costs a whole step: "
+            f"{named}{more}."
+        )
+    divisor = plan.grad_accumulation * plan.processes
+    if divisor > 1 and plan.batches_per_epoch % divisor:
+        notes.append(
+            f"{plan.batches_per_epoch} batches per epoch over {plan.grad_accumulation} accumulation "
+            f"step(s) x {plan.processes} GPU(s) rounds up to {plan.steps_per_epoch} steps."
+        )
+    notes.append(
+        f"So each epoch takes {plan.steps_per_epoch} steps, not {_figure(plan.plain_steps_per_epoch)}: "
+        f"{plan.total_steps} in all, {_figure(extra)} more than the plain formula's {_figure(plain)}."
+    )
+    return notes
+
+
+def _figure(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
