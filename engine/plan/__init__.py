@@ -1,0 +1,1 @@
+"""Planning a training run: Kohya's aspect buckets, step arithmetic and the guide's advice."""
