@@ -13,7 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 KOHYA_NAMES: dict[str, str] = {
     "pretrained_model_name_or_path": "model.base",
     "train_data_dir": "dataset.path",
-    "enable_bucket": "dataset.enable_bucket",
     "min_bucket_reso": "dataset.min_bucket_reso",
     "max_bucket_reso": "dataset.max_bucket_reso",
     "network_dim": "network.rank",
@@ -80,10 +79,10 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return lambda value: None if value in choices else "must be one of " + ", ".join(choices)
 
 
-def _multiple_of_64(value: int) -> str | None:
-    if value < 64:
-        return "must be at least 64"
-    return None if value % 64 == 0 else "must be a multiple of 64"
+def _multiple_of_8(value: int) -> str | None:
+    if value < 8:
+        return "must be at least 8"
+    return None if value % 8 == 0 else "must be a multiple of 8 (the VAE's cell; Kohya uses 64)"
 
 
 @dataclass(frozen=True)
@@ -99,17 +98,16 @@ class DatasetConfig:
     """``[dataset]``: the images, their captions and buckets (Kohya's dataset options)."""
 
     path: str = field(default="", metadata=_help("dataset folder, Kohya layout N_name/ (required)"))
-    resolution: int = field(default=512, metadata=_help("training resolution (bucket area)", _multiple_of_64))
+    resolution: int = field(default=512, metadata=_help("training resolution (bucket area)", _multiple_of_8))
     caption_extension: str = field(default=".txt", metadata=_help("caption sidecar extension"))
     shuffle_caption: bool = field(default=False, metadata=_help("shuffle comma-separated tags each step"))
     keep_tokens: int = field(default=0, metadata=_help("leading tags kept in place when shuffling", _at_least(0)))
     caption_dropout_rate: float = field(
         default=0.0, metadata=_help("share of steps trained on an empty caption", _within(0, 1))
     )
-    enable_bucket: bool = field(default=True, metadata=_help("aspect-ratio buckets (off: square crops)"))
-    min_bucket_reso: int = field(default=256, metadata=_help("smallest bucket side", _multiple_of_64))
-    max_bucket_reso: int = field(default=1024, metadata=_help("largest bucket side", _multiple_of_64))
-    bucket_reso_steps: int = field(default=64, metadata=_help("bucket side step", _multiple_of_64))
+    min_bucket_reso: int = field(default=256, metadata=_help("smallest bucket side", _multiple_of_8))
+    max_bucket_reso: int = field(default=1024, metadata=_help("largest bucket side", _multiple_of_8))
+    bucket_reso_steps: int = field(default=64, metadata=_help("bucket side step", _multiple_of_8))
     bucket_no_upscale: bool = field(default=False, metadata=_help("never upscale small images into a bucket"))
 
 
@@ -217,8 +215,7 @@ class TrainConfig:
         }
 
 
-SECTIONS: dict[str, type] = {item.name: item.type_class for item in ()}  # filled below
-SECTIONS = {
+SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "dataset": DatasetConfig,
     "network": NetworkConfig,
@@ -346,6 +343,11 @@ def _check_relations(source: str, config: TrainConfig) -> None:
             f"{source}: dataset.min_bucket_reso = {data.min_bucket_reso} is above "
             f"dataset.max_bucket_reso = {data.max_bucket_reso}"
         )
+    if not data.min_bucket_reso <= data.resolution <= data.max_bucket_reso:
+        raise ConfigError(
+            f"{source}: dataset.resolution = {data.resolution} must lie between dataset.min_bucket_reso "
+            f"({data.min_bucket_reso}) and dataset.max_bucket_reso ({data.max_bucket_reso})"
+        )
     if not config.output.name or "/" in config.output.name or config.output.name.startswith("."):
         raise ConfigError(f"{source}: output.name = {config.output.name!r}: must be a plain file name")
     if config.train.optimizer == "adamw8bit":
@@ -430,8 +432,3 @@ def resolved_toml(config: TrainConfig, comments: bool = False) -> str:
                 lines.append(f"# {item.metadata['help']}")
             lines.append(line)
     return "\n".join(lines) + "\n"
-
-
-def with_defaults_for(config: TrainConfig, **sections: Any) -> TrainConfig:
-    """A copy with whole sections replaced by keyword (``train=replace(config.train, ...)``)."""
-    return replace(config, **sections)
