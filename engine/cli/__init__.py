@@ -19,6 +19,8 @@ from engine.errors import KilnError, UsageError
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
     "calc": "calc",
+    "train": "train",
+    "tiny-model": "tiny_model",
 }
 
 _DESCRIPTION = """\

@@ -161,6 +161,9 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
     Returns:
         The path written.
     """
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
     out = Path(out)
     pipe = build_tiny_pipeline(seed)
     if not single_file:

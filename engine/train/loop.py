@@ -158,8 +158,13 @@ class Trainer:
         """Load everything and write the ``start`` event; separate from :meth:`run` so callers
         (and tests) can inspect or adjust the trainer before the first step."""
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
         config = self.config
+        if AcceleratorState._shared_state and AcceleratorState().num_processes == 1:
+            # accelerate keeps one state per process; a second run in the same process (tests,
+            # a sweep) may ask for another precision.
+            AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             mixed_precision=MIXED_PRECISION[config.train.precision], cpu=self.cpu, log_with=None
         )
@@ -273,7 +278,11 @@ class Trainer:
         if config.train.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if self.train_te:
-                self.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                # transformers >= 5 renamed it; non-reentrant so LoRA grads flow past frozen inputs.
+                enable = getattr(self.text_encoder, "activation_checkpointing_enable", None) or (
+                    self.text_encoder.gradient_checkpointing_enable
+                )
+                enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.unet.train()
         self.text_encoder.train(self.train_te)
         from diffusers import DDPMScheduler
@@ -451,7 +460,14 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
-            self.accelerator.clip_grad_norm_(self.trainable, self.config.train.max_grad_norm)
+            norm = self.accelerator.clip_grad_norm_(self.trainable, self.config.train.max_grad_norm)
+            # fp16's grad scaler skips overflowing steps by itself; elsewhere a non-finite
+            # gradient would poison the adapters, so stop before the optimizer applies it.
+            if self.accelerator.scaler is None and not torch.isfinite(norm):
+                raise TrainingDiverged(
+                    f"gradients became {float(norm)} at step {self.state.step + 1} (epoch {self.state.epoch}); "
+                    'lower train.unet_lr, or use train.precision = "fp32"'
+                )
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
