@@ -329,7 +329,7 @@ class Trainer:
 
             optimizer = bitsandbytes.optim.AdamW8bit(groups, weight_decay=train.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+            optimizer = _adamw(groups, train.weight_decay, self.device)
         total, warmup, kind = self.total_steps, train.lr_warmup_steps, train.scheduler
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, warmup, kind)
@@ -732,6 +732,18 @@ class Trainer:
         return RunResult(
             state=state, run_dir=self.run_dir, step=self.state.step, epoch=epoch, lora=lora, error=error
         )
+
+
+def _adamw(groups: list[dict[str, Any]], weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """torch's AdamW, fused into one kernel per step where the device has it.
+
+    A LoRA has hundreds of small tensors; the default per-tensor loop spends more time in
+    Python and kernel launches than in arithmetic. The maths is the same AdamW.
+    """
+    try:
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=device.type != "cpu" or None)
 
 
 def _batch_seed(seed: int, epoch: int, batch: int) -> int:

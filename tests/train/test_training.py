@@ -262,7 +262,7 @@ def test_nan_loss_aborts_with_a_failed_event(make_config) -> None:
 
 
 def test_stop_request_ends_after_the_step_with_a_saved_lora(make_config) -> None:
-    config = make_config()
+    config = make_config(train={"cache_latents": False})  # the VAE encodes every step
     run_dir = create_run_dir(config)
     trainer = Trainer(config, run_dir)
     trainer.listeners.append(
@@ -276,10 +276,14 @@ def test_stop_request_ends_after_the_step_with_a_saved_lora(make_config) -> None
     assert trainer.resume_state_dict()["state"]["step"] == 3
 
 
-def test_max_steps_and_grad_accumulation_cap_the_run(make_config) -> None:
-    result, events = train(make_config(train={"max_steps": 3, "grad_accumulation": 2, "scheduler": "linear"}))
+def test_max_steps_and_grad_accumulation_cap_the_run(make_config, train_dataset: Path) -> None:
+    config = make_config(
+        train={"max_steps": 3, "grad_accumulation": 2, "scheduler": "linear", "cache_latents_to_disk": True}
+    )
+    result, events = train(config)
     steps = [e for e in events if e["type"] == "step"]
     assert result.state == "done" and [e["step"] for e in steps] == [1, 2, 3]
+    assert len(list((train_dataset / ".kiln" / "latents").rglob("*.safetensors"))) == 6
     assert steps[0]["total"] == 3
     assert steps[0]["lr"] > steps[1]["lr"] > steps[2]["lr"]
     assert [e["type"] for e in events][-1] == "done"
