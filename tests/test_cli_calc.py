@@ -97,6 +97,10 @@ def test_dataset_no_upscale_and_solving_epochs(shaped: Path, capsys) -> None:
     assert (data["mode"], data["epochs"], data["steps_per_epoch"]) == ("epochs", 10, 10)
     data = calc_json(capsys, str(shaped), "--target-steps", "100", "--epochs", "5")
     assert (data["mode"], data["repeats"], data["total_steps"]) == ("repeats", 5, 100)
+    assert [concept["repeats"] for concept in data["concepts"]] == [1, 3]  # as the folders say
+    code, out, _ = calc(capsys, str(shaped), "--target-steps", "100", "--epochs", "5")
+    assert code == 0 and "5 repeats reach 100 steps" in out
+    assert "to apply, rename 1_dog -> 5_dog, 3_cat -> 5_cat" in " ".join(out.split())
 
 
 def test_dataset_dsb_verdict_comes_from_the_cache(guide_dataset: Path, capsys) -> None:

@@ -69,6 +69,7 @@ def test_excluded_images_and_the_repeats_override(mixed: Path) -> None:
         load = dataset_load(scan_dataset(mixed), store, BucketSpec(512), repeats=5)
     assert load.bucket_items() == {(384, 640): 5, (512, 512): 10, (640, 384): 5}
     assert load.bucket_images() == {(384, 640): 1, (512, 512): 2, (640, 384): 1}
+    assert load.concepts == (ConceptLoad("1_dog", 1, 2), ConceptLoad("2_cat", 2, 2))  # the folders' own
 
 
 def test_sizes_come_from_a_valid_cache_without_opening_files(mixed: Path, monkeypatch) -> None:
