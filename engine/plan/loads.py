@@ -1,0 +1,195 @@
+"""What a dataset puts in each bucket: the included images Kohya trains, times their repeats.
+
+Image sizes come from the analysis cache when it has them (``width``/``height``) and
+otherwise from the file's header (Pillow reads it without decoding pixels). The size is the
+stored one: Kohya ignores EXIF rotation, so Kiln does too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.dataset.scan import Dataset, ImageRecord
+from engine.dataset.selection import included_records
+from engine.dataset.store import Store
+from engine.errors import ImageError
+from engine.plan.buckets import BucketSpec, Size, assign_bucket
+
+
+@dataclass(frozen=True)
+class BucketLoad:
+    """One bucket of a dataset.
+
+    Attributes:
+        resolution: The bucket's ``(width, height)``.
+        images: Images assigned to it.
+        items: Samples per epoch: the sum of those images' repeats.
+    """
+
+    resolution: Size
+    images: int
+    items: int
+
+
+@dataclass(frozen=True)
+class ConceptLoad:
+    """One concept folder: its own repeats (from its name) and its counted images."""
+
+    folder: str
+    repeats: int
+    images: int
+
+
+@dataclass(frozen=True)
+class DatasetLoad:
+    """A dataset's samples per bucket, and what was left out and why.
+
+    Attributes:
+        buckets: Non-empty buckets, sorted by resolution.
+        concepts: Folders with counted images, sorted by folder.
+        skipped: Included images in places Kohya skips (the root, folders without an
+            ``N_`` prefix, ``0_`` folders): not counted.
+        unreadable: ``(rel_path, reason)`` of images whose size could not be read, or that
+            Kohya could not bucket: not counted.
+    """
+
+    buckets: tuple[BucketLoad, ...]
+    concepts: tuple[ConceptLoad, ...]
+    skipped: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...]
+
+    @property
+    def images(self) -> int:
+        """Images counted."""
+        return sum(bucket.images for bucket in self.buckets)
+
+    @property
+    def items(self) -> int:
+        """Samples per epoch, repeats included."""
+        return sum(bucket.items for bucket in self.buckets)
+
+    def bucket_items(self) -> dict[Size, int]:
+        """Samples per bucket, as :func:`engine.plan.steps.plan_steps` takes them."""
+        return {bucket.resolution: bucket.items for bucket in self.buckets}
+
+    def bucket_images(self) -> dict[Size, int]:
+        """Images per bucket, as :func:`engine.plan.steps.repeats_for_target` takes them."""
+        return {bucket.resolution: bucket.images for bucket in self.buckets}
+
+
+def dataset_load(
+    dataset: Dataset, store: Store | None, spec: BucketSpec, repeats: int | None = None
+) -> DatasetLoad:
+    """Bucket the dataset's included images as Kohya would and count samples per bucket.
+
+    Why: Kohya rounds batches up per bucket, so the step count depends on how images spread
+    over buckets, not only on how many there are.
+
+    Args:
+        dataset: The scanned dataset.
+        store: Its store (selection and cache), or None to count every image and read
+            every size from the files.
+        spec: Bucket settings.
+        repeats: Count every image with this many repeats instead of its folder's (for
+            "what if" plans).
+    """
+    trained = {concept.folder for concept in dataset.concepts if concept.kohya_ok}
+    records = included_records(dataset.images, store) if store is not None else list(dataset.images)
+    counted = [record for record in records if record.folder in trained]
+    skipped = tuple(record.rel_path for record in records if record.folder not in trained)
+    sizes, unreadable = image_sizes(counted, store)
+
+    buckets: dict[Size, list[int]] = {}
+    concepts: dict[str, list[int]] = {}
+    for record in counted:
+        size = sizes.get(record.rel_path)
+        if size is None:
+            continue
+        try:
+            bucket = assign_bucket(size, spec).bucket
+        except ImageError as exc:
+            unreadable[record.rel_path] = str(exc)
+            continue
+        image_repeats = record.repeats if repeats is None else repeats
+        images_items = buckets.setdefault(bucket, [0, 0])
+        images_items[0] += 1
+        images_items[1] += image_repeats
+        concept = concepts.setdefault(record.folder, [record.repeats, 0])
+        concept[1] += 1
+    return DatasetLoad(
+        buckets=tuple(BucketLoad(key, images, items) for key, (images, items) in sorted(buckets.items())),
+        concepts=tuple(ConceptLoad(folder, *counts) for folder, counts in sorted(concepts.items())),
+        skipped=skipped,
+        unreadable=tuple(sorted(unreadable.items())),
+    )
+
+
+def image_sizes(
+    records: Iterable[ImageRecord], store: Store | None = None
+) -> tuple[dict[str, Size], dict[str, str]]:
+    """Each image's ``(width, height)``, from the cache where valid, else from its header.
+
+    Why: planning must be instant on a dataset that was analysed, and cheap on one that was
+    not; a header read costs a fraction of a decode.
+
+    Returns:
+        ``(sizes, problems)``, both keyed by relative path; ``problems`` holds a one-line
+        reason for each image whose size could not be read.
+    """
+    records = list(records)
+    sizes = _cached_sizes(records, store) if store is not None else {}
+    problems: dict[str, str] = {}
+    for record in records:
+        if record.rel_path in sizes:
+            continue
+        try:
+            sizes[record.rel_path] = header_size(record.path)
+        except ImageError as exc:
+            problems[record.rel_path] = str(exc)
+    return sizes, problems
+
+
+def header_size(path: Path) -> Size:
+    """An image's stored ``(width, height)`` from its header, without decoding pixels.
+
+    Raises:
+        ImageError: the file cannot be opened as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # A large image is fine to measure; only decoding it would cost memory.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read; re-save it as PNG or JPEG") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too large to open safely ({exc}); downscale it") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read it ({exc.strerror or exc}); check the file") from None
+
+
+def _cached_sizes(records: list[ImageRecord], store: Store) -> dict[str, Size]:
+    wanted = {record.rel_path: record for record in records}
+    found: dict[str, Size] = {}
+    rows = store.query(
+        "SELECT rel_path, size, mtime_ns, metrics FROM analysis WHERE error IS NULL AND metrics IS NOT NULL"
+    )
+    for rel_path, size, mtime_ns, metrics in rows:
+        record = wanted.get(rel_path)
+        if record is None or rel_path in found or record.size != size or record.mtime_ns != mtime_ns:
+            continue
+        try:
+            figures = json.loads(metrics)
+            width, height = int(figures["width"]), int(figures["height"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if width > 0 and height > 0:
+            found[rel_path] = (width, height)
+    return found
