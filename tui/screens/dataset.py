@@ -314,6 +314,8 @@ class DatasetScreen(Screen):
                 continue
             self.curation.set_analysis(record.rel_path, analysis)
             self.update_row(record.rel_path)
+            if record.rel_path == self._current:
+                self.show_row_info(record.rel_path)
         self.update_gauge()
         sub = "" if message.done >= message.total else f"measuring {message.done}/{message.total}"
         self.app.sub_title = f"{self.curation.root}  {sub}".rstrip()
@@ -416,21 +418,30 @@ class DatasetScreen(Screen):
         self._current = path
         row = self.curation.rows.get(path) if path else None
         self.editor.load(path, row.caption if row else None)
-        info = self.query_one("#row-info", Static)
         preview = self.query_one(ImagePreview)
+        self.show_row_info(path)
         if row is None:
-            info.update("")
             preview.show_message("no image selected")
             return
-        size = ""
-        if row.analysis and "width" in row.analysis.metrics:
-            size = f" · {row.analysis.metrics['width']}x{row.analysis.metrics['height']}"
-        info.update(f"[b]{path}[/b] · {row.record.concept} x{row.record.repeats}{size} · {status_text(row)}")
         if self.images_mode != "none":
             if self._preview_timer is not None:
                 self._preview_timer.stop()
             # Debounced: holding j should not decode every image it passes.
             self._preview_timer = self.set_timer(0.08, lambda: self.load_preview(row.record.path, path))
+
+    def show_row_info(self, path: str | None) -> None:
+        """The line under the preview: path, concept, repeats, size, status."""
+        info = self.query_one("#row-info", Static)
+        row = self.curation.rows.get(path) if path else None
+        if row is None:
+            info.update("")
+            return
+        size = ""
+        if row.analysis and "width" in row.analysis.metrics:
+            size = f" · {row.analysis.metrics['width']}x{row.analysis.metrics['height']}"
+        text = Text.assemble((path or "", "bold"), f" · {row.record.concept} x{row.record.repeats}{size}")
+        text.append(f" · {status_text(row)}")
+        info.update(text)
 
     @work(thread=True, exclusive=True, group="preview")
     def load_preview(self, file: Path, path: str) -> None:

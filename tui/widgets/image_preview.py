@@ -81,7 +81,7 @@ class ImagePreview(Widget):
                 yield Static("picture", classes="label")
             with Vertical(classes="pane"):
                 yield self._widget_class(None, id="posterized", classes="picture")
-                yield Static("4 tones (what W% counts)", classes="label")
+                yield Static("4 tones", classes="label")
         yield Static("", id="preview-message")
 
     def show(self, picture: PILImage.Image, posterized: PILImage.Image) -> None:

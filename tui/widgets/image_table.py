@@ -46,6 +46,7 @@ class ImageTable(ScrollView, can_focus=True):
     ImageTable {
         background: $surface;
         scrollbar-gutter: stable;
+        overflow-x: hidden;
     }
     ImageTable > .image-table--header {
         text-style: bold;
