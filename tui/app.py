@@ -6,6 +6,7 @@ from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.theme import Theme
 
 import themes
@@ -13,8 +14,8 @@ from engine.analysis.run import start_pool_server
 from engine.analysis.tones import DEFAULT_METHOD
 from engine.curate import Curation
 from tui.commands import BindingCommands
-from tui.screens.dataset import DatasetScreen
 from tui.screens.help import HelpScreen
+from tui.sections import SECTIONS, Section
 
 NARROW_WIDTH = 100
 
@@ -48,6 +49,11 @@ class KilnApp(App):
             tooltip="Every key, with what it does",
         ),
         Binding("f1", "help", "Help", show=False, id="app.help_f1", tooltip="Every key, with what it does"),
+        *(
+            Binding(section.key, f"section('{section.name}')", section.title, show=False,
+                    id=f"app.section.{section.name}", tooltip=section.tooltip)
+            for section in SECTIONS
+        ),
     ]
 
     def __init__(
@@ -70,9 +76,23 @@ class KilnApp(App):
         self.watch_files = watch
         self.poll = poll
         self.sub_title = str(self.curation.root)
+        self.dataset_name = self.curation.root.name
+        self.section_screens: dict[str, Screen] = {}
+        for section in SECTIONS:
+            self.add_mode(section.name, lambda section=section: self._build_section(section))
 
     def on_mount(self) -> None:
-        self.push_screen(DatasetScreen(self.curation, self.images, self.watch_files, self.poll))
+        self.switch_mode(SECTIONS[0].name)
+
+    def _build_section(self, section: Section) -> Screen:
+        screen = section.factory(self)
+        self.section_screens[section.name] = screen
+        return screen
+
+    def action_section(self, name: str) -> None:
+        """Open a section (its screen keeps its state between visits)."""
+        if self.current_mode != name:
+            self.switch_mode(name)
 
     def on_resize(self) -> None:
         for screen in self.screen_stack:
@@ -86,12 +106,23 @@ class KilnApp(App):
             self.push_screen(HelpScreen(self.screen))
 
     async def action_quit(self) -> None:
-        screen = self.screen
-        confirm = getattr(screen, "confirm_leave", None)
-        if confirm is None:
-            self.exit()
-            return
-        confirm(self.exit)
+        """Quit once no section would lose unsaved work (each one asks in turn)."""
+        pending = [
+            (name, screen)
+            for name, screen in self.section_screens.items()
+            if getattr(screen, "confirm_leave", None) is not None
+        ]
+
+        def next_or_exit() -> None:
+            if not pending:
+                self.exit()
+                return
+            name, screen = pending.pop()
+            if self.current_mode != name:
+                self.switch_mode(name)
+            screen.confirm_leave(next_or_exit)
+
+        next_or_exit()
 
     def on_unmount(self) -> None:
         self.curation.close()

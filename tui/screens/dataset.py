@@ -31,6 +31,7 @@ from tui.widgets.caption_editor import CaptionEditor
 from tui.widgets.dsb_gauge import DsbGauge
 from tui.widgets.image_preview import ImagePreview
 from tui.widgets.image_table import Column, ImageTable
+from tui.widgets.section_bar import SectionBar
 
 # The shares come first and are dropped last, so they stay visible on an 80-column terminal.
 COLUMNS: list[Column] = [
@@ -150,6 +151,7 @@ class DatasetScreen(Screen):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        yield SectionBar("dataset")
         yield DsbGauge(self.curation.target, id="gauge")
         with Horizontal(id="body"):
             with Vertical(id="table-pane"):
