@@ -50,8 +50,14 @@ class KilnApp(App):
         ),
         Binding("f1", "help", "Help", show=False, id="app.help_f1", tooltip="Every key, with what it does"),
         *(
-            Binding(section.key, f"section('{section.name}')", section.title, show=False,
-                    id=f"app.section.{section.name}", tooltip=section.tooltip)
+            Binding(
+                section.key,
+                f"section('{section.name}')",
+                section.title,
+                show=False,
+                id=f"app.section.{section.name}",
+                tooltip=section.tooltip,
+            )
             for section in SECTIONS
         ),
     ]

@@ -20,6 +20,7 @@ class AnalysisProgress(Message):
 
 @dataclass
 class FilesChanged(Message):
-    """Files changed under the dataset (paths relative to its root)."""
+    """Files changed under the dataset (paths relative to its root); renames as old -> new."""
 
     paths: set[str]
+    moves: dict[str, str]
