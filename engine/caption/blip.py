@@ -12,53 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from engine.caption.settings import BlipSettings
 from engine.errors import ModelError, UsageError
 
 # transformers < 5 saves the image settings as preprocessor_config.json, 5.x inside
 # processor_config.json; hub copies of BLIP hold the former.
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-
-
-@dataclass(frozen=True)
-class BlipSettings:
-    """How BLIP generates.
-
-    Attributes:
-        beams: Beam-search width (1 is greedy).
-        min_new_tokens: Fewest tokens generated after the prompt.
-        max_new_tokens: Most tokens generated after the prompt (always passed: the model's
-            default of 20 cuts sentences short).
-        prefix: A conditional prompt such as ``"a photograph of"``; BLIP continues it and
-            Kiln strips it from the caption.
-        batch_size: Images per ``generate`` call.
-        device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
-        allow_pickle: Also load ``pytorch_model.bin`` (runs pickle: only for files you trust).
-    """
-
-    beams: int = 3
-    min_new_tokens: int = 5
-    max_new_tokens: int = 50
-    prefix: str = ""
-    batch_size: int = 4
-    device: str = "auto"
-    allow_pickle: bool = False
-
-    def __post_init__(self) -> None:
-        if self.beams < 1 or self.batch_size < 1:
-            raise UsageError("BLIP beams and batch size must be at least 1")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens or self.max_new_tokens < 1:
-            raise UsageError(
-                f"BLIP tokens: need 0 <= min ({self.min_new_tokens}) <= max ({self.max_new_tokens}), max >= 1"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"device {self.device!r}: use auto, cpu or cuda")
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -277,12 +277,14 @@ def plan_edit(records: Iterable[ImageRecord], edit: TagEdit) -> TagPlan:
         after = edit.apply(list(pieces))
         if after == pieces:
             continue
+        # Keep a final line break the user's editor wrote; some tools expect one.
+        ending = "\n" if caption.text.endswith("\n") else ""
         plan.changes.append(
             CaptionChange(
                 image=record.rel_path,
                 caption_path=record.caption_path,
                 before=caption.text if caption.exists else None,
-                after=join_tags(after),
+                after=join_tags(after) + ending,
             )
         )
     return plan
@@ -301,9 +303,8 @@ def apply_plan(plan: TagPlan, root: Path, store: Store) -> ApplyResult:
     current: list[tuple[CaptionChange, bytes | None]] = []
     for change in plan.changes:
         raw = _read_bytes(change.caption_path)
-        expected = None if change.before is None else change.before
         now = read_caption(change.caption_path)
-        if (now.text if now.exists else None) != expected:
+        if (now.text if now.exists else None) != change.before:
             result.failed.append((change.image, "changed on disk since the preview; run the operation again"))
             continue
         current.append((change, raw))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.caption.settings import Wd14Settings
 from engine.errors import ModelError
 
 MODEL_FILE = "model.onnx"
@@ -34,29 +35,6 @@ KAOMOJI = frozenset(
         "6_9", ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
     }
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Wd14Settings:
-    """How tags are chosen and written.
-
-    Attributes:
-        general_threshold: Minimum score of a general tag (0.35, as the reference taggers).
-        character_threshold: Minimum score of a character tag (0.85).
-        rating: Put the most likely rating tag (argmax of the rating rows) first.
-        remove_underscores: Write ``long hair`` instead of ``long_hair`` (kaomoji kept).
-        escape_parentheses: Write ``\\(`` and ``\\)`` for WebUIs that read them as weights.
-        undesired: Tags never written (compared without case, underscores or spaces).
-        batch_size: Images per inference when the model's batch dimension is free.
-    """
-
-    general_threshold: float = 0.35
-    character_threshold: float = 0.85
-    rating: bool = False
-    remove_underscores: bool = True
-    escape_parentheses: bool = False
-    undesired: tuple[str, ...] = ()
-    batch_size: int = 8
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from engine.errors import KilnError, UsageError
 # Command name -> module under engine.cli; the order is the order of ``kiln --help``.
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
+    "caption": "caption",
+    "tags": "tags",
+    "lint": "lint",
 }
 
 _DESCRIPTION = """\
