@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.caption.settings import BlipSettings
+from engine.cli import main
 from engine.errors import ModelError, UsageError
 from tests.caption_models import write_tiny_blip
 
@@ -90,3 +92,32 @@ def test_settings_and_device_are_checked() -> None:
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(UsageError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_kiln_caption_blip_puts_the_trigger_last(blip_folder: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "data" / "10_red"
+    folder.mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.new("RGBA", (32, 24), (255, 0, 0, 200)).save(folder / f"{name}.png")
+    (folder / "b.txt").write_text("hand written", encoding="utf-8")
+    argv = [
+        "caption",
+        str(folder.parent),
+        "--style",
+        "blip",
+        "--model",
+        str(blip_folder),
+        "--trigger",
+        "kilnred",
+    ]
+    assert main([*argv, "--min-new-tokens", "0", "--max-new-tokens", "3", "--beams", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"] == {"written": 1, "unchanged": 0, "skipped": 1, "failed": 0}
+    assert data["images"][0] == {
+        "path": "10_red/a.png",
+        "status": "written",
+        "caption": "cat cat cat, kilnred",
+        "error": None,
+    }
+    assert (folder / "a.txt").read_text() == "cat cat cat, kilnred"
+    assert (folder / "b.txt").read_text() == "hand written"

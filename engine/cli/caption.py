@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             captioner.close()
     counts = {status: result.count(status) for status in (WRITTEN, UNCHANGED, SKIPPED, FAILED)}
+    order = {record.rel_path: index for index, record in enumerate(records)}
     if args.json:
         print_json(
             {
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 "undo_step": result.step,
                 "images": [
                     {"path": o.rel_path, "status": o.status, "caption": o.text, "error": o.error}
-                    for o in result.outcomes
+                    for o in sorted(result.outcomes, key=lambda o: order[o.rel_path])
                 ],
             }
         )
