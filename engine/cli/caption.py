@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        console().print(
+        out = console()
+        out.soft_wrap = True
+        out.print(
             f"{counts[WRITTEN]} written, {counts[UNCHANGED]} unchanged, {counts[SKIPPED]} skipped "
             f"(already captioned), {counts[FAILED]} failed"
             + (f"; undo with: kiln tags {dataset.root} undo" if result.step is not None else "")

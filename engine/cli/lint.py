@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.to_json())
         return 1 if report.findings else 0
     out = console()
+    out.soft_wrap = True  # long captions and paths stay on one line, for copying and grep
     for finding in report.findings:
         colour = "red" if finding.severity == "error" else "yellow"
         out.print(

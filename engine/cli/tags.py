@@ -152,7 +152,7 @@ def _edit(args: argparse.Namespace, records: list):
 
 
 def _print_plan(plan, root: Path, result, dry_run: bool) -> None:
-    out = console()
+    out = _console()
     if dry_run:
         for change in plan.changes:
             out.print(f"[bold]{escape(change.caption_path.relative_to(root).as_posix())}[/]")
@@ -181,7 +181,7 @@ def _stats(args: argparse.Namespace, stats) -> int:
         return 0
     from rich.table import Table
 
-    out = console()
+    out = _console()
     table = Table(title=f"tags in {stats.captions} caption(s)")
     table.add_column("tag")
     table.add_column("captions", justify="right")
@@ -212,7 +212,7 @@ def _undo(args: argparse.Namespace, store) -> int:
             }
         )
         return 0
-    out = console()
+    out = _console()
     verb = "would restore" if result.dry_run else "restored"
     out.print(f"undo '{escape(result.step.description)}': {verb} {len(result.restored)} caption(s)")
     for path in result.restored:
@@ -234,10 +234,16 @@ def _history(args: argparse.Namespace, store) -> int:
             ]
         )
         return 0
-    out = console()
+    out = _console()
     if not steps:
         out.print("no caption edits recorded")
     for step in steps:
         when = datetime.fromtimestamp(step.created).strftime("%Y-%m-%d %H:%M:%S")
         out.print(f"{step.id:>4}  {when}  {escape(step.description)}  ({step.files} caption(s))")
     return 0
+
+
+def _console():
+    out = console()
+    out.soft_wrap = True  # long captions and paths stay on one line, for copying and grep
+    return out
