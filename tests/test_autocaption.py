@@ -206,6 +206,15 @@ def test_cli_wd14_json_only_included_images_and_exit_1_on_a_bad_image(
     assert "written" in capsys.readouterr().out
 
 
+def test_cli_loads_no_model_when_every_image_is_captioned(tmp_path: Path, make_dataset, capsys) -> None:
+    root = make_dataset({"1_x/a.png": 50}, {"1_x/a.txt": "done"})
+    argv = ["caption", str(root), "--style", "wd14", "--model", str(tmp_path / "absent"), "--json"]
+    assert main(argv) == 0  # the missing model folder is never opened
+    assert json.loads(capsys.readouterr().out)["counts"]["skipped"] == 1
+    assert main([*argv, "--mode", "overwrite"]) == 1
+    assert "no such model folder" in capsys.readouterr().err
+
+
 def test_cli_bad_model_and_bad_usage(red_dataset: Path, tmp_path: Path, capsys) -> None:
     base = ["caption", str(red_dataset), "--style", "wd14"]
     assert main([*base, "--model", str(tmp_path / "none")]) == 1

@@ -76,6 +76,9 @@ def test_missing_trigger_given_or_inferred_per_concept(build) -> None:
     assert "inferred" in finding.message and "kiln tags" in finding.fix and "kilnpot" in finding.fix
     given = lint(root, trigger="kilnsky")
     assert rules(given, "missing-trigger") == ["10_pot/a.txt", "10_pot/b.txt", "10_pot/c.txt"]
+    (root / "10_pot/c.txt").write_text("a kilnpot bowl on a green table")  # inside the sentence counts
+    assert rules(lint(root), "missing-trigger") == []
+    assert rules(lint(root, trigger="kilnsk"), "missing-trigger")[0] == "10_pot/a.txt"  # whole words only
 
 
 def test_trigger_is_not_guessed_when_unclear() -> None:

@@ -115,6 +115,13 @@ def test_fixed_and_dynamic_batches_agree(dynamic_model: Path, fixed_model: Path)
     assert calls == [2, 1]  # batched by the setting, the last batch short
 
 
+def test_a_fixed_batch_above_one_is_filled_and_trimmed(tmp_path: Path, dynamic_model: Path) -> None:
+    images = [RED, BLUE_WIDE, BLACK_TALL]
+    fixed = Wd14Tagger(write_wd14_model(tmp_path / "two", batch=2), Wd14Settings(batch_size=8))
+    assert (fixed.fixed_batch, fixed.batch_size) == (2, 2)
+    assert fixed.caption_batch(images) == Wd14Tagger(dynamic_model).caption_batch(images)
+
+
 def test_model_folder_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no such model folder"):
         Wd14Tagger(tmp_path / "nope")

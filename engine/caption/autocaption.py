@@ -140,6 +140,15 @@ def compose_caption(generated: str, existing: str | None, options: CaptionOption
     return join_tags(pieces)
 
 
+def needs_caption(existing: str, mode: str) -> bool:
+    """Whether an image with caption text ``existing`` is captioned in ``mode``.
+
+    Skip mode leaves every image whose caption holds any text; an empty file counts as no
+    caption. The CLI asks this first, so a run with nothing to do never loads a model.
+    """
+    return mode != "skip" or not existing.strip()
+
+
 def caption_images(
     records: Iterable[ImageRecord],
     captioner: Captioner,
@@ -178,7 +187,7 @@ def caption_images(
     todo: list[tuple[ImageRecord, str | None, bytes | None]] = []
     for record in records:
         caption = read_caption(record.caption_path)
-        if options.mode == "skip" and caption.text.strip():
+        if not needs_caption(caption.text, options.mode):
             report(CaptionOutcome(record.rel_path, record.caption_path, SKIPPED, text=caption.text))
             continue
         if options.mode == "append" and caption.lossy:
@@ -219,11 +228,11 @@ def caption_images(
                 except ImageError as exc:
                     report(CaptionOutcome(record.rel_path, record.caption_path, FAILED, error=str(exc)))
                 except MemoryError:
-                    report(
-                        CaptionOutcome(
-                            record.rel_path, record.caption_path, FAILED, error="out of memory while decoding"
-                        )
-                    )
+                    error = "out of memory while decoding; downscale it"
+                    report(CaptionOutcome(record.rel_path, record.caption_path, FAILED, error=error))
+                except Exception as exc:  # an unforeseen decoder failure costs only this image
+                    error = f"cannot decode ({exc.__class__.__name__}: {exc}); re-export it"
+                    report(CaptionOutcome(record.rel_path, record.caption_path, FAILED, error=error))
             if not ready:
                 continue
             try:

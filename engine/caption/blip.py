@@ -89,15 +89,15 @@ class BlipCaptioner:
         Raises:
             ModelError: The folder is incomplete or transformers cannot load it.
         """
+        self.folder = Path(folder).expanduser()
+        self.settings = settings or BlipSettings()
+        check_blip_folder(self.folder, self.settings.allow_pickle)  # before the slow import
+
         from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as hf_logging
 
         # tqdm bars from transformers would tear through Kiln's progress bar and the TUI.
         hf_logging.disable_progress_bar()
-
-        self.folder = Path(folder).expanduser()
-        self.settings = settings or BlipSettings()
-        check_blip_folder(self.folder, self.settings.allow_pickle)
         self.device = resolve_device(self.settings.device)
         self.batch_size = self.settings.batch_size
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
-from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key
+from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
 from engine.dataset.captions import read_caption
 from engine.dataset.scan import EXCLUDED_FOLDER, RUNS_FOLDER, Dataset, ImageRecord, is_image_name
 from engine.dataset.selection import excluded_paths
@@ -167,6 +167,13 @@ def infer_trigger(captions: list[list[str]], concept: str) -> Trigger | None:
     return Trigger(spelling[key], "inferred", count, len(captions))
 
 
+def holds_trigger(pieces: list[str], trigger: str) -> bool:
+    """Whether a caption holds the trigger, as a piece of its own or as words inside a sentence."""
+    key = tag_key(trigger)
+    pattern = word_pattern(trigger)
+    return any(tag_key(piece) == key or (is_sentence(piece) and pattern.search(piece)) for piece in pieces)
+
+
 def initial_prompt(pieces: list[str], trigger: str | None) -> list[str]:
     """The pieces of a BLIP-style caption's initial prompt (empty for a tag list).
 
@@ -286,7 +293,7 @@ def lint_dataset(
         for record in members:
             pieces = texts[record.rel_path]
             caption_file = _rel(dataset, record.caption_path)
-            if chosen is not None and not any(tag_key(piece) == tag_key(chosen.word) for piece in pieces):
+            if chosen is not None and not holds_trigger(pieces, chosen.word):
                 how = (
                     "given with --trigger"
                     if chosen.source == "given"

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine.caption.settings import Wd14Settings
+from engine.caption.tagtext import join_tags
 from engine.errors import ModelError
 
 MODEL_FILE = "model.onnx"
@@ -176,6 +177,7 @@ class Wd14Tagger:
         requested = max(1, int(self.settings.batch_size))
         self.batch_size = self.fixed_batch if self.fixed_batch is not None else requested
         self._undesired = {_undesired_key(tag) for tag in self.settings.undesired}
+        self._categories = np.array([row.category for row in self.rows], dtype=np.int64)
 
     def _check_output(self, model_path: Path, shape: Sequence[object]) -> None:
         if len(shape) != 2:
@@ -219,21 +221,23 @@ class Wd14Tagger:
         """Pick the rating, character and general tags from one image's scores."""
         settings = self.settings
         rating: ScoredTag | None = None
-        characters: list[ScoredTag] = []
-        general: list[ScoredTag] = []
-        rating_rows = [index for index, row in enumerate(self.rows) if row.category == CATEGORY_RATING]
-        if settings.rating and rating_rows:
-            best = max(rating_rows, key=lambda index: float(scores[index]))
+        rating_rows = np.flatnonzero(self._categories == CATEGORY_RATING)
+        if settings.rating and rating_rows.size:
+            best = int(rating_rows[np.argmax(scores[rating_rows])])  # argmax: first on ties
             rating = self._scored(best, float(scores[best]))
-        for index, row in enumerate(self.rows):
-            score = float(scores[index])
-            if row.category == CATEGORY_GENERAL and score >= settings.general_threshold:
-                general.append(self._scored(index, score))
-            elif row.category == CATEGORY_CHARACTER and score >= settings.character_threshold:
-                characters.append(self._scored(index, score))
-        if rating is not None and _undesired_key(rating.name) in self._undesired:
-            rating = None
-        return ImageTags(rating=rating, characters=self._ranked(characters), general=self._ranked(general))
+            if _undesired_key(rating.name) in self._undesired:
+                rating = None
+        general = np.flatnonzero(
+            (self._categories == CATEGORY_GENERAL) & (scores >= settings.general_threshold)
+        )
+        characters = np.flatnonzero(
+            (self._categories == CATEGORY_CHARACTER) & (scores >= settings.character_threshold)
+        )
+        return ImageTags(
+            rating=rating,
+            characters=self._ranked([self._scored(int(i), float(scores[i])) for i in characters]),
+            general=self._ranked([self._scored(int(i), float(scores[i])) for i in general]),
+        )
 
     def _ranked(self, tags: list[ScoredTag]) -> tuple[ScoredTag, ...]:
         """Wanted tags, most confident first (the sort is stable: CSV order breaks ties)."""
@@ -246,8 +250,6 @@ class Wd14Tagger:
 
     def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
         """Captions (tags joined by ``, ``) for each image; the captioner interface."""
-        from engine.caption.tagtext import join_tags
-
         return [join_tags(tags.names()) for tags in self.tag_images(images)]
 
     def close(self) -> None:
