@@ -25,7 +25,7 @@ from engine.cli import main
 from engine.dataset.scan import scan_dataset
 from engine.dataset.selection import set_included
 from engine.dataset.store import Store
-from engine.errors import UsageError
+from engine.errors import ModelError, UsageError
 from tests.caption_models import write_wd14_model
 
 WD14_RED = "hakurei reimu (cosplay), red theme, long hair, ^_^"
@@ -160,6 +160,27 @@ def test_should_stop_ends_the_run_between_batches(five_images: Path) -> None:
     assert result.stopped and captioner.batches == [2]
     assert [outcome.rel_path for outcome in result.outcomes] == ["1_x/0.png", "1_x/1.png"]
     assert not (five_images / "1_x/2.txt").exists()
+
+
+def test_a_caption_written_during_the_run_is_not_overwritten(five_images: Path) -> None:
+    class Meddler(FakeCaptioner):
+        def caption_batch(self, images):
+            (five_images / "1_x/1.txt").write_text("written by hand meanwhile")
+            return super().caption_batch(images)
+
+    result = run(five_images, CaptionOptions(mode="skip"), Meddler())
+    assert [outcome.status for outcome in result.outcomes][:2] == [WRITTEN, SKIPPED]
+    assert (five_images / "1_x/1.txt").read_text() == "written by hand meanwhile"
+
+
+def test_an_unusable_model_stops_the_run(five_images: Path) -> None:
+    class Broken(FakeCaptioner):
+        def caption_batch(self, images):
+            raise ModelError("model.onnx: scored 3 tags, selected_tags.csv lists 4")
+
+    with pytest.raises(ModelError, match="scored 3 tags"):
+        run(five_images, CaptionOptions(mode="overwrite"), Broken())
+    assert not list(five_images.glob("1_x/*.txt"))
 
 
 def test_append_refuses_a_non_utf8_caption(five_images: Path) -> None:

@@ -17,13 +17,13 @@ from typing import Protocol
 
 from PIL import Image
 
-from engine.caption.history import FileChange, History, relative
+from engine.caption.history import FileChange, History, current_bytes, relative
 from engine.caption.images import rgb_on_white
 from engine.caption.tagtext import has_tag, join_tags, split_tags, tag_key
 from engine.dataset.captions import read_caption, write_caption
 from engine.dataset.scan import ImageRecord
 from engine.dataset.store import Store
-from engine.errors import ImageError, UsageError
+from engine.errors import ImageError, ModelError, UsageError
 
 STYLES = ("blip", "wd14")
 MODES = ("skip", "overwrite", "append")
@@ -184,32 +184,20 @@ def caption_images(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    todo: list[tuple[ImageRecord, str | None, bytes | None]] = []
+    todo: list[ImageRecord] = []
     for record in records:
-        caption = read_caption(record.caption_path)
-        if not needs_caption(caption.text, options.mode):
-            report(CaptionOutcome(record.rel_path, record.caption_path, SKIPPED, text=caption.text))
-            continue
-        if options.mode == "append" and caption.lossy:
-            report(
-                CaptionOutcome(
-                    record.rel_path,
-                    record.caption_path,
-                    FAILED,
-                    error=f"{record.caption_path.name} is not valid UTF-8, so appending would lose bytes; "
-                    "re-save it as UTF-8 or use --mode overwrite",
-                )
-            )
-            continue
-        raw = _read_bytes(record.caption_path) if caption.exists else None
-        todo.append((record, caption.text if caption.exists else None, raw))
+        refused = _refusal(record, options)
+        if refused is not None:
+            report(refused)
+        else:
+            todo.append(record)
 
     batch_size = max(1, int(captioner.batch_size))
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kiln-decode") as pool:
 
-        def decode(batch: list) -> list[Future]:
-            return [pool.submit(load_image, record.path) for record, _, _ in batch]
+        def decode(batch: list[ImageRecord]) -> list[Future]:
+            return [pool.submit(load_image, record.path) for record in batch]
 
         pending = decode(batches[0]) if batches else []
         for index, batch in enumerate(batches):
@@ -221,10 +209,10 @@ def caption_images(
             futures = pending
             # Decode the next batch while the model works on this one.
             pending = decode(batches[index + 1]) if index + 1 < len(batches) else []
-            ready: list[tuple[ImageRecord, str | None, bytes | None, Image.Image]] = []
-            for (record, existing, raw), future in zip(batch, futures, strict=True):
+            ready: list[tuple[ImageRecord, Image.Image]] = []
+            for record, future in zip(batch, futures, strict=True):
                 try:
-                    ready.append((record, existing, raw, future.result()))
+                    ready.append((record, future.result()))
                 except ImageError as exc:
                     report(CaptionOutcome(record.rel_path, record.caption_path, FAILED, error=str(exc)))
                 except MemoryError:
@@ -236,18 +224,20 @@ def caption_images(
             if not ready:
                 continue
             try:
-                texts = captioner.caption_batch([image for *_, image in ready])
+                texts = captioner.caption_batch([image for _, image in ready])
+            except ModelError:
+                raise  # the model itself is unusable: every batch would fail the same way
             except Exception as exc:  # a batch the model rejects costs only its own images
                 reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-                for record, *_ in ready:
+                for record, _ in ready:
                     report(
                         CaptionOutcome(
                             record.rel_path, record.caption_path, FAILED, error=f"captioner failed: {reason}"
                         )
                     )
                 continue
-            for (record, existing, raw, _), generated in zip(ready, texts, strict=True):
-                report(_write_one(record, existing, raw, generated, options, root, history, run, description))
+            for (record, _), generated in zip(ready, texts, strict=True):
+                report(_write_one(record, generated, options, root, history, run, description))
 
     if history is not None and run.step is not None:
         history.discard_if_empty(run.step)
@@ -256,10 +246,24 @@ def caption_images(
     return run
 
 
+def _refusal(record: ImageRecord, options: CaptionOptions) -> CaptionOutcome | None:
+    """The outcome of an image the mode leaves alone, or None when it is to be captioned."""
+    caption = read_caption(record.caption_path)
+    if not needs_caption(caption.text, options.mode):
+        return CaptionOutcome(record.rel_path, record.caption_path, SKIPPED, text=caption.text)
+    if options.mode == "append" and caption.lossy:
+        return CaptionOutcome(
+            record.rel_path,
+            record.caption_path,
+            FAILED,
+            error=f"{record.caption_path.name} is not valid UTF-8, so appending would lose bytes; "
+            "re-save it as UTF-8 or use --mode overwrite",
+        )
+    return None
+
+
 def _write_one(
     record: ImageRecord,
-    existing: str | None,
-    raw: bytes | None,
     generated: str,
     options: CaptionOptions,
     root: Path,
@@ -267,6 +271,13 @@ def _write_one(
     run: CaptionRun,
     description: str,
 ) -> CaptionOutcome:
+    # Read the caption again now: a long run must not undo an edit made while it ran.
+    refused = _refusal(record, options)
+    if refused is not None:
+        return refused
+    caption = read_caption(record.caption_path)
+    existing = caption.text if caption.exists else None
+    raw = current_bytes(record.caption_path) if caption.exists else None
     text = compose_caption(generated, existing, options)
     if not text.strip():
         return CaptionOutcome(
@@ -293,13 +304,6 @@ def _write_one(
             error=f"cannot write {record.caption_path.name} ({exc.strerror or exc}); check permissions",
         )
     return CaptionOutcome(record.rel_path, record.caption_path, WRITTEN, text=text)
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 def load_captioner(style: str, folder: Path, settings: object | None = None) -> Captioner:

@@ -159,7 +159,7 @@ class History:
         result = UndoResult(step=step, dry_run=dry_run)
         plan: list[FileChange] = []
         for change in self.files(step.id):
-            current = _read(self.root / change.path)
+            current = current_bytes(self.root / change.path)
             if current == change.before:
                 result.unchanged.append(change.path)
             elif current == change.after:
@@ -188,7 +188,8 @@ class History:
         return result
 
 
-def _read(path: Path) -> bytes | None:
+def current_bytes(path: Path) -> bytes | None:
+    """A caption file's bytes now, None when it does not exist (what a step stores)."""
     try:
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError):

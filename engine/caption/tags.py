@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.caption.history import FileChange, History, relative
+from engine.caption.history import FileChange, History, current_bytes, relative
 from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
 from engine.dataset.captions import read_caption, write_caption
 from engine.dataset.scan import Dataset, ImageRecord
@@ -302,7 +302,7 @@ def apply_plan(plan: TagPlan, root: Path, store: Store) -> ApplyResult:
     history = History(store)
     current: list[tuple[CaptionChange, bytes | None]] = []
     for change in plan.changes:
-        raw = _read_bytes(change.caption_path)
+        raw = current_bytes(change.caption_path)
         now = read_caption(change.caption_path)
         if (now.text if now.exists else None) != change.before:
             result.failed.append((change.image, "changed on disk since the preview; run the operation again"))
@@ -327,13 +327,6 @@ def apply_plan(plan: TagPlan, root: Path, store: Store) -> ApplyResult:
             continue
         result.written.append(change.image)
     return result
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
 
 
 # --- stats -----------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.markup import escape
+
 from engine.cli.common import add_example, console, load_dataset, positive_int, print_json
 
 _UNIT_FLOAT_HELP = "a number from 0 to 1"
@@ -133,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
                     progress.advance(task)
                     progress.update(task, last=outcome.rel_path)
                     if outcome.status == FAILED:
-                        progress.console.print(f"[red]failed:[/] {outcome.rel_path}: {outcome.error}")
+                        line = escape(f"{outcome.rel_path}: {outcome.error}")
+                        progress.console.print(f"[red]failed:[/] {line}", soft_wrap=True)
 
                 result = caption_images(
                     records, captioner, options, root=dataset.root, store=store, on_outcome=on_outcome
