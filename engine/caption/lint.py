@@ -290,6 +290,7 @@ def lint_dataset(
         chosen = Trigger(" ".join(trigger.split()), "given") if trigger else infer_trigger(captions, concept)
         report.triggers[concept] = chosen
         word = chosen.word if chosen else None
+        position = _usual_position(captions, word) if word else "last"
         for record in members:
             pieces = texts[record.rel_path]
             caption_file = _rel(dataset, record.caption_path)
@@ -305,7 +306,8 @@ def lint_dataset(
                         "missing-trigger",
                         caption_file,
                         f"caption lacks the trigger '{chosen.word}' ({how})",
-                        f"kiln tags {_q(dataset.root)} add {_q(chosen.word)} --concept {_q(concept)}",
+                        f"kiln tags {_q(dataset.root)} add {_q(chosen.word)} --position {position} "
+                        f"--concept {_q(concept)}",
                     )
                 )
             prompt = initial_prompt(pieces, word)
@@ -323,6 +325,14 @@ def lint_dataset(
 
     findings.sort(key=lambda finding: (finding.file, finding.rule, finding.id))
     return report
+
+
+def _usual_position(captions: list[list[str]], trigger: str) -> str:
+    """Where the concept's captions put the trigger: ``first`` when more start than end with it."""
+    key = tag_key(trigger)
+    first = sum(1 for pieces in captions if pieces and tag_key(pieces[0]) == key)
+    last = sum(1 for pieces in captions if pieces and tag_key(pieces[-1]) == key)
+    return "first" if first > last else "last"
 
 
 def _rebuild(pieces: list[str], prompt: list[str]) -> list[str]:
