@@ -75,16 +75,16 @@ def test_missing_trigger_given_or_inferred_per_concept(build) -> None:
     finding = next(f for f in report.findings if f.rule == "missing-trigger")
     assert "inferred" in finding.message
     assert finding.fix == f"kiln tags {root.resolve()} add kilnpot --position last --concept pot"
-    (root / "5_sky/b.txt").write_text("day, sun")
-    sky = lint(root, trigger="kilnsky")
-    assert next(f.fix for f in sky.findings if f.file == "5_sky/b.txt").endswith(
-        "--position first --concept sky"
-    )
     given = lint(root, trigger="kilnsky")
     assert rules(given, "missing-trigger") == ["10_pot/a.txt", "10_pot/b.txt", "10_pot/c.txt"]
     (root / "10_pot/c.txt").write_text("a kilnpot bowl on a green table")  # inside the sentence counts
     assert rules(lint(root), "missing-trigger") == []
     assert rules(lint(root, trigger="kilnsk"), "missing-trigger")[0] == "10_pot/a.txt"  # whole words only
+    (root / "5_sky/b.txt").write_text("day, sun")
+    sky = lint(root, trigger="kilnsky")
+    assert next(f.fix for f in sky.findings if f.file == "5_sky/b.txt").endswith(
+        "--position first --concept sky"
+    )
 
 
 def test_trigger_is_not_guessed_when_unclear() -> None:
