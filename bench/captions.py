@@ -28,11 +28,43 @@ from engine.caption.lint import lint_dataset
 from engine.dataset.scan import scan_dataset
 from engine.dataset.store import Store
 
-WORDS = (
-    "1girl solo long_hair smile looking_at_viewer blue_eyes outdoors sky cloud tree grass "
-    "standing dress holding flower night moon city neon lights rain umbrella cat dog table "
-    "cybernetic arms techwear jacket hood mask street reflection bokeh depth_of_field"
-).split()
+WORDS = [
+    "1girl",
+    "solo",
+    "long_hair",
+    "smile",
+    "looking_at_viewer",
+    "blue_eyes",
+    "outdoors",
+    "sky",
+    "cloud",
+    "tree",
+    "grass",
+    "standing",
+    "dress",
+    "holding",
+    "flower",
+    "night",
+    "moon",
+    "city",
+    "neon",
+    "lights",
+    "rain",
+    "umbrella",
+    "cat",
+    "dog",
+    "table",
+    "cybernetic",
+    "arms",
+    "techwear",
+    "jacket",
+    "hood",
+    "mask",
+    "street",
+    "reflection",
+    "bokeh",
+    "depth_of_field",
+]
 
 
 def captions(count: int, seed: int = 0) -> list[str]:
@@ -116,7 +148,9 @@ def bench_dataset(texts: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--captions", type=int, default=5000)
     args = parser.parse_args()
     texts = captions(args.captions)
