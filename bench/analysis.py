@@ -101,14 +101,17 @@ def bench_warm(count: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--warm", type=int, default=10_000)
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", tempfile.gettempdir())
     cold = bench_cold(args.images)
     print(
-        f"cold: {cold['images']} x 16 MP JPEG (mean {cold['mean_file_mb']:.1f} MB), {cold['workers']} workers: "
+        f"cold: {cold['images']} x 16 MP JPEG (mean {cold['mean_file_mb']:.1f} MB), "
+        f"{cold['workers']} workers: "
         f"baseline {cold['baseline_ips']:.2f} img/s, kiln {cold['kiln_ips']:.2f} img/s, "
         f"ratio {cold['ratio']:.1f}x; fast vs exact: max gap {cold['max_gap']:.3f} points, "
         f"mean {cold['mean_gap']:.3f}"

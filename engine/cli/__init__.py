@@ -19,6 +19,9 @@ from engine.errors import KilnError, UsageError
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
     "calc": "calc",
+    "caption": "caption",
+    "tags": "tags",
+    "lint": "lint",
     "train": "train",
     "tiny-model": "tiny_model",
 }
