@@ -18,6 +18,8 @@ from engine.errors import KilnError, UsageError
 # Command name -> module under engine.cli; the order is the order of ``kiln --help``.
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
+    "quality": "quality",
+    "tiles": "tiles",
 }
 
 _DESCRIPTION = """\
