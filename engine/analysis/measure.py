@@ -46,6 +46,7 @@ def analyse_image(path: Path | str, method: str = DEFAULT_METHOD, exact: bool = 
     try:
         decoded = decode_image(Path(path), exact=exact, grey_ok=method == "luma601", grey_area=QUALITY_AREA)
         share = tone_share(decoded.pixels, decoded.alpha, method)
+        figures = image_figures(decoded.grey, decoded.alpha) if decoded.grey is not None else {}
     except ImageError as exc:
         return ImageAnalysis(white=None, black=None, error=str(exc))
     except MemoryError:
@@ -57,7 +58,6 @@ def analyse_image(path: Path | str, method: str = DEFAULT_METHOD, exact: bool = 
         "format": decoded.format,
         "exif_orientation": decoded.exif_orientation,
         "has_alpha": int(decoded.alpha is not None),
+        **figures,
     }
-    if decoded.grey is not None:
-        metrics.update(image_figures(decoded.grey, decoded.alpha))
     return ImageAnalysis(white=share.white, black=share.black, metrics=metrics)

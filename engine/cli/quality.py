@@ -64,30 +64,28 @@ def print_report(report: QualityReport) -> None:
     for column, justify in (
         ("path", "left"),
         ("size", "right"),
-        ("sharp", "right"),
-        ("rank", "right"),
-        ("dark%", "right"),
-        ("blown%", "right"),
+        ("sharp (#)", "right"),
+        ("clip d/b%", "right"),
         ("bits", "right"),
         ("flags", "left"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # Paths and flags fold onto more lines rather than lose their ends to an ellipsis.
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.rows:
         m = row.analysis.metrics
         if row.analysis.error:
             table.add_row(
-                escape(row.record.rel_path), "", "", "", "", "", "", escape(row.analysis.error), style="dim"
+                escape(row.record.rel_path), "", "", "", "", escape(row.analysis.error), style="dim"
             )
             continue
+        rank = row.quality.sharpness_rank
         table.add_row(
             escape(row.record.rel_path),
             f"{m.get('width', '?')}x{m.get('height', '?')}",
-            _number(m.get("sharpness"), "{:.0f}"),
-            "" if row.quality.sharpness_rank is None else str(row.quality.sharpness_rank),
-            _number(m.get("clipped_dark"), "{:.1f}"),
-            _number(m.get("clipped_bright"), "{:.1f}"),
+            _number(m.get("sharpness"), "{:.0f}") + ("" if rank is None else f" (#{rank})"),
+            _number(m.get("clipped_dark"), "{:.1f}") + "/" + _number(m.get("clipped_bright"), "{:.1f}"),
             _number(m.get("entropy"), "{:.2f}"),
-            ", ".join(row.quality.flag_ids),
+            " ".join(row.quality.flag_ids),
             style=None if row.included else "dim",
         )
     out.print(table)

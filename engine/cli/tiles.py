@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.cli.common import add_example, console, positive_int, print_json
+from engine.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     grid = Grid.parse(args.grid)
     if args.overlap < 0:
-        from engine.errors import UsageError
-
         raise UsageError(f"--overlap {args.overlap}: give 0 or more pixels")
     stems = [path.stem for path in args.images]
     # Refuse a full output folder before decoding anything large.
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         ("flags", "left"),
         ("written", "left"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for tile in tiles:
         table.add_row(
             escape(tile.name),
