@@ -196,3 +196,17 @@ def test_training_upscale_by_area_and_short_side() -> None:
     assert training_upscale(256, 256, 512) == pytest.approx(2.0)
     # Large enough in area, but a 100 px short side is under the 256 px smallest bucket side.
     assert training_upscale(4000, 100, 512) == pytest.approx(2.56)
+
+
+def test_hashes_are_imagehash_phash_of_the_image_and_its_mirror() -> None:
+    import imagehash
+
+    from engine.analysis.quality import perceptual_hashes
+
+    halves = np.zeros((60, 60), np.uint8)
+    halves[:25] = 200
+    greys = [np.asarray(photo_like((96, 64), seed=seed).convert("L")) for seed in (31, 32, 33)]
+    for grey in [*greys, halves, np.full((40, 40), 9, np.uint8)]:
+        small = Image.fromarray(grey, "L").resize((32, 32), Image.Resampling.LANCZOS)
+        expected = (str(imagehash.phash(small)), str(imagehash.phash(ImageOps.mirror(small))))
+        assert perceptual_hashes(grey) == expected

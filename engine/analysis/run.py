@@ -124,12 +124,11 @@ def _compute(
 
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver: forking a process that runs UI and watcher threads is unsafe; the server
-    preloads the measuring code (and the hashing it imports lazily) once so each worker
-    starts without importing it again."""
+    preloads the measuring code once so each worker starts without importing it again."""
     if sys.platform == "win32":  # pragma: no cover
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["engine.analysis.measure", "imagehash", "scipy.fftpack"])
+    context.set_forkserver_preload(["engine.analysis.measure"])
     return context
 
 
