@@ -184,6 +184,8 @@ def load_source(path: Path) -> Source:
         ImageError: The file cannot be read as an image; the message names it.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file; check the path")
     try:
         decoded = decode_image(path, exact=True)
     except ImageError as exc:

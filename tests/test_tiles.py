@@ -238,6 +238,8 @@ def test_unreadable_image_fails_before_anything_is_written(
     err = capsys.readouterr().err
     assert "broken.png" in err and err.count("\n") == 1
     assert not out.exists()
+    assert main(["tiles", str(tmp_path / "missing.png"), "--out", str(out)]) == 1
+    assert "no such image file" in capsys.readouterr().err
 
 
 def test_too_fine_a_grid_is_a_usage_error(sectors_image: Path, tmp_path: Path, capsys) -> None:
