@@ -176,7 +176,10 @@ class Curation:
         return row.caption
 
     def rescan(self) -> ScanDiff:
-        """Rescan the folder and apply what changed; changed images go back to pending."""
+        """Rescan the folder and apply what changed; changed images go back to pending.
+
+        New paths take a valid cached analysis when the store has one (a renamed folder).
+        """
         fresh = scan_dataset(self.root, self.dataset.caption_extension)
         diff = ScanDiff()
         fresh_by_path = fresh.by_path()
@@ -185,10 +188,15 @@ class Curation:
                 self._uncount(self.rows.pop(path))
                 diff.removed.append(path)
         excluded = excluded_paths(self.store)
+        # A renamed folder's images arrive as new paths whose cache rows moved with them
+        # (move_folder_state): read those, so a rename costs no re-analysis.
+        cached = load_cached(
+            self.store, (r for r in fresh.images if r.rel_path not in self.rows), self.method, self.exact
+        )
         for record in fresh.images:
             row = self.rows.get(record.rel_path)
             if row is None:
-                self._add_row(record, None, record.rel_path not in excluded)
+                self._add_row(record, cached.get(record.rel_path), record.rel_path not in excluded)
                 diff.added.append(record.rel_path)
             elif (row.record.size, row.record.mtime_ns) != (record.size, record.mtime_ns):
                 self._uncount(row)
