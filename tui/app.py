@@ -50,8 +50,14 @@ class KilnApp(App):
         ),
         Binding("f1", "help", "Help", show=False, id="app.help_f1", tooltip="Every key, with what it does"),
         *(
-            Binding(section.key, f"section('{section.name}')", section.title, show=False,
-                    id=f"app.section.{section.name}", tooltip=section.tooltip)
+            Binding(
+                section.key,
+                f"section('{section.name}')",
+                section.title,
+                show=False,
+                id=f"app.section.{section.name}",
+                tooltip=section.tooltip,
+            )
             for section in SECTIONS
         ),
     ]
@@ -86,6 +92,7 @@ class KilnApp(App):
 
     def _build_section(self, section: Section) -> Screen:
         screen = section.factory(self)
+        screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
         self.section_screens[section.name] = screen
         return screen
 
@@ -93,13 +100,14 @@ class KilnApp(App):
         """Open a section (its screen keeps its state between visits)."""
         if self.current_mode != name:
             self.switch_mode(name)
+            # ScreenResume does not reach the app: size the section here (the terminal may
+            # have been resized while another section was shown).
+            for screen in self.screen_stack:
+                screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def on_resize(self) -> None:
         for screen in self.screen_stack:
             screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
-
-    def on_screen_resume(self) -> None:
-        self.screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from engine.analysis.measure import ImageAnalysis
+
+if TYPE_CHECKING:
+    from engine.plan.buckets import BucketSpec
+    from engine.plan.loads import DatasetLoad
 
 
 @dataclass
@@ -23,3 +28,20 @@ class FilesChanged(Message):
     """Files changed under the dataset (paths relative to its root)."""
 
     paths: set[str]
+
+
+@dataclass
+class DatasetLoaded(Message):
+    """The plan screen's worker bucketed the included images for ``spec`` (or failed: ``error``)."""
+
+    spec: BucketSpec
+    load: DatasetLoad | None
+    error: str | None = None
+
+
+@dataclass
+class ConceptRenamed(Message):
+    """A concept folder was renamed (new repeats) and the curation rescanned: screens refill."""
+
+    old_folder: str
+    new_folder: str
