@@ -124,7 +124,7 @@ class PlanScreen(Screen):
                                 "off",
                                 compact=True,
                                 id="no_upscale",
-                                tooltip="Kohya's bucket_no_upscale: never enlarge; buckets follow image sizes",
+                                tooltip="bucket_no_upscale: never enlarge; buckets follow the image sizes",
                             )
                 yield from self._choice("Precision", "precision", PRECISION_OPTIONS, "fp16")
                 yield from self._choice("Training", "training", TRAINING_OPTIONS, "lora")
@@ -467,9 +467,8 @@ class PlanScreen(Screen):
                 )
             else:
                 parts.append((f"DSB {summary.label()}\n", "$text-muted"))
-        if not outcome.warnings:
-            if outcome.ok:
-                parts.append(("✓ Within every rule of the guide.", "$text-success"))
+        if not outcome.warnings and outcome.ok:
+            parts.append(("✓ Within every rule of the guide.", "$text-success"))
         for advice in outcome.warnings:
             parts += [("▲ ", "$text-warning"), (advice.id, "bold $text-warning"), f"  {advice.message}\n"]
         self.query_one("#warnings", Static).update(Content.assemble(*parts))
@@ -540,7 +539,8 @@ class PlanScreen(Screen):
         if dataset_screen is not None:
             dataset_screen.post_message(ConceptRenamed(folder, new_folder))
         self.notify(
-            f"Renamed {escape(folder)}/ to {escape(new_folder)}/: Kohya now trains it {repeats} times per epoch."
+            f"Renamed {escape(folder)}/ to {escape(new_folder)}/: Kohya now trains its images {repeats} "
+            "times per epoch."
         )
         self.refresh_dataset()
 
