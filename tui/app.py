@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -105,9 +106,10 @@ class KilnApp(App):
             for screen in self.screen_stack:
                 screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # The event's size: this handler runs before App's own, so self.size is still the old one.
         for screen in self.screen_stack:
-            screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+            screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

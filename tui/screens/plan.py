@@ -30,7 +30,7 @@ from engine.plan.repeats import rename_concept_repeats, renamed_folder
 from tui.messages import ConceptRenamed, DatasetLoaded
 from tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
 from tui.screens.rename import RenameConceptScreen
-from tui.widgets.plan_field import PlanField
+from tui.widgets.plan_field import PlanField, content_key
 from tui.widgets.section_bar import SectionBar
 
 # (key, label, placeholder, tooltip) of the text fields, in form order.
@@ -89,6 +89,20 @@ class PlanScreen(Screen):
         Binding(
             "e", "edit_form", "Edit", id="plan.edit", tooltip="Back into the form (tab moves between fields)"
         ),
+        # Priority: over SSH, "4<tab>9" can arrive in one read; handled at once, the tab moves
+        # focus before the 9 is delivered, so the 9 lands in the next field, not this one.
+        Binding(
+            "tab", "app.focus_next", "Next", show=False, priority=True, id="plan.next", tooltip="Next field"
+        ),
+        Binding(
+            "shift+tab",
+            "app.focus_previous",
+            "Previous",
+            show=False,
+            priority=True,
+            id="plan.previous",
+            tooltip="Previous field",
+        ),
     ]
 
     def __init__(self, curation: Curation) -> None:
@@ -106,6 +120,8 @@ class PlanScreen(Screen):
         self._bf16_probed = False
         self._concept_folders: list[str] = []
         self._measure_timer: Timer | None = None
+        self._shown_content: dict[str | None, tuple | None] = {}
+        self._table_rows: dict[str | None, list[tuple[str, ...]]] = {}
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -148,6 +164,8 @@ class PlanScreen(Screen):
             yield Select(options, value=value, allow_blank=False, compact=True, id=key)
 
     def on_mount(self) -> None:
+        # Read on every keystroke: look the fields up once.
+        self.fields: list[PlanField] = list(self.query(PlanField))
         self.query_one("#concepts", DataTable).add_columns("folder", "rep", "imgs", "samples", "apply")
         self.query_one("#buckets", DataTable).add_columns("bucket", "imgs", "samples", "batches")
         self.query_one("#results").border_title = "Results"
@@ -163,7 +181,7 @@ class PlanScreen(Screen):
 
     def read_inputs(self) -> PlanInputs:
         """The form as it stands."""
-        texts = {field.key: field.text for field in self.query(PlanField)}
+        texts = {field.key: field.text for field in self.fields}
 
         def chosen(key: str) -> str:
             value = self.query_one(f"#{key}", Select).value
@@ -288,8 +306,13 @@ class PlanScreen(Screen):
     def show_form(self, inputs: PlanInputs, outcome: PlanOutcome, load: DatasetLoad | None) -> None:
         """Messages under bad fields; solved and dataset values in place of their inputs."""
         solution = outcome.solution
-        for field in self.query(PlanField):
-            field.set_message(outcome.errors.get(field.key))
+        for field in self.fields:
+            if field.key == "te_lr" and "te_lr" not in outcome.errors and "/" in field.text:
+                # A ratio: say which rate it gives.
+                ratio = outcome.text_encoder_lr
+                field.set_message(None if ratio is None else f"= {ratio:.3g}", note=True)
+            else:
+                field.set_message(outcome.errors.get(field.key))
         self.query_one("#field-target", PlanField).display = inputs.solve != "steps"
         images = self.query_one("#field-images", PlanField)
         if inputs.source == "dataset":
@@ -310,12 +333,6 @@ class PlanScreen(Screen):
             epochs.show_value(Content.assemble((value, "bold $text-success"), " solved"))
         else:
             epochs.show_value(None)
-        te_field = self.query_one("#field-te_lr", PlanField)
-        if "te_lr" not in outcome.errors and outcome.text_encoder_lr is not None and "/" in te_field.text:
-            te_field.query_one(".message", Static).update(f"= {outcome.text_encoder_lr:.3g}")
-            te_field.set_class(True, "-note")
-        else:
-            te_field.set_class(False, "-note")
 
     def show_results(self, inputs: PlanInputs, outcome: PlanOutcome, load: DatasetLoad | None) -> None:
         """The counts, why they differ from the plain formula, the tables and the warnings."""
@@ -324,19 +341,40 @@ class PlanScreen(Screen):
         plan, solution = outcome.plan, outcome.solution
         if plan is None or solution is None:
             if outcome.problem:
-                headline.update(
-                    Content.assemble(("No plan yet: ", "bold"), (outcome.problem, "$text-warning"))
+                self._put(
+                    headline, Content.assemble(("No plan yet: ", "bold"), (outcome.problem, "$text-warning"))
                 )
             else:
                 fields = ", ".join(self._label(key) for key in outcome.errors)
-                headline.update(Content.assemble(("No plan yet: ", "bold"), (f"fix {fields}", "$text-error")))
-            explain.update("")
+                self._put(
+                    headline, Content.assemble(("No plan yet: ", "bold"), (f"fix {fields}", "$text-error"))
+                )
+            self._put(explain, "")
         else:
-            headline.update(self._headline(inputs, outcome))
-            explain.update(self._explain(outcome))
+            self._put(headline, self._headline(inputs, outcome))
+            self._put(explain, self._explain(outcome))
         self._fill_concepts(inputs, outcome, load)
         self._fill_buckets(inputs, outcome, load)
         self._show_warnings(inputs, outcome)
+
+    def _put(self, static: Static, content: Content | str) -> None:
+        """Update a Static only when its content changed (each update re-lays out the pane)."""
+        key = content_key(content)
+        if self._shown_content.get(static.id) != key:
+            self._shown_content[static.id] = key
+            static.update(content)
+
+    def _set_rows(self, table: DataTable, table_rows: list[tuple[str, ...]]) -> None:
+        """Refill a table only when its rows changed, keeping the cursor's row."""
+        if self._table_rows.get(table.id) == table_rows:
+            return
+        self._table_rows[table.id] = table_rows
+        cursor = table.cursor_row
+        table.clear()
+        for row in table_rows:
+            table.add_row(*row)
+        if table.row_count and table.cursor_type != "none":
+            table.move_cursor(row=min(cursor, table.row_count - 1))
 
     def _label(self, key: str) -> str:
         return next((label for name, label, _, _ in TEXT_FIELDS if name == key), key).lower()
@@ -390,17 +428,20 @@ class PlanScreen(Screen):
         if not shown:
             return
         assert load is not None
-        cursor = table.cursor_row
-        table.clear()
-        self._concept_folders = []
         repeats = self.apply_repeats()
+        table_rows: list[tuple[str, ...]] = []
         for concept in load.concepts:
             used = repeats or concept.repeats
             change = f"→ {used}" if used != concept.repeats else ""
-            table.add_row(
-                concept.folder, str(concept.repeats), str(concept.images), str(used * concept.images), change
+            table_rows.append(
+                (
+                    concept.folder,
+                    str(concept.repeats),
+                    str(concept.images),
+                    str(used * concept.images),
+                    change,
+                )
             )
-            self._concept_folders.append(concept.folder)
         counted = {concept.folder for concept in load.concepts}
         for concept in self.curation.dataset.concepts:
             if concept.folder and not concept.kohya_ok and concept.folder not in counted:
@@ -409,11 +450,11 @@ class PlanScreen(Screen):
                     for row in self.curation.rows.values()
                     if row.record.folder == concept.folder and row.included
                 )
-                change = f"→ {repeats}" if repeats else ""
-                table.add_row(concept.folder, "skip", str(images), "0", change)
-                self._concept_folders.append(concept.folder)
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1))
+                table_rows.append(
+                    (concept.folder, "skip", str(images), "0", f"→ {repeats}" if repeats else "")
+                )
+        self._concept_folders = [row[0] for row in table_rows]
+        self._set_rows(table, table_rows)
         self._show_rename_hint()
 
     @on(DataTable.RowHighlighted, "#concepts")
@@ -429,7 +470,7 @@ class PlanScreen(Screen):
             hint = f"  ctrl+r: {folder}/ → {renamed_folder(folder, repeats)}/"
         elif repeats is None:
             hint = "  (type or solve repeats to apply them)"
-        title.update(Content.assemble(("Concept folders", "bold"), (hint, "$text-muted")))
+        self._put(title, Content.assemble(("Concept folders", "bold"), (hint, "$text-muted")))
 
     def _fill_buckets(self, inputs: PlanInputs, outcome: PlanOutcome, load: DatasetLoad | None) -> None:
         table = self.query_one("#buckets", DataTable)
@@ -438,24 +479,25 @@ class PlanScreen(Screen):
         table.display = title.display = plan is not None
         if plan is None:
             return
-        table.clear()
         images = {bucket.resolution: bucket.images for bucket in load.buckets} if load is not None else {}
+        table_rows: list[tuple[str, ...]] = []
         for bucket in plan.buckets:
             if bucket.resolution is None:
                 label, count = "all images", outcome.images
             else:
                 label, count = f"{bucket.resolution[0]}x{bucket.resolution[1]}", images.get(bucket.resolution)
-            table.add_row(label, str(count), str(bucket.items), str(bucket.batches))
+            table_rows.append((label, str(count), str(bucket.items), str(bucket.batches)))
+        self._set_rows(table, table_rows)
         if inputs.source == "typed":
             text = (
                 "One bucket: typed counts have no image sizes (pick the dataset source for Kohya's buckets)"
             )
-            title.update(Content.assemble(("Batches", "bold"), (f"  {text}", "$text-muted")))
+            self._put(title, Content.assemble(("Batches", "bold"), (f"  {text}", "$text-muted")))
         else:
             spec = outcome.spec
             where = "" if spec is None else f" at {spec.target_size[0]}x{spec.target_size[1]}"
             upscale = " (no upscale)" if inputs.no_upscale else ""
-            title.update(Content.from_markup(f"[b]Aspect buckets{where}{upscale}[/b]"))
+            self._put(title, Content.assemble((f"Aspect buckets{where}{upscale}", "bold")))
 
     def _show_warnings(self, inputs: PlanInputs, outcome: PlanOutcome) -> None:
         parts: list = []
@@ -471,7 +513,7 @@ class PlanScreen(Screen):
             parts.append(("✓ Within every rule of the guide.", "$text-success"))
         for advice in outcome.warnings:
             parts += [("▲ ", "$text-warning"), (advice.id, "bold $text-warning"), f"  {advice.message}\n"]
-        self.query_one("#warnings", Static).update(Content.assemble(*parts))
+        self._put(self.query_one("#warnings", Static), Content.assemble(*parts))
 
     # -- renaming ----------------------------------------------------------------------------
 
@@ -549,6 +591,8 @@ class PlanScreen(Screen):
     def action_toggle_source(self) -> None:
         select = self.query_one("#source", Select)
         select.value = "typed" if select.value == "dataset" else "dataset"
+        # Now, not on Select.Changed: keys right behind this one must find the fields enabled.
+        self.recompute()
 
     def action_leave_form(self) -> None:
         form = self.query_one("#form")
@@ -558,7 +602,7 @@ class PlanScreen(Screen):
         (concepts if concepts.display else self.query_one("#results")).focus()
 
     def action_edit_form(self) -> None:
-        for field in self.query(PlanField):
+        for field in self.fields:
             if field.display and not field.input.disabled:
                 field.input.focus()
                 return
