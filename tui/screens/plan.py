@@ -316,7 +316,10 @@ class PlanScreen(Screen):
         self.query_one("#field-target", PlanField).display = inputs.solve != "steps"
         images = self.query_one("#field-images", PlanField)
         if inputs.source == "dataset":
-            count = "…" if load is None else str(load.images)
+            # The last count, even for another resolution: the images hardly depend on it, and
+            # a half-typed resolution should not blank the form.
+            latest = load or self.load
+            count = "…" if latest is None else str(latest.images)
             images.show_value(Content.assemble((count, "bold"), " included"))
         else:
             images.show_value(None)
@@ -353,7 +356,7 @@ class PlanScreen(Screen):
         else:
             self._put(headline, self._headline(inputs, outcome))
             self._put(explain, self._explain(outcome))
-        self._fill_concepts(inputs, outcome, load)
+        self._fill_concepts(inputs, outcome, load or self.load)
         self._fill_buckets(inputs, outcome, load)
         self._show_warnings(inputs, outcome)
 
