@@ -195,28 +195,31 @@ async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection
         screen = await open_plan(pilot)
         await pilot.press("ctrl+r")
         assert not isinstance(app.screen, RenameConceptScreen)  # nothing to apply yet
-        await type_into(pilot, "repeats", "35")
+        await type_into(pilot, "repeats", "60")
         await pilot.press("escape")  # to the concepts table, cursor on 10_kilnpot
         assert screen.highlighted_folder() == "10_kilnpot"
-        assert "ctrl+r: 10_kilnpot/ → 35_kilnpot/" in text_of(screen, "#concepts-title")
+        assert "ctrl+r: 10_kilnpot/ → 60_kilnpot/" in text_of(screen, "#concepts-title")
         await pilot.press("ctrl+r")
         assert isinstance(app.screen, RenameConceptScreen)
         await pilot.press("escape")  # cancel: nothing moves
-        assert (sample_copy / "10_kilnpot").is_dir() and not (sample_copy / "35_kilnpot").exists()
+        assert (sample_copy / "10_kilnpot").is_dir() and not (sample_copy / "60_kilnpot").exists()
         await pilot.press("ctrl+r", "y")
-        assert (sample_copy / "35_kilnpot" / "pot_02.jpg").is_file() and not (
+        assert (sample_copy / "60_kilnpot" / "pot_02.jpg").is_file() and not (
             sample_copy / "10_kilnpot"
         ).exists()
-        assert not app.curation.rows["35_kilnpot/pot_02.jpg"].included
-        assert excluded_paths(app.curation.store) == {"35_kilnpot/pot_02.jpg"}
-        await wait_for(pilot, lambda: rows(screen, "concepts")[0][:2] == ["35_kilnpot", "35"])
+        assert not app.curation.rows["60_kilnpot/pot_02.jpg"].included
+        assert excluded_paths(app.curation.store) == {"60_kilnpot/pot_02.jpg"}
+        # 60_kilnpot now sorts after 5_kilnstyle: the cursor follows the renamed folder.
+        await wait_for(pilot, lambda: rows(screen, "concepts")[1][:2] == ["60_kilnpot", "60"])
+        assert screen.highlighted_folder() == "60_kilnpot"
+        assert "ctrl+r: 5_kilnstyle" not in text_of(screen, "#concepts-title")
         await pilot.press("1")
         dataset = app.screen
         assert isinstance(dataset, DatasetScreen)
         keys = dataset.query_one(ImageTable).keys
-        assert "35_kilnpot/pot_02.jpg" in keys and not any(key.startswith("10_kilnpot/") for key in keys)
-        assert dataset.current_path() == "35_kilnpot/pot_03.jpg"  # the cursor stayed on its image
-        assert str(dataset.cells_for("35_kilnpot/pot_02.jpg")[0]) == "·"
+        assert "60_kilnpot/pot_02.jpg" in keys and not any(key.startswith("10_kilnpot/") for key in keys)
+        assert dataset.current_path() == "60_kilnpot/pot_03.jpg"  # the cursor stayed on its image
+        assert str(dataset.cells_for("60_kilnpot/pot_02.jpg")[0]) == "·"
         assert app.curation.pending() == []  # analyses followed the folder
         gauge = dataset.query_one(DsbGauge).summary
         assert gauge == app.curation.summary() and gauge.images == 11

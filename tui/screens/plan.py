@@ -122,6 +122,7 @@ class PlanScreen(Screen):
         self._measure_timer: Timer | None = None
         self._shown_content: dict[str | None, tuple | None] = {}
         self._table_rows: dict[str | None, list[tuple[str, ...]]] = {}
+        self._follow_folder: str | None = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -367,12 +368,21 @@ class PlanScreen(Screen):
             self._shown_content[static.id] = key
             static.update(content)
 
-    def _set_rows(self, table: DataTable, table_rows: list[tuple[str, ...]]) -> None:
-        """Refill a table only when its rows changed, keeping the cursor's row."""
+    def _set_rows(self, table: DataTable, table_rows: list[tuple[str, ...]], keep: str | None = None) -> None:
+        """Refill a table only when its rows changed.
+
+        Args:
+            table: The table.
+            table_rows: Its new rows.
+            keep: The first cell of the row the cursor should stay on; else the same index.
+        """
         if self._table_rows.get(table.id) == table_rows:
             return
         self._table_rows[table.id] = table_rows
         cursor = table.cursor_row
+        firsts = [row[0] for row in table_rows]
+        if keep in firsts:
+            cursor = firsts.index(keep)
         table.clear()
         for row in table_rows:
             table.add_row(*row)
@@ -456,8 +466,12 @@ class PlanScreen(Screen):
                 table_rows.append(
                     (concept.folder, "skip", str(images), "0", f"→ {repeats}" if repeats else "")
                 )
+        # The cursor stays on its folder (on a renamed folder's new name once it is counted).
+        keep = self._follow_folder or self.highlighted_folder()
         self._concept_folders = [row[0] for row in table_rows]
-        self._set_rows(table, table_rows)
+        if self._follow_folder in self._concept_folders:
+            self._follow_folder = None
+        self._set_rows(table, table_rows, keep)
         self._show_rename_hint()
 
     @on(DataTable.RowHighlighted, "#concepts")
@@ -580,6 +594,7 @@ class PlanScreen(Screen):
             self.notify(str(exc), severity="error", timeout=10)
             return
         self.curation.rescan()
+        self._follow_folder = new_folder
         dataset_screen = getattr(self.app, "section_screens", {}).get("dataset")
         if dataset_screen is not None:
             dataset_screen.post_message(ConceptRenamed(folder, new_folder))
