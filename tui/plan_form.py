@@ -267,7 +267,7 @@ def evaluate(
         if load.images == 0:
             return PlanOutcome(
                 problem="no included image that Kohya would train: include some on the dataset screen, "
-                "or put them in a folder such as 10_name/",
+                "put them in a folder such as 10_name/, or type the counts (ctrl+t)",
                 spec=spec,
                 text_encoder_lr=te_lr,
                 warnings=notices,

@@ -225,7 +225,7 @@ async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection
         assert gauge == app.curation.summary() and gauge.images == 11
 
 
-async def test_rename_never_overwrites_an_existing_folder(sample_copy: Path) -> None:
+async def test_rename_never_overwrites_a_folder_nor_drops_a_caption_edit(sample_copy: Path) -> None:
     (sample_copy / "35_kilnpot").mkdir()
     app = make_app(sample_copy)
     async with app.run_test(size=SIZE) as pilot:
@@ -236,6 +236,12 @@ async def test_rename_never_overwrites_an_existing_folder(sample_copy: Path) -> 
         assert list((sample_copy / "35_kilnpot").iterdir()) == []
         assert isinstance(app.screen, PlanScreen) and screen.outcome.ok
         assert any("already exists" in note.message for note in app._notifications)
+        # An unsaved caption edit on the dataset screen would lose its file: no rename then.
+        (sample_copy / "35_kilnpot").rmdir()
+        app.section_screens["dataset"].editor.text_area.text = "an edit not saved yet"
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, PlanScreen) and (sample_copy / "10_kilnpot").is_dir()
+        assert any("caption edit" in note.message for note in app._notifications)
 
 
 async def test_digits_type_into_fields_and_switch_sections_outside_them(sample_copy: Path) -> None:

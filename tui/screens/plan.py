@@ -436,7 +436,7 @@ class PlanScreen(Screen):
     def _fill_concepts(self, inputs: PlanInputs, outcome: PlanOutcome, load: DatasetLoad | None) -> None:
         table = self.query_one("#concepts", DataTable)
         title = self.query_one("#concepts-title", Static)
-        shown = inputs.source == "dataset" and load is not None
+        shown = inputs.source == "dataset" and load is not None and bool(load.concepts or load.skipped)
         table.display = title.display = shown
         if not shown:
             return
@@ -520,11 +520,11 @@ class PlanScreen(Screen):
         parts: list = []
         if inputs.source == "dataset":
             summary = self.curation.summary()
-            if self.dsb_verdict() is None:
+            if self._measuring():
                 parts.append(
                     ("DSB not in the advice yet: the dataset screen is still measuring.\n", "$text-muted")
                 )
-            else:
+            elif summary.verdict is not None:
                 parts.append((f"DSB {summary.label()}\n", "$text-muted"))
         if not outcome.warnings and outcome.ok:
             parts.append(("✓ Within every rule of the guide.", "$text-success"))
