@@ -68,9 +68,9 @@ def rows(screen: PlanScreen, table: str) -> list[list[str]]:
 
 
 async def test_typing_the_guides_numbers_gives_88_steps_per_epoch_and_792_and_advice(
-    sample_copy: Path,
+    analysed_copy: Path,
 ) -> None:
-    app = make_app(sample_copy)
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         await pilot.press("ctrl+t")  # typed source
@@ -101,8 +101,8 @@ async def test_typing_the_guides_numbers_gives_88_steps_per_epoch_and_792_and_ad
         assert calls == [1] and "bf16-unsupported" in text_of(screen, "#warnings")
 
 
-async def test_reverse_mode_solves_35_repeats_for_3500_steps(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_reverse_mode_solves_35_repeats_for_3500_steps(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         await pilot.press("ctrl+t")
@@ -124,8 +124,8 @@ async def test_reverse_mode_solves_35_repeats_for_3500_steps(sample_copy: Path) 
         assert screen.outcome.plan.total_steps == 3520
 
 
-async def test_bad_values_get_inline_messages_and_never_crash(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_bad_values_get_inline_messages_and_never_crash(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         await pilot.press("ctrl+t")
@@ -155,9 +155,9 @@ async def test_bad_values_get_inline_messages_and_never_crash(sample_copy: Path)
 
 
 async def test_dataset_source_counts_included_images_per_bucket_and_follows_toggles(
-    sample_copy: Path,
+    analysed_copy: Path,
 ) -> None:
-    app = make_app(sample_copy)
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         assert shown(screen, "images") == "12 included"
@@ -187,8 +187,8 @@ async def test_dataset_source_counts_included_images_per_bucket_and_follows_togg
         assert rows(screen, "concepts")[0][:4] == ["10_kilnpot", "10", "5", "50"]
 
 
-async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         await analysed(pilot)
         await pilot.press("down", "space", "down")  # exclude pot_02, cursor on pot_03
@@ -202,10 +202,10 @@ async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection
         await pilot.press("ctrl+r")
         assert isinstance(app.screen, RenameConceptScreen)
         await pilot.press("escape")  # cancel: nothing moves
-        assert (sample_copy / "10_kilnpot").is_dir() and not (sample_copy / "60_kilnpot").exists()
+        assert (analysed_copy / "10_kilnpot").is_dir() and not (analysed_copy / "60_kilnpot").exists()
         await pilot.press("ctrl+r", "y")
-        assert (sample_copy / "60_kilnpot" / "pot_02.jpg").is_file() and not (
-            sample_copy / "10_kilnpot"
+        assert (analysed_copy / "60_kilnpot" / "pot_02.jpg").is_file() and not (
+            analysed_copy / "10_kilnpot"
         ).exists()
         assert not app.curation.rows["60_kilnpot/pot_02.jpg"].included
         assert excluded_paths(app.curation.store) == {"60_kilnpot/pot_02.jpg"}
@@ -225,27 +225,27 @@ async def test_rename_applies_repeats_after_confirmation_and_keeps_the_selection
         assert gauge == app.curation.summary() and gauge.images == 11
 
 
-async def test_rename_never_overwrites_a_folder_nor_drops_a_caption_edit(sample_copy: Path) -> None:
-    (sample_copy / "35_kilnpot").mkdir()
-    app = make_app(sample_copy)
+async def test_rename_never_overwrites_a_folder_nor_drops_a_caption_edit(analysed_copy: Path) -> None:
+    (analysed_copy / "35_kilnpot").mkdir()
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         await type_into(pilot, "repeats", "35")
         await pilot.press("escape", "ctrl+r", "y")
-        assert (sample_copy / "10_kilnpot" / "pot_01.jpg").is_file()
-        assert list((sample_copy / "35_kilnpot").iterdir()) == []
+        assert (analysed_copy / "10_kilnpot" / "pot_01.jpg").is_file()
+        assert list((analysed_copy / "35_kilnpot").iterdir()) == []
         assert isinstance(app.screen, PlanScreen) and screen.outcome.ok
         assert any("already exists" in note.message for note in app._notifications)
         # An unsaved caption edit on the dataset screen would lose its file: no rename then.
-        (sample_copy / "35_kilnpot").rmdir()
+        (analysed_copy / "35_kilnpot").rmdir()
         app.section_screens["dataset"].editor.text_area.text = "an edit not saved yet"
         await pilot.press("ctrl+r")
-        assert isinstance(app.screen, PlanScreen) and (sample_copy / "10_kilnpot").is_dir()
+        assert isinstance(app.screen, PlanScreen) and (analysed_copy / "10_kilnpot").is_dir()
         assert any("caption edit" in note.message for note in app._notifications)
 
 
-async def test_digits_type_into_fields_and_switch_sections_outside_them(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_digits_type_into_fields_and_switch_sections_outside_them(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
         await type_into(pilot, "batch", "2")

@@ -55,21 +55,21 @@ async def _plan(pilot) -> None:
     )
 
 
-def test_plan_screen(snap_compare, sample_copy: Path) -> None:
-    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=_plan)
+def test_plan_screen(snap_compare, analysed_copy: Path) -> None:
+    assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=_plan)
 
 
-def test_plan_screen_typed_guide_example(snap_compare, sample_copy: Path) -> None:
+def test_plan_screen_typed_guide_example(snap_compare, analysed_copy: Path) -> None:
     async def prepare(pilot) -> None:
         await _plan(pilot)
         await pilot.press("ctrl+t", "tab", "tab", "1", "0", "tab", "3", "5", "tab", "4", "tab", "9")
 
-    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+    assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=prepare)
 
 
-def test_plan_screen_validation_messages(snap_compare, sample_copy: Path) -> None:
+def test_plan_screen_validation_messages(snap_compare, analysed_copy: Path) -> None:
     async def prepare(pilot) -> None:
         await _plan(pilot)
         await pilot.press("tab", "tab", "x", "tab", "0", "tab", "tab", "tab", "tab", "9", "9")
 
-    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+    assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=prepare)
