@@ -18,7 +18,7 @@ from engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Candidate, Rebalance, 
 from engine.analysis.tones import DEFAULT_METHOD
 from engine.dataset.captions import Caption, read_caption, write_caption
 from engine.dataset.scan import Dataset, ImageRecord, scan_dataset
-from engine.dataset.selection import excluded_paths, set_included
+from engine.dataset.selection import excluded_paths, move_file_state, set_included
 from engine.dataset.store import Store
 
 
@@ -175,11 +175,19 @@ class Curation:
         row.caption = read_caption(row.record.caption_path)
         return row.caption
 
-    def rescan(self) -> ScanDiff:
+    def rescan(self, moves: dict[str, str] | None = None) -> ScanDiff:
         """Rescan the folder and apply what changed; changed images go back to pending.
 
-        New paths take a valid cached analysis when the store has one (a renamed folder).
+        New paths take a valid cached analysis when the store has one (a renamed folder,
+        whose state ``move_folder_state`` carried over).
+
+        Args:
+            moves: Renames seen by a file watcher (old path -> new path); a renamed image
+                keeps its selection and cached figures instead of starting over.
         """
+        for old, new in (moves or {}).items():
+            if old in self.rows and (self.root / new).is_file():
+                move_file_state(self.store, old, new)
         fresh = scan_dataset(self.root, self.dataset.caption_extension)
         diff = ScanDiff()
         fresh_by_path = fresh.by_path()
@@ -188,10 +196,10 @@ class Curation:
                 self._uncount(self.rows.pop(path))
                 diff.removed.append(path)
         excluded = excluded_paths(self.store)
-        # A renamed folder's images arrive as new paths whose cache rows moved with them
-        # (move_folder_state): read those, so a rename costs no re-analysis.
+        # New paths (a renamed file or folder) whose cache rows moved with them: read those,
+        # so a rename costs no re-analysis.
         cached = load_cached(
-            self.store, (r for r in fresh.images if r.rel_path not in self.rows), self.method, self.exact
+            self.store, [r for r in fresh.images if r.rel_path not in self.rows], self.method, self.exact
         )
         for record in fresh.images:
             row = self.rows.get(record.rel_path)

@@ -25,9 +25,10 @@ class AnalysisProgress(Message):
 
 @dataclass
 class FilesChanged(Message):
-    """Files changed under the dataset (paths relative to its root)."""
+    """Files changed under the dataset (paths relative to its root); renames as old -> new."""
 
     paths: set[str]
+    moves: dict[str, str]
 
 
 @dataclass

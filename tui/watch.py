@@ -29,7 +29,9 @@ _IGNORED_PARTS = {".kiln", "runs", "_excluded", "__pycache__"}
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, root: Path, extensions: tuple[str, ...], report: Callable[[set[str]], None]) -> None:
+    def __init__(
+        self, root: Path, extensions: tuple[str, ...], report: Callable[[set[str], dict[str, str]], None]
+    ) -> None:
         self.root = root
         self.extensions = extensions
         self.report = report
@@ -37,12 +39,12 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
             return
-        paths = {self._relative(event.src_path)}
-        if getattr(event, "dest_path", ""):
-            paths.add(self._relative(event.dest_path))
-        relevant = {path for path in paths if path is not None}
+        source = self._relative(event.src_path)
+        destination = self._relative(event.dest_path) if getattr(event, "dest_path", "") else None
+        relevant = {path for path in (source, destination) if path is not None}
+        moves = {source: destination} if source and destination else {}
         if relevant:
-            self.report(relevant)
+            self.report(relevant, moves)
 
     def _relative(self, raw: str | bytes) -> str | None:
         path = Path(raw.decode() if isinstance(raw, bytes) else raw)
@@ -59,14 +61,18 @@ class _Handler(FileSystemEventHandler):
 
 
 class DatasetWatcher:
-    """Runs an observer thread; ``report`` receives sets of changed relative paths.
+    """Runs an observer thread; ``report`` receives changed relative paths and renames.
 
     ``report`` is called on the observer's thread: pass something thread-safe such as a
     widget's ``post_message``.
     """
 
     def __init__(
-        self, root: Path, caption_extension: str, report: Callable[[set[str]], None], poll: bool = False
+        self,
+        root: Path,
+        caption_extension: str,
+        report: Callable[[set[str], dict[str, str]], None],
+        poll: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         extensions = (*IMAGE_EXTENSIONS, caption_extension.lower())

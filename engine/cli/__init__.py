@@ -18,7 +18,14 @@ from engine.errors import KilnError, UsageError
 # Command name -> module under engine.cli; the order is the order of ``kiln --help``.
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
+    "quality": "quality",
+    "tiles": "tiles",
+    "caption": "caption",
+    "tags": "tags",
+    "lint": "lint",
     "calc": "calc",
+    "train": "train",
+    "tiny-model": "tiny_model",
 }
 
 _DESCRIPTION = """\

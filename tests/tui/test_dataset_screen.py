@@ -340,3 +340,18 @@ def test_startup_imports_no_torch(sample_copy: Path) -> None:
     ).stdout
     loaded = set(__import__("json").loads(out.strip().splitlines()[-1]))
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
+
+
+async def test_renamed_image_keeps_its_selection_and_figures(sample_copy: Path) -> None:
+    app = make_app(sample_copy, watch=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await analysed(pilot)
+        await pilot.pause(0.3)
+        await pilot.press("space")  # exclude pot_01
+        old = sample_copy / "10_kilnpot" / "pot_01.jpg"
+        old.rename(old.with_name("renamed.jpg"))
+        await wait_for(pilot, lambda: "10_kilnpot/renamed.jpg" in app.curation.rows, timeout=2.0)
+        row = app.curation.rows["10_kilnpot/renamed.jpg"]
+        assert not row.included
+        assert row.analysis is not None and row.analysis.white == pytest.approx(55.2, abs=0.1)
+        assert "10_kilnpot/pot_01.jpg" not in app.curation.rows

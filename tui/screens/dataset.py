@@ -143,6 +143,7 @@ class DatasetScreen(Screen):
         self.sort_reverse = False
         self.watcher: DatasetWatcher | None = None
         self._changed: set[str] = set()
+        self._moves: dict[str, str] = {}
         self._change_timer = None
         self._preview_timer = None
         self._current: str | None = None
@@ -181,7 +182,7 @@ class DatasetScreen(Screen):
             self.watcher = DatasetWatcher(
                 self.curation.root,
                 self.curation.dataset.caption_extension,
-                lambda paths: self.post_message(FilesChanged(paths)),
+                lambda paths, moves: self.post_message(FilesChanged(paths, moves)),
                 poll=self.poll,
             )
             self.watcher.start()
@@ -575,6 +576,7 @@ class DatasetScreen(Screen):
 
     def on_files_changed(self, message: FilesChanged) -> None:
         self._changed |= message.paths
+        self._moves.update(message.moves)
         if self._change_timer is not None:
             self._change_timer.stop()
         # Coalesce bursts (an editor's save is several events) into one rescan.
@@ -583,10 +585,11 @@ class DatasetScreen(Screen):
     def apply_file_changes(self) -> None:
         """Reload changed captions and rescan for new, changed, deleted or renamed images."""
         changed, self._changed = self._changed, set()
+        moves, self._moves = self._moves, {}
         extension = self.curation.dataset.caption_extension.lower()
         captions = {path for path in changed if path.lower().endswith(extension)}
         if changed - captions:
-            diff = self.curation.rescan()
+            diff = self.curation.rescan(moves)
             if diff:
                 self.refill_table()
                 self.update_gauge()

@@ -1,0 +1,216 @@
+"""A tiny SD 1.5-shaped pipeline built from configs with seeded random weights (tests, demo).
+
+Same block types, module names and layer counts as SD 1.5 (so LoRA targets and key names are
+the real ones: 192 U-Net modules), at widths that make the whole pipeline a few MB and a
+training step a few milliseconds on a CPU. The tokenizer is written here, offline: a
+byte-level vocabulary with no merges, which tokenises any text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+TINY_SEED = 20241126
+TINY_RESOLUTION = 64
+LAYERS_PER_BLOCK = 2
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+UNET_CONFIG: dict = {
+    "sample_size": TINY_RESOLUTION // 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [16, 16, 32, 32],
+    "layers_per_block": LAYERS_PER_BLOCK,
+    "attention_head_dim": 2,
+    "cross_attention_dim": 32,
+    "norm_num_groups": 8,
+}
+VAE_CONFIG: dict = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [8, 8, 16, 16],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": TINY_RESOLUTION,
+    "scaling_factor": 0.18215,
+}
+TEXT_CONFIG: dict = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "projection_dim": 32,
+    "hidden_act": "quick_gelu",
+}
+# SD 1.5's scheduler settings (scaled-linear betas, epsilon prediction).
+SCHEDULER_CONFIG: dict = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+
+def byte_vocab() -> dict[str, int]:
+    """CLIP's byte-to-unicode alphabet, each symbol alone and word-final, then BOS and EOS.
+
+    With an empty merges file, CLIP's BPE splits every word into these symbols, so any text
+    tokenises without the real 49k vocabulary.
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            chars.append(256 + extra)
+            extra += 1
+    symbols = [chr(code) for code in chars]
+    tokens = symbols + [symbol + "</w>" for symbol in symbols] + [BOS, EOS]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def write_tokenizer(folder: Path) -> None:
+    """Write a CLIP tokenizer (vocab.json, merges.txt, configs) that works offline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(byte_vocab(), ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}), encoding="utf-8"
+    )
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "pad_token": EOS,
+                "unk_token": EOS,
+                "do_lower_case": True,
+            }
+        ),
+        encoding="utf-8",
+    )
+
+
+def build_tiny_pipeline(seed: int = TINY_SEED) -> StableDiffusionPipeline:
+    """The tiny pipeline in memory, with weights drawn from ``seed`` (same seed, same weights)."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp)
+    vocab = byte_vocab()
+    text_config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS],
+        **TEXT_CONFIG,
+    )
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = PNDMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "clip_sample"})
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED) -> Path:
+    """Write the tiny pipeline to ``out``.
+
+    Args:
+        out: A folder (diffusers layout) or, with ``single_file``, a ``.safetensors`` path.
+        single_file: Write one checkpoint in the original LDM key layout instead, as
+            AUTO1111/ComfyUI models come. Its component configs travel in the file's
+            metadata (``kiln.configs``), because the SD 1.5 configs Kiln ships describe the
+            full-size model.
+        seed: Weight seed.
+
+    Returns:
+        The path written.
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    out = Path(out)
+    pipe = build_tiny_pipeline(seed)
+    if not single_file:
+        staging = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        return out
+    from safetensors.torch import save
+
+    from engine.fsutil import atomic_write_bytes
+    from engine.models.ldm_keys import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    state = {
+        **unet_to_ldm(pipe.unet.state_dict(), LAYERS_PER_BLOCK),
+        **vae_to_ldm(pipe.vae.state_dict()),
+        **clip_to_ldm(pipe.text_encoder.state_dict()),
+    }
+    state = {key: value.contiguous() for key, value in state.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        configs = {
+            path.relative_to(tmp).as_posix(): json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(Path(tmp).rglob("*.json"))
+            if path.parent.name != "tokenizer"
+        }
+    metadata = {"kiln.configs": json.dumps(configs)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, save(state, metadata=metadata))
+    return out
+
+
+def write_tiny_configs(folder: Path, configs: dict[str, dict]) -> None:
+    """Lay out the configs held in a tiny single file as a diffusers config folder."""
+    for rel_path, data in configs.items():
+        path = folder / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=2))
+    write_tokenizer(folder / "tokenizer")

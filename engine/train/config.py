@@ -1,0 +1,464 @@
+"""The training config: a TOML file read into typed, frozen dataclasses, every error one line.
+
+Keys are the names Kohya users know, grouped in tables (``[train] unet_lr``). Unknown keys
+and bad values are refused with the key's name and, for Kohya's flat names, the Kiln key to
+use instead. ``resolved_toml`` writes the config back (absolute paths, every key), which is
+what a run folder keeps as ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
+SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
+SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
+SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+
+# Kohya's flat argument names -> the Kiln key that holds the same setting.
+KOHYA_NAMES: dict[str, str] = {
+    "pretrained_model_name_or_path": "model.base",
+    "train_data_dir": "dataset.path",
+    "min_bucket_reso": "dataset.min_bucket_reso",
+    "max_bucket_reso": "dataset.max_bucket_reso",
+    "network_dim": "network.rank",
+    "network_alpha": "network.alpha",
+    "network_train_unet_only": "network.train_text_encoder",
+    "learning_rate": "train.unet_lr",
+    "train_batch_size": "train.batch_size",
+    "max_train_epochs": "train.epochs",
+    "max_train_steps": "train.max_steps",
+    "gradient_accumulation_steps": "train.grad_accumulation",
+    "mixed_precision": "train.precision",
+    "optimizer_type": "train.optimizer",
+    "lr_scheduler": "train.scheduler",
+    "cache_latents_to_disk": "train.cache_latents_to_disk",
+    "sample_prompts": "sample.prompts",
+    "sample_every_n_epochs": "sample.every_n_epochs",
+    "sample_sampler": "sample.sampler",
+    "save_every_n_epochs": "save.every_n_epochs",
+    "save_precision": "save.precision",
+    "output_dir": "output.dir",
+    "output_name": "output.name",
+    "training_comment": "output.comment",
+}
+
+
+def _help(text: str, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
+    return {"help": text, "check": check}
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be above 0"
+
+
+def _at_least(low: float) -> Callable[[float], str | None]:
+    return lambda value: None if value >= low else f"must be at least {low:g}"
+
+
+def _within(low: float, high: float) -> Callable[[float], str | None]:
+    return lambda value: None if low <= value <= high else f"must be between {low:g} and {high:g}"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    return lambda value: None if value in choices else "must be one of " + ", ".join(choices)
+
+
+def _multiple_of_8(value: int) -> str | None:
+    if value < 8:
+        return "must be at least 8"
+    return None if value % 8 == 0 else "must be a multiple of 8 (the VAE's cell; Kohya uses 64)"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the base checkpoint."""
+
+    base: str = field(default="", metadata=_help("diffusers folder or SD 1.5 .safetensors file (required)"))
+    allow_pickle: bool = field(default=False, metadata=_help("accept .ckpt/.pt files (they can run code)"))
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """``[dataset]``: the images, their captions and buckets (Kohya's dataset options)."""
+
+    path: str = field(default="", metadata=_help("dataset folder, Kohya layout N_name/ (required)"))
+    resolution: int = field(default=512, metadata=_help("training resolution (bucket area)", _multiple_of_8))
+    caption_extension: str = field(default=".txt", metadata=_help("caption sidecar extension"))
+    shuffle_caption: bool = field(default=False, metadata=_help("shuffle comma-separated tags each step"))
+    keep_tokens: int = field(
+        default=0, metadata=_help("leading tags kept in place when shuffling", _at_least(0))
+    )
+    caption_dropout_rate: float = field(
+        default=0.0, metadata=_help("share of steps trained on an empty caption", _within(0, 1))
+    )
+    min_bucket_reso: int = field(default=256, metadata=_help("smallest bucket side", _multiple_of_8))
+    max_bucket_reso: int = field(default=1024, metadata=_help("largest bucket side", _multiple_of_8))
+    bucket_reso_steps: int = field(default=64, metadata=_help("bucket side step", _multiple_of_8))
+    bucket_no_upscale: bool = field(default=False, metadata=_help("never upscale small images into a bucket"))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """``[network]``: the LoRA's shape (Kohya's networks.lora)."""
+
+    rank: int = field(default=16, metadata=_help("LoRA rank (Kohya network_dim)", _at_least(1)))
+    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scale = alpha / rank", _positive))
+    train_text_encoder: bool = field(default=True, metadata=_help("also train the text encoder"))
+    conv_rank: int = field(default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _at_least(0)))
+    conv_alpha: float = field(default=1.0, metadata=_help("LoCon alpha", _positive))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``[train]``: optimisation."""
+
+    unet_lr: float = field(
+        default=1e-4, metadata=_help("U-Net learning rate (guide: 1e-4 .. 5e-4)", _positive)
+    )
+    text_encoder_lr: float = field(
+        default=0.0, metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0))
+    )
+    text_encoder_lr_ratio: float = field(
+        default=0.2,
+        metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1)),
+    )
+    batch_size: int = field(default=1, metadata=_help("images per batch (guide: at most 4)", _at_least(1)))
+    epochs: int = field(
+        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1))
+    )
+    max_steps: int = field(default=0, metadata=_help("stop after this many steps; 0 = no cap", _at_least(0)))
+    grad_accumulation: int = field(default=1, metadata=_help("batches per optimizer step", _at_least(1)))
+    precision: str = field(
+        default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS))
+    )
+    optimizer: str = field(
+        default="adamw", metadata=_help("adamw, or adamw8bit (bitsandbytes)", _one_of(*OPTIMIZERS))
+    )
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay", _at_least(0)))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping; 0 = off", _at_least(0)))
+    scheduler: str = field(
+        default="constant", metadata=_help("LR schedule: " + ", ".join(SCHEDULERS), _one_of(*SCHEDULERS))
+    )
+    lr_warmup_steps: int = field(default=0, metadata=_help("linear warmup steps", _at_least(0)))
+    min_snr_gamma: float = field(
+        default=0.0, metadata=_help("min-SNR weighting gamma (5 is usual); 0 = off", _at_least(0))
+    )
+    noise_offset: float = field(
+        default=0.0, metadata=_help("noise offset (0.05-0.1 darkens/brightens)", _at_least(0))
+    )
+    clip_skip: int = field(
+        default=1, metadata=_help("use the text encoder's Nth-from-last layer", _within(1, 12))
+    )
+    seed: int = field(default=42, metadata=_help("seed for noise, timesteps, data order", _at_least(0)))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("less memory, about 20% slower"))
+    cache_latents: bool = field(default=True, metadata=_help("encode each image once (no per-step VAE)"))
+    cache_latents_to_disk: bool = field(
+        default=False, metadata=_help("keep cached latents in <dataset>/.kiln/latents (shared by runs)")
+    )
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """``[sample]``: images rendered before training (epoch 0) and at chosen epochs."""
+
+    prompts: tuple[str, ...] = field(
+        default=(),
+        metadata=_help("Kohya prompt lines: text --n negative --w 512 --h 512 --d seed --s steps --l cfg"),
+    )
+    every_n_epochs: int = field(
+        default=1, metadata=_help("render samples every N epochs; 0 = baseline only", _at_least(0))
+    )
+    sampler: str = field(
+        default="ddim", metadata=_help("sampler: " + ", ".join(SAMPLERS), _one_of(*SAMPLERS))
+    )
+
+
+@dataclass(frozen=True)
+class SaveConfig:
+    """``[save]``: LoRA files written during the run (the last epoch is always saved)."""
+
+    every_n_epochs: int = field(default=1, metadata=_help("save a LoRA every N epochs", _at_least(1)))
+    precision: str = field(
+        default="fp16", metadata=_help("LoRA file dtype: fp16, bf16, fp32", _one_of(*SAVE_PRECISIONS))
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: where the run folder goes and what the LoRA is called."""
+
+    dir: str = field(default="", metadata=_help("folder for run folders; empty = <dataset>/runs"))
+    name: str = field(default="lora", metadata=_help("LoRA name: lora/<name>-eNNN.safetensors"))
+    comment: str = field(default="", metadata=_help("training comment stored in the LoRA's metadata"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole config, one frozen record per TOML table."""
+
+    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    network: NetworkConfig = NetworkConfig()
+    train: TrainParams = TrainParams()
+    sample: SampleConfig = SampleConfig()
+    save: SaveConfig = SaveConfig()
+    output: OutputConfig = OutputConfig()
+
+    @property
+    def text_encoder_lr(self) -> float:
+        """The text encoder's LR: explicit, else the guide's fraction of the U-Net LR."""
+        if self.train.text_encoder_lr > 0:
+            return self.train.text_encoder_lr
+        return self.train.unet_lr * self.train.text_encoder_lr_ratio
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Tables of plain values (tuples as lists), as TOML or JSON would hold them."""
+        return {
+            section.name: {
+                item.name: list(value) if isinstance(value, tuple) else value
+                for item in fields(getattr(self, section.name))
+                for value in [getattr(getattr(self, section.name), item.name)]
+            }
+            for section in fields(self)
+        }
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "network": NetworkConfig,
+    "train": TrainParams,
+    "sample": SampleConfig,
+    "save": SaveConfig,
+    "output": OutputConfig,
+}
+_PATH_KEYS = {("model", "base"), ("dataset", "path"), ("output", "dir")}
+
+
+def all_keys() -> list[str]:
+    """Every dotted key a config may hold, in file order."""
+    return [f"{name}.{item.name}" for name, cls in SECTIONS.items() for item in fields(cls)]
+
+
+def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a TOML config and check every key and value.
+
+    Relative paths in the file are taken relative to the file's folder.
+
+    Args:
+        path: The TOML file.
+        overrides: Dotted keys to set after reading (``{"train.max_steps": 800}``), as
+            ``--set`` and sweeps give them.
+
+    Raises:
+        ConfigError: The file is missing or not TOML, or a key or value is wrong (the message
+            names the key and what it must be).
+    """
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file; `kiln train --print-config > {path.name}` writes one"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return config_from_mapping(data, source=str(path), base_dir=path.parent, overrides=overrides)
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    source: str = "config",
+    base_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Build a checked config from nested tables (as tomllib returns them).
+
+    Args:
+        data: ``{"train": {"unet_lr": 1e-4}, ...}``; missing keys take their defaults.
+        source: Names the origin in error messages (the file path).
+        base_dir: Relative paths are resolved against it (None: the current folder).
+        overrides: Dotted keys applied on top, checked the same way.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown key {section}{_suggest(section)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: {section} must be a table ([{section}]), not a value")
+        merged[section] = dict(table)
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or not name:
+            raise ConfigError(f"{source}: unknown key {key}{_suggest(key)}")
+        merged.setdefault(section, {})[name] = value
+    base = (base_dir or Path.cwd()).expanduser().resolve()
+    built = {}
+    for section, cls in SECTIONS.items():
+        table = merged.get(section, {})
+        known = {item.name: item for item in fields(cls)}
+        values = {}
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if name not in known:
+                raise ConfigError(f"{source}: unknown key {key}{_suggest(key)}")
+            value = _checked(source, key, known[name], value)
+            if (section, name) in _PATH_KEYS and value:
+                value = str((base / Path(value).expanduser()).resolve())
+            values[name] = value
+        built[section] = cls(**values)
+    config = TrainConfig(**built)
+    _check_relations(source, config)
+    return config
+
+
+def _checked(source: str, key: str, item: Any, value: Any) -> Any:
+    """The value converted to the field's type, or a ConfigError naming the key."""
+    default = item.default if item.default is not MISSING else None
+    expected = type(default)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be true or false")
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be a whole number")
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be a finite number")
+    elif expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be a string (in quotes)")
+    elif expected is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) for entry in value):
+            raise ConfigError(f"{source}: {key} = {_show(value)}: must be a list of strings")
+        value = tuple(value)
+    check = item.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{source}: {key} = {_show(value)}: {problem}")
+    return value
+
+
+def _check_relations(source: str, config: TrainConfig) -> None:
+    data = config.dataset
+    if data.min_bucket_reso > data.max_bucket_reso:
+        raise ConfigError(
+            f"{source}: dataset.min_bucket_reso = {data.min_bucket_reso} is above "
+            f"dataset.max_bucket_reso = {data.max_bucket_reso}"
+        )
+    if not data.min_bucket_reso <= data.resolution <= data.max_bucket_reso:
+        raise ConfigError(
+            f"{source}: dataset.resolution = {data.resolution} must lie between dataset.min_bucket_reso "
+            f"({data.min_bucket_reso}) and dataset.max_bucket_reso ({data.max_bucket_reso})"
+        )
+    if not config.output.name or "/" in config.output.name or config.output.name.startswith("."):
+        raise ConfigError(f"{source}: output.name = {config.output.name!r}: must be a plain file name")
+    if config.train.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f'{source}: train.optimizer = "adamw8bit" needs bitsandbytes; `pip install bitsandbytes` '
+                'or use "adamw"'
+            ) from None
+
+
+def require_paths(config: TrainConfig, source: str = "config") -> None:
+    """Insist on the two keys a run cannot do without (defaults leave them empty)."""
+    if not config.model.base:
+        raise ConfigError(
+            f"{source}: model.base is required: a diffusers folder or an SD 1.5 .safetensors file"
+        )
+    if not config.dataset.path:
+        raise ConfigError(f"{source}: dataset.path is required: the dataset folder (Kohya layout N_name/)")
+
+
+def apply_overrides(
+    config: TrainConfig, overrides: Mapping[str, Any], source: str = "override"
+) -> TrainConfig:
+    """A copy of ``config`` with dotted keys set, checked like a file (sweeps use this)."""
+    return config_from_mapping(config.to_dict(), source=source, overrides=overrides)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.unet_lr=3e-4`` -> ``("train.unet_lr", 3e-4)``; the value is read as TOML, else a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: write KEY=VALUE, e.g. --set train.max_steps=800")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def _suggest(key: str) -> str:
+    flat = key.rpartition(".")[2]
+    if flat in KOHYA_NAMES:
+        return f" (Kohya's {flat} is {KOHYA_NAMES[flat]} in Kiln)"
+    close = difflib.get_close_matches(key, all_keys() + list(SECTIONS), n=1, cutoff=0.6)
+    if not close:
+        close = [k for k in all_keys() if k.endswith("." + flat)]
+    return f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(all_keys())}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + "".join(f"    {_toml_value(entry)},\n" for entry in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def resolved_toml(config: TrainConfig, comments: bool = False) -> str:
+    """The config as TOML with every key; ``comments`` adds each key's help (for --print-config)."""
+    lines: list[str] = []
+    values = config.to_dict()
+    for section, cls in SECTIONS.items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        for item in fields(cls):
+            line = f"{item.name} = {_toml_value(values[section][item.name])}"
+            if comments:
+                lines.append(f"# {item.metadata['help']}")
+            lines.append(line)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,308 @@
+"""The training data as Kohya sees it: included images, repeats, captions, buckets, latents.
+
+Images are the dataset's included images in Kohya-trained folders (``N_name/``), each
+assigned to a bucket by :mod:`engine.plan.buckets`, so an epoch has exactly the batches
+``kiln calc`` counts. The order of an epoch is a pure function of the seed and the epoch
+number, which is what lets a resumed run continue the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.dataset.captions import read_caption
+from engine.dataset.scan import scan_dataset
+from engine.dataset.selection import included_records
+from engine.dataset.store import STATE_FOLDER, Store
+from engine.errors import DatasetError, ImageError
+from engine.plan.buckets import BucketAssignment, BucketSpec, Size, assign_bucket
+from engine.plan.loads import image_sizes
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.train.config import DatasetConfig
+
+Batch = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One image as training uses it.
+
+    Attributes:
+        rel_path: Path relative to the dataset root (the image's key everywhere in Kiln).
+        path: The file.
+        folder: Its concept folder (``10_name``).
+        repeats: Times it is seen per epoch.
+        caption: Its caption as written (shuffling and dropout happen per step).
+        size: The stored ``(width, height)``.
+        file_key: Size and modification time, so cached latents notice an edited file.
+        assignment: Bucket, resize and crop.
+    """
+
+    rel_path: str
+    path: Path
+    folder: str
+    repeats: int
+    caption: str
+    size: Size
+    file_key: str
+    assignment: BucketAssignment
+
+    @property
+    def bucket(self) -> Size:
+        """The bucket's ``(width, height)``."""
+        return self.assignment.bucket
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The images of a run and what was left out.
+
+    Attributes:
+        root: The dataset folder.
+        images: Trained images, sorted by path.
+        skipped: Included images in places Kohya skips (root, unprefixed or ``0_`` folders).
+        unreadable: ``(rel_path, reason)`` for images that cannot be sized or bucketed.
+        warnings: One line per problem worth telling the user (missing captions...).
+    """
+
+    root: Path
+    images: tuple[TrainImage, ...]
+    skipped: tuple[str, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def bucket_items(self) -> dict[Size, int]:
+        """Samples per bucket per epoch (repeats included): what ``plan_steps`` takes."""
+        items: dict[Size, int] = {}
+        for image in self.images:
+            items[image.bucket] = items.get(image.bucket, 0) + image.repeats
+        return dict(sorted(items.items()))
+
+    def dataset_dirs(self) -> dict[str, dict[str, int]]:
+        """Kohya's ``ss_dataset_dirs``: per folder, its repeats and image count."""
+        dirs: dict[str, dict[str, int]] = {}
+        for image in self.images:
+            entry = dirs.setdefault(image.folder, {"n_repeats": image.repeats, "img_count": 0})
+            entry["img_count"] += 1
+        return dirs
+
+    def tag_frequency(self) -> dict[str, dict[str, int]]:
+        """Kohya's ``ss_tag_frequency``: per folder, how many captions hold each comma-separated tag."""
+        frequency: dict[str, dict[str, int]] = {}
+        for image in self.images:
+            tags = frequency.setdefault(image.folder, {})
+            for tag in {tag.strip() for tag in image.caption.split(",") if tag.strip()}:
+                tags[tag] = tags.get(tag, 0) + 1
+        return frequency
+
+
+def bucket_spec(config: DatasetConfig) -> BucketSpec:
+    """Kohya's bucket settings from the ``[dataset]`` table."""
+    return BucketSpec(
+        resolution=config.resolution,
+        min_size=config.min_bucket_reso,
+        max_size=config.max_bucket_reso,
+        step=config.bucket_reso_steps,
+        no_upscale=config.bucket_no_upscale,
+    )
+
+
+def training_set(config: DatasetConfig) -> TrainingSet:
+    """Scan the dataset and bucket what Kohya would train, honouring Kiln's selection.
+
+    Raises:
+        DatasetError: The folder is missing, or nothing in it can be trained.
+    """
+    dataset = scan_dataset(Path(config.path), config.caption_extension)
+    spec = bucket_spec(config)
+    trained_folders = {concept.folder for concept in dataset.concepts if concept.kohya_ok}
+    with Store(dataset.root) as store:
+        records = included_records(dataset.images, store)
+        counted = [record for record in records if record.folder in trained_folders]
+        sizes, problems = image_sizes(counted, store)
+    skipped = tuple(record.rel_path for record in records if record.folder not in trained_folders)
+    images: list[TrainImage] = []
+    warnings: list[str] = []
+    missing_captions = 0
+    for record in counted:
+        size = sizes.get(record.rel_path)
+        if size is None:
+            continue
+        try:
+            assignment = assign_bucket(size, spec)
+        except ImageError as exc:
+            problems[record.rel_path] = str(exc)
+            continue
+        caption = read_caption(record.caption_path)
+        if not caption.exists:
+            missing_captions += 1
+        if caption.lossy:
+            warnings.append(
+                f"{record.rel_path}: caption is not valid UTF-8; trained with replacement characters"
+            )
+        images.append(
+            TrainImage(
+                rel_path=record.rel_path,
+                path=record.path,
+                folder=record.folder,
+                repeats=record.repeats,
+                caption=caption.text.strip(),
+                size=size,
+                file_key=f"{record.size}:{record.mtime_ns}",
+                assignment=assignment,
+            )
+        )
+    if missing_captions:
+        warnings.append(
+            f"{missing_captions} image(s) have no {dataset.caption_extension} caption; "
+            "trained with an empty one"
+        )
+    if skipped:
+        warnings.append(
+            f"{len(skipped)} included image(s) are in folders Kohya skips (no N_ prefix); not trained"
+        )
+    for rel_path, reason in sorted(problems.items()):
+        warnings.append(f"{rel_path}: {reason}; not trained")
+    if not images:
+        raise DatasetError(
+            f"{dataset.root}: no image to train; Kiln trains included images in N_name/ folders, e.g. "
+            f"{dataset.root}/10_name/001.png"
+        )
+    return TrainingSet(
+        root=dataset.root,
+        images=tuple(images),
+        skipped=skipped,
+        unreadable=tuple(sorted(problems.items())),
+        warnings=tuple(warnings),
+    )
+
+
+def epoch_batches(images: Iterable[TrainImage], batch_size: int, seed: int, epoch: int) -> list[Batch]:
+    """The batches of one epoch, as indices into ``images``, in training order.
+
+    Kohya's way: every image appears ``repeats`` times in its bucket; each bucket is
+    shuffled and cut into batches (the last one may be short); then the batches are
+    shuffled together. The order depends only on ``(seed, epoch)``.
+    """
+    rng = random.Random(f"kiln-order:{seed}:{epoch}")
+    by_bucket: dict[Size, list[int]] = {}
+    for index, image in enumerate(images):
+        by_bucket.setdefault(image.bucket, []).extend([index] * image.repeats)
+    batches: list[Batch] = []
+    for bucket in sorted(by_bucket):
+        items = by_bucket[bucket]
+        rng.shuffle(items)
+        batches.extend(tuple(items[start : start + batch_size]) for start in range(0, len(items), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def step_caption(caption: str, config: DatasetConfig, rng: random.Random) -> str:
+    """The caption one step trains on: dropped out, or its tags shuffled after ``keep_tokens``."""
+    if config.caption_dropout_rate > 0 and rng.random() < config.caption_dropout_rate:
+        return ""
+    if not config.shuffle_caption:
+        return caption
+    tags = [tag.strip() for tag in caption.split(",")]
+    kept, rest = tags[: config.keep_tokens], tags[config.keep_tokens :]
+    rng.shuffle(rest)
+    return ", ".join(tag for tag in kept + rest if tag)
+
+
+def caption_rng(seed: int, epoch: int, batch: int) -> random.Random:
+    """The random source for one batch's captions (reproducible on resume)."""
+    return random.Random(f"kiln-caption:{seed}:{epoch}:{batch}")
+
+
+def load_pixels(image: TrainImage) -> torch.Tensor:
+    """The image resized to cover its bucket and centre-cropped, as a ``(3, H, W)`` tensor in [-1, 1].
+
+    Colour handling follows Kohya: first frame, converted to RGB (alpha dropped, EXIF
+    rotation ignored); 16-bit images are scaled to 8 bits, not clipped.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from engine.analysis.decode import decode_image
+
+    decoded = decode_image(image.path, exact=True)
+    pixels = decoded.pixels
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    picture = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    target = image.assignment.resized
+    if picture.size != target:
+        upscale = target[0] > picture.size[0]
+        picture = picture.resize(target, Image.Resampling.LANCZOS if upscale else Image.Resampling.BOX)
+    left, top = image.assignment.crop
+    width, height = image.bucket
+    picture = picture.crop((left, top, left + width, top + height))
+    array = np.asarray(picture, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class LatentCache:
+    """VAE latents per image and bucket, computed once (in memory, and on disk when asked).
+
+    Disk entries live in ``<dataset>/.kiln/latents/<model fingerprint>/`` so runs and
+    sweeps on the same dataset and model share them; a changed file, bucket or model gets
+    a new entry.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._memory: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def key(image: TrainImage) -> str:
+        """The entry's name: the image's path, file state and crop."""
+        assignment = image.assignment
+        text = f"{image.rel_path}|{image.file_key}|{image.bucket}|{assignment.resized}|{assignment.crop}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, image: TrainImage) -> torch.Tensor | None:
+        """The cached latent, or None."""
+        key = self.key(image)
+        latent = self._memory.get(key)
+        if latent is None and self.folder is not None:
+            path = self.folder / f"{key}.safetensors"
+            if path.is_file():
+                from safetensors.torch import load_file
+
+                try:
+                    latent = load_file(str(path))["latent"]
+                except Exception:  # a damaged entry is recomputed
+                    latent = None
+                if latent is not None:
+                    self._memory[key] = latent
+        return latent
+
+    def put(self, image: TrainImage, latent: torch.Tensor) -> None:
+        """Keep a latent (float32, on the CPU)."""
+        key = self.key(image)
+        latent = latent.detach().to("cpu").float().contiguous()
+        self._memory[key] = latent
+        if self.folder is not None:
+            from safetensors.torch import save
+
+            from engine.fsutil import atomic_write_bytes
+
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.folder / f"{key}.safetensors", save({"latent": latent}))
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+
+def disk_cache_folder(root: Path, fingerprint: str) -> Path:
+    """Where disk-cached latents for a dataset and model live."""
+    return root / STATE_FOLDER / "latents" / fingerprint

@@ -1,0 +1,774 @@
+"""The training loop: a :class:`Trainer` with explicit state, read top to bottom.
+
+``Trainer(config, run_dir).run()`` loads the base model, adds Kohya's LoRA adapters with
+peft, caches latents, then trains epoch by epoch, writing events, samples and LoRA files
+into the run folder. Everything a resumed run needs is either in :class:`TrainState` (step,
+epoch, batch within the epoch) or derived from the seed: the data order, caption shuffles,
+noise and timesteps of each batch are pure functions of ``(seed, epoch, batch)``. The loop
+checks a stop flag between optimizer steps, so a cancel lands on a step boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine import __version__
+from engine.errors import KilnError, RunError
+from engine.train import rundir
+from engine.train.config import TrainConfig
+from engine.train.data import (
+    LatentCache,
+    TrainImage,
+    TrainingSet,
+    caption_rng,
+    disk_cache_folder,
+    epoch_batches,
+    load_pixels,
+    step_caption,
+    training_set,
+)
+from engine.train.events import EventWriter, NullEventWriter
+from engine.train.lora_io import DTYPES, json_metadata, kohya_state_dict, modelspec_metadata, write_lora
+from engine.train.model import load_pipeline, model_fingerprint, model_source
+from engine.train.network import LoraTarget, add_lora, lora_weights, text_encoder_targets, unet_targets
+from engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
+from engine.train.schedule import lr_factor
+
+MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingDiverged(RunError):
+    """The loss stopped being a finite number."""
+
+
+@dataclass
+class TrainState:
+    """Where the run stands. With the adapters, optimizer and LR scheduler it is all resume needs.
+
+    Attributes:
+        step: Optimizer steps done.
+        epoch: The epoch in progress (1-based).
+        batch_in_epoch: Batches of ``epoch`` done by this process.
+        losses: This epoch's batch losses so far (for the epoch's mean).
+    """
+
+    step: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a JSON state file."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended."""
+
+    state: str
+    run_dir: Path
+    step: int
+    epoch: int
+    lora: Path | None = None
+    error: str | None = None
+
+
+class Trainer:
+    """One training run into one run folder.
+
+    Args:
+        config: The checked config.
+        run_dir: The run folder (made by :func:`engine.train.rundir.create_run_dir`).
+        listeners: Called with each event after it is written (the CLI's progress bar).
+        cpu: Train on the CPU even when a GPU is present.
+
+    Extension points for run control: :meth:`request_stop` (a signal handler may call it),
+    :attr:`state`, :meth:`resume_state_dict` / :meth:`load_resume_state_dict`, and
+    ``accelerator.is_main_process`` deciding who writes events, samples and files.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        listeners: list[Callable[[dict[str, Any]], None]] | None = None,
+        cpu: bool = False,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.listeners = list(listeners or [])
+        self.cpu = cpu
+        self.state = TrainState()
+        self.stop_requested = threading.Event()
+        self.ready = False
+        self.events: EventWriter | NullEventWriter = NullEventWriter()
+        self.log = logging.getLogger(f"kiln.train.{id(self)}")
+        self.started_at = time.time()
+        self._step_times: deque[float] = deque(maxlen=20)
+        self.lora_files: list[Path] = []
+        self.last_epoch = 0
+
+    # ----------------------------------------------------------------- public API
+
+    def request_stop(self) -> None:
+        """Stop after the current optimizer step, save a LoRA and end with ``cancelled``."""
+        self.stop_requested.set()
+
+    def run(self) -> RunResult:
+        """Set up (if not yet), train to the end, and return how it ended. Never raises for
+        training failures: they end the run with a ``failed`` event instead."""
+        try:
+            if not self.ready:
+                self.setup()
+            return self._train()
+        except KeyboardInterrupt:
+            self._emit(
+                "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="interrupted"
+            )
+            return self._result("cancelled")
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
+            self.log.error("training failed: %s\n%s", message, traceback.format_exc())
+            self._emit("failed", error=message, step=self.state.step, epoch=self.state.epoch)
+            return self._result("failed", error=message)
+        finally:
+            self._close()
+
+    def setup(self) -> None:
+        """Load everything and write the ``start`` event; separate from :meth:`run` so callers
+        (and tests) can inspect or adjust the trainer before the first step."""
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        config = self.config
+        if AcceleratorState._shared_state and AcceleratorState().num_processes == 1:
+            # accelerate keeps one state per process; a second run in the same process (tests,
+            # a sweep) may ask for another precision.
+            AcceleratorState._reset_state()
+        self.accelerator = Accelerator(
+            mixed_precision=MIXED_PRECISION[config.train.precision], cpu=self.cpu, log_with=None
+        )
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.events = EventWriter(self.run_dir, name=config.output.name)
+            self._open_log()
+        if config.train.precision == "fp16" and self.device.type == "cpu":
+            raise RunError(
+                'train.precision = "fp16" needs a GPU: accelerate has no fp16 autocast on a CPU; '
+                'use "bf16" or "fp32" on this machine'
+            )
+        self.weight_dtype = WEIGHT_DTYPES[config.train.precision]
+        torch.manual_seed(config.train.seed)
+
+        self.data: TrainingSet = training_set(config.dataset)
+        for warning in self.data.warnings:
+            self._warn(warning)
+
+        self.source = model_source(config.model.base, config.model.allow_pickle)
+        self.log.info("loading %s (%s)", self.source.path, self.source.kind)
+        _quiet_transformers()
+        self.pipe = load_pipeline(config.model.base, config.model.allow_pickle)
+        self._prepare_models()
+        self._prepare_plan()
+        self._prepare_optimizer()
+        self.sample_prompts = self._sample_prompts()
+        self.latents = LatentCache(
+            disk_cache_folder(self.data.root, model_fingerprint(self.source))
+            if config.train.cache_latents_to_disk
+            else None
+        )
+        if config.train.cache_latents:
+            self._cache_latents()
+        self._open_tensorboard()
+        self.ready = True
+        self._emit(
+            "start",
+            name=config.output.name,
+            run_dir=str(self.run_dir),
+            model=str(self.source.path),
+            dataset=str(self.data.root),
+            device=str(self.device),
+            precision=config.train.precision,
+            images=len(self.data.images),
+            items_per_epoch=self.plan.items_per_epoch,
+            batches_per_epoch=self.plan.batches_per_epoch,
+            steps_per_epoch=self.plan.steps_per_epoch,
+            epochs=config.train.epochs,
+            total=self.total_steps,
+            step=self.state.step,
+            epoch=self.state.epoch,
+            buckets=[
+                {"resolution": list(b.resolution), "items": b.items, "batches": b.batches}
+                for b in self.plan.buckets
+            ],
+            unet_modules=len(self.unet_targets),
+            text_encoder_modules=len(self.te_targets),
+            version=__version__,
+        )
+
+    def resume_state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly: adapters, optimizer, LR schedule, state.
+
+        Data order, caption shuffles, noise and timesteps derive from ``(seed, epoch, batch)``,
+        so no RNG state is needed beyond what is here.
+        """
+        return {
+            "state": self.state.to_dict(),
+            "unet_lora": _adapter_copy(self.unet, self.unet_targets),
+            "te_lora": _adapter_copy(self.text_encoder, self.te_targets),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.lr_scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_resume_state_dict(self, data: dict[str, Any]) -> None:
+        """Restore what :meth:`resume_state_dict` returned (call after :meth:`setup`)."""
+        self.state = TrainState.from_dict(data["state"])
+        for model, targets, key in (
+            (self.unet, self.unet_targets, "unet_lora"),
+            (self.text_encoder, self.te_targets, "te_lora"),
+        ):
+            for target in targets:
+                down, up = lora_weights(model, target)
+                saved_down, saved_up = data[key][target.kohya]
+                down.data.copy_(saved_down)
+                up.data.copy_(saved_up)
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.lr_scheduler.load_state_dict(data["scheduler"])
+        torch.set_rng_state(data["torch_rng"])
+
+    # ----------------------------------------------------------------- setup
+
+    def _prepare_models(self) -> None:
+        config, pipe = self.config, self.pipe
+        network = config.network
+        self.tokenizer = pipe.tokenizer
+        self.vae = pipe.vae.to(self.device, dtype=torch.float32).eval()
+        self.vae.requires_grad_(False)
+        self.unet = pipe.unet.to(self.device, dtype=self.weight_dtype)
+        self.text_encoder = pipe.text_encoder.to(self.device, dtype=self.weight_dtype)
+        self.unet_targets = unet_targets(
+            self.unet, network.rank, network.alpha, network.conv_rank, network.conv_alpha
+        )
+        self.unet_params = add_lora(self.unet, self.unet_targets)
+        self.train_te = network.train_text_encoder
+        if self.train_te:
+            self.te_targets = text_encoder_targets(self.text_encoder, network.rank, network.alpha)
+            self.te_params = add_lora(self.text_encoder, self.te_targets)
+        else:
+            self.te_targets, self.te_params = [], []
+            self.text_encoder.requires_grad_(False)
+        if config.train.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            if self.train_te:
+                # transformers >= 5 renamed it; non-reentrant so LoRA grads flow past frozen inputs.
+                if hasattr(self.text_encoder, "activation_checkpointing_enable"):
+                    self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
+                else:
+                    self.text_encoder.gradient_checkpointing_enable(
+                        gradient_checkpointing_kwargs={"use_reentrant": False}
+                    )
+        self.unet.train()
+        self.text_encoder.train(self.train_te)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        self.log.info(
+            "LoRA rank %d alpha %g on %d U-Net and %d text-encoder modules",
+            network.rank,
+            network.alpha,
+            len(self.unet_targets),
+            len(self.te_targets),
+        )
+
+    def _prepare_plan(self) -> None:
+        from engine.plan.steps import plan_steps
+
+        train = self.config.train
+        self.processes = self.accelerator.num_processes
+        self.plan = plan_steps(
+            self.data.bucket_items(), train.batch_size, train.epochs, train.grad_accumulation, self.processes
+        )
+        self.total_steps = (
+            min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
+        )
+
+    def _prepare_optimizer(self) -> None:
+        train = self.config.train
+        groups = [{"params": self.unet_params, "lr": train.unet_lr}]
+        if self.te_params:
+            groups.append({"params": self.te_params, "lr": self.config.text_encoder_lr})
+        if train.optimizer == "adamw8bit":
+            import bitsandbytes
+
+            optimizer = bitsandbytes.optim.AdamW8bit(groups, weight_decay=train.weight_decay)
+        else:
+            optimizer = _adamw(groups, train.weight_decay, self.device)
+        total, warmup, kind = self.total_steps, train.lr_warmup_steps, train.scheduler
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, warmup, kind)
+        )
+        # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
+        # process, which is what the schedule over total_steps assumes.
+        if self.train_te:
+            self.unet_train, self.te_train, self.optimizer = self.accelerator.prepare(
+                self.unet, self.text_encoder, optimizer
+            )
+        else:
+            self.unet_train, self.optimizer = self.accelerator.prepare(self.unet, optimizer)
+            self.te_train = self.text_encoder
+        self.trainable = self.unet_params + self.te_params
+
+    def _sample_prompts(self) -> list[SamplePrompt]:
+        config = self.config
+        return [
+            parse_prompt(line, index, config.dataset.resolution, config.train.seed)
+            for index, line in enumerate(config.sample.prompts)
+        ]
+
+    def _cache_latents(self) -> None:
+        started = time.perf_counter()
+        missing = [image for image in self.data.images if self.latents.get(image) is None]
+        for image in missing:
+            self.latents.put(image, self._encode(image))
+        self.log.info(
+            "latents: %d cached, %d encoded in %.1fs",
+            len(self.data.images) - len(missing),
+            len(missing),
+            time.perf_counter() - started,
+        )
+
+    @torch.no_grad()
+    def _encode(self, image: TrainImage) -> torch.Tensor:
+        pixels = load_pixels(image).unsqueeze(0).to(self.device, torch.float32)
+        latent = self.vae.encode(pixels).latent_dist.mode()
+        return (latent * self.vae.config.scaling_factor)[0]
+
+    # ----------------------------------------------------------------- the loop
+
+    def _train(self) -> RunResult:
+        config = self.config
+        epochs = config.train.epochs
+        if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
+            self._maybe_sample(0)
+        while self.state.epoch <= epochs and self.state.step < self.total_steps:
+            epoch = self.state.epoch
+            batches = self.process_batches(epoch)
+            ga = config.train.grad_accumulation
+            while self.state.batch_in_epoch < len(batches) and self.state.step < self.total_steps:
+                index = self.state.batch_in_epoch
+                started = time.perf_counter()
+                window_end = min(len(batches), (index // ga + 1) * ga)
+                loss_total = 0.0
+                for micro in range(index, window_end):
+                    loss = self.batch_loss(epoch, micro, batches[micro])
+                    self.accelerator.backward(loss / (window_end - index))
+                    loss_total += loss.detach().item()
+                self._optimizer_step()
+                self.state.batch_in_epoch = window_end
+                self.state.step += 1
+                mean_loss = loss_total / (window_end - index)
+                self.state.losses.append(mean_loss)
+                self._after_step(mean_loss, time.perf_counter() - started)
+                if self.stop_requested.is_set():
+                    return self._stop()
+            finished_epoch = self.state.batch_in_epoch >= len(batches)
+            self._end_epoch(
+                epoch, final=not finished_epoch or epoch == epochs or self.state.step >= self.total_steps
+            )
+        last = self.lora_files[-1] if self.lora_files else None
+        self._emit(
+            "done",
+            step=self.state.step,
+            epoch=self.last_epoch,
+            lora=str(last) if last else None,
+            seconds=round(time.time() - self.started_at, 3),
+        )
+        return self._result("done", lora=last)
+
+    def process_batches(self, epoch: int) -> list[tuple[int, ...]]:
+        """This process's batches of ``epoch``: every N-th of the epoch's order, padded so all
+        processes take the same number of steps."""
+        batches = epoch_batches(self.data.images, self.config.train.batch_size, self.config.train.seed, epoch)
+        processes = self.accelerator.num_processes
+        if processes == 1:
+            return batches
+        per_process = math.ceil(len(batches) / processes)
+        padded = batches + batches[: per_process * processes - len(batches)]
+        return padded[self.accelerator.process_index :: processes]
+
+    def batch_loss(self, epoch: int, batch_number: int, batch: tuple[int, ...]) -> torch.Tensor:
+        """The loss of one batch (min-SNR weighted when asked); raises on a non-finite loss."""
+        config = self.config
+        images = [self.data.images[i] for i in batch]
+        latents = torch.stack([self._latent(image) for image in images]).to(self.device, torch.float32)
+        rng = caption_rng(config.train.seed, epoch, batch_number)
+        captions = [step_caption(image.caption, config.dataset, rng) for image in images]
+        generator = torch.Generator("cpu").manual_seed(_batch_seed(config.train.seed, epoch, batch_number))
+        noise = torch.randn(latents.shape, generator=generator)
+        if config.train.noise_offset:
+            noise += config.train.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (len(images),), generator=generator
+        )
+        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        with self.accelerator.autocast():
+            hidden = self._encode_text(ids)
+            prediction = self.unet_train(noisy.to(self.weight_dtype), timesteps, hidden).sample
+        target = (
+            noise
+            if self.prediction_type == "epsilon"
+            else self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        )
+        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if config.train.min_snr_gamma:
+            loss = loss * self._min_snr_weights(timesteps)
+        loss = loss.mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {epoch}); "
+                "lower train.unet_lr, "
+                'or use train.precision = "bf16" or "fp32"'
+            )
+        return loss
+
+    def _latent(self, image: TrainImage) -> torch.Tensor:
+        latent = self.latents.get(image)
+        if latent is None:
+            latent = self._encode(image)
+            if self.config.train.cache_latents:
+                self.latents.put(image, latent)
+        return latent
+
+    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        clip_skip = self.config.train.clip_skip
+        with torch.set_grad_enabled(self.train_te and torch.is_grad_enabled()):
+            output = self.te_train(ids, output_hidden_states=clip_skip > 1)
+            if clip_skip == 1:
+                return output.last_hidden_state
+            inner = getattr(self.text_encoder, "text_model", self.text_encoder)
+            return inner.final_layer_norm(output.hidden_states[-clip_skip])
+
+    def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        alpha = self.alphas_cumprod[timesteps]
+        snr = alpha / (1 - alpha)
+        clipped = torch.clamp(snr, max=self.config.train.min_snr_gamma)
+        return clipped / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+
+    def _optimizer_step(self) -> None:
+        if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
+            norm = self.accelerator.clip_grad_norm_(self.trainable, self.config.train.max_grad_norm)
+            # fp16's grad scaler skips overflowing steps by itself; elsewhere a non-finite
+            # gradient would poison the adapters, so stop before the optimizer applies it.
+            if self.accelerator.scaler is None and not torch.isfinite(norm):
+                raise TrainingDiverged(
+                    f"gradients became {float(norm)} at step {self.state.step + 1} "
+                    f"(epoch {self.state.epoch}); "
+                    'lower train.unet_lr, or use train.precision = "fp32"'
+                )
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _after_step(self, loss: float, seconds: float) -> None:
+        self._step_times.append(seconds)
+        it_s = len(self._step_times) / sum(self._step_times) if sum(self._step_times) > 0 else None
+        remaining = self.total_steps - self.state.step
+        lrs = self.lr_scheduler.get_last_lr()
+        event = {
+            "step": self.state.step,
+            "total": self.total_steps,
+            "epoch": self.state.epoch,
+            "loss": round(loss, 6),
+            "lr": lrs[0],
+            "it_s": round(it_s, 4) if it_s else None,
+            "eta_s": round(remaining / it_s, 1) if it_s else None,
+        }
+        if len(lrs) > 1:
+            event["lr_te"] = lrs[1]
+        self._emit("step", **event)
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("loss", loss, self.state.step)
+            self.tensorboard.add_scalar("lr/unet", lrs[0], self.state.step)
+            if len(lrs) > 1:
+                self.tensorboard.add_scalar("lr/text_encoder", lrs[1], self.state.step)
+
+    def _end_epoch(self, epoch: int, final: bool) -> None:
+        losses = self.state.losses
+        mean = sum(losses) / len(losses) if losses else None
+        self._emit(
+            "epoch",
+            epoch=epoch,
+            epochs=self.config.train.epochs,
+            step=self.state.step,
+            loss=round(mean, 6) if mean is not None else None,
+        )
+        self.log.info("epoch %d done at step %d, mean loss %s", epoch, self.state.step, mean)
+        if self.tensorboard is not None and mean is not None:
+            self.tensorboard.add_scalar("loss/epoch", mean, epoch)
+        if final or epoch % self.config.save.every_n_epochs == 0:
+            self.save_lora(epoch)
+        every = self.config.sample.every_n_epochs
+        if every and (final or epoch % every == 0):
+            self._maybe_sample(epoch)
+        self.last_epoch = epoch
+        self.state.epoch = epoch + 1
+        self.state.batch_in_epoch = 0
+        self.state.losses = []
+
+    def _stop(self) -> RunResult:
+        path = self.save_lora(self.state.epoch)
+        self._emit(
+            "cancelled", step=self.state.step, epoch=self.state.epoch, lora=str(path) if path else None
+        )
+        return self._result("cancelled", lora=path)
+
+    # ----------------------------------------------------------------- outputs
+
+    def save_lora(self, epoch: int) -> Path | None:
+        """Write ``lora/<name>-eNNN.safetensors`` (main process) and emit ``checkpoint``."""
+        if not self.is_main:
+            return None
+        dtype = DTYPES[self.config.save.precision]
+        unet = self.accelerator.unwrap_model(self.unet_train)
+        tensors = kohya_state_dict(unet, self.unet_targets, dtype)
+        if self.train_te:
+            tensors.update(
+                kohya_state_dict(self.accelerator.unwrap_model(self.te_train), self.te_targets, dtype)
+            )
+        path = write_lora(
+            rundir.lora_path(self.run_dir, self.config.output.name, epoch), tensors, self.lora_metadata(epoch)
+        )
+        self.lora_files.append(path)
+        self._emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
+        return path
+
+    def lora_metadata(self, epoch: int) -> dict[str, str]:
+        """Kohya's ``ss_*`` keys and Stability's ``modelspec.*`` keys for the LoRA file."""
+        config, train, network, data = (
+            self.config,
+            self.config.train,
+            self.config.network,
+            self.config.dataset,
+        )
+        now = time.time()
+        conv_args = (
+            {"conv_dim": str(network.conv_rank), "conv_alpha": str(network.conv_alpha)}
+            if network.conv_rank
+            else None
+        )
+        buckets = {
+            str(i): {"resolution": list(bucket.resolution), "count": bucket.items}
+            for i, bucket in enumerate(self.plan.buckets)
+        }
+        meta: dict[str, Any] = {
+            "ss_session_id": str(random.Random(self.started_at).randrange(2**31)),
+            "ss_training_started_at": self.started_at,
+            "ss_training_finished_at": now,
+            "ss_output_name": config.output.name,
+            "ss_training_comment": config.output.comment,
+            "ss_sd_model_name": self.source.name,
+            "ss_base_model_version": "sd_v1",
+            "ss_v2": False,
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": network.rank,
+            "ss_network_alpha": network.alpha,
+            "ss_network_args": json_metadata(conv_args) if conv_args else None,
+            "ss_network_train_unet_only": not network.train_text_encoder,
+            "ss_num_train_images": self.plan.items_per_epoch,
+            "ss_num_batches_per_epoch": self.plan.batches_per_epoch,
+            "ss_num_epochs": train.epochs,
+            "ss_epoch": epoch,
+            "ss_steps": self.state.step,
+            "ss_max_train_steps": self.total_steps,
+            "ss_batch_size_per_device": train.batch_size,
+            "ss_total_batch_size": train.batch_size * train.grad_accumulation * self.processes,
+            "ss_gradient_accumulation_steps": train.grad_accumulation,
+            "ss_learning_rate": train.unet_lr,
+            "ss_unet_lr": train.unet_lr,
+            "ss_text_encoder_lr": config.text_encoder_lr if network.train_text_encoder else 0.0,
+            "ss_lr_scheduler": train.scheduler,
+            "ss_lr_warmup_steps": train.lr_warmup_steps,
+            "ss_optimizer": f"{self.optimizer.__class__.__module__}.{self.optimizer.__class__.__name__}"
+            f"(weight_decay={train.weight_decay})",
+            "ss_max_grad_norm": train.max_grad_norm,
+            "ss_mixed_precision": MIXED_PRECISION[train.precision],
+            "ss_full_fp16": False,
+            "ss_save_precision": self.config.save.precision,
+            "ss_seed": train.seed,
+            "ss_min_snr_gamma": train.min_snr_gamma or None,
+            "ss_noise_offset": train.noise_offset or None,
+            "ss_clip_skip": train.clip_skip,
+            "ss_gradient_checkpointing": train.gradient_checkpointing,
+            "ss_cache_latents": train.cache_latents,
+            "ss_resolution": f"({data.resolution}, {data.resolution})",
+            "ss_enable_bucket": True,
+            "ss_min_bucket_reso": data.min_bucket_reso,
+            "ss_max_bucket_reso": data.max_bucket_reso,
+            "ss_bucket_no_upscale": data.bucket_no_upscale,
+            "ss_bucket_info": json_metadata({"buckets": buckets, "mean_img_ar_error": 0.0}),
+            "ss_shuffle_caption": data.shuffle_caption,
+            "ss_keep_tokens": data.keep_tokens,
+            "ss_caption_dropout_rate": data.caption_dropout_rate,
+            "ss_dataset_dirs": json_metadata(self.data.dataset_dirs()),
+            "ss_tag_frequency": json_metadata(self.data.tag_frequency()),
+            "kiln_version": __version__,
+        }
+        out = {key: str(value) for key, value in meta.items() if value is not None}
+        date = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        out.update(modelspec_metadata(config.output.name, data.resolution, date, self.prediction_type))
+        return out
+
+    def _maybe_sample(self, epoch: int) -> None:
+        if not self.sample_prompts or not self.is_main:
+            return
+        started = time.perf_counter()
+        scheduler = sample_scheduler(self.config.sample.sampler, self.noise_scheduler.config)
+        self.unet.eval()
+        self.text_encoder.eval()
+        try:
+            with self.accelerator.autocast():
+                paths = render_samples(
+                    self.pipe,
+                    self.sample_prompts,
+                    rundir.samples_dir(self.run_dir, epoch),
+                    scheduler,
+                    self.config.train.clip_skip,
+                )
+        finally:
+            self.unet.train()
+            self.text_encoder.train(self.train_te)
+        self._emit(
+            "sample",
+            epoch=epoch,
+            step=self.state.step,
+            files=[str(path) for path in paths],
+            prompts=[
+                {"prompt": p.prompt, "seed": p.seed, "width": p.width, "height": p.height}
+                for p in self.sample_prompts
+            ],
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _emit(self, type: str, **fields: Any) -> None:
+        event = self.events.emit(type, **fields)
+        if type in ("warning", "failed"):
+            self.log.warning("%s: %s", type, fields.get("message") or fields.get("error"))
+        elif type != "step":
+            self.log.info("%s %s", type, json.dumps(fields, default=str)[:500])
+        for listener in self.listeners:
+            listener(event)
+
+    def _warn(self, message: str) -> None:
+        self._emit("warning", message=message)
+
+    def _open_log(self) -> None:
+        handler = logging.FileHandler(self.run_dir / rundir.LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(handler)
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        self._log_handler = handler
+
+    def _open_tensorboard(self) -> None:
+        self.tensorboard = None
+        if not self.is_main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.log.info("tensorboard is not installed: no TensorBoard scalars")
+            return
+        self.tensorboard = SummaryWriter(str(self.run_dir / rundir.TENSORBOARD_FOLDER))
+
+    def _close(self) -> None:
+        tensorboard = getattr(self, "tensorboard", None)
+        if tensorboard is not None:
+            tensorboard.close()
+        self.events.close()
+        handler = getattr(self, "_log_handler", None)
+        if handler is not None:
+            self.log.removeHandler(handler)
+            handler.close()
+
+    def _result(self, state: str, lora: Path | None = None, error: str | None = None) -> RunResult:
+        epoch = self.last_epoch if state == "done" else self.state.epoch
+        return RunResult(
+            state=state, run_dir=self.run_dir, step=self.state.step, epoch=epoch, lora=lora, error=error
+        )
+
+
+def _adamw(groups: list[dict[str, Any]], weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """torch's AdamW, fused into one kernel per step where the device has it.
+
+    A LoRA has hundreds of small tensors; the default per-tensor loop spends more time in
+    Python and kernel launches than in arithmetic. The maths is the same AdamW.
+    """
+    try:
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=device.type != "cpu" or None)
+
+
+def _batch_seed(seed: int, epoch: int, batch: int) -> int:
+    digest = hashlib.sha256(f"kiln-noise:{seed}:{epoch}:{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _adapter_copy(
+    model: torch.nn.Module, targets: list[LoraTarget]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    copies = {}
+    for target in targets:
+        down, up = lora_weights(model, target)
+        copies[target.kohya] = (down.detach().clone(), up.detach().clone())
+    return copies
+
+
+def _quiet_transformers() -> None:
+    """transformers and diffusers log progress bars and torchvision notices a run log does not need."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
