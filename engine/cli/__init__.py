@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "calc": "calc",
     "train": "train",
     "tiny-model": "tiny_model",
+    "tec": "tec",
 }
 
 _DESCRIPTION = """\
