@@ -260,7 +260,7 @@ def _read_safetensors(path: Path, rename: Rename, diagnose: bool = False) -> dic
             wanted = {name: key for key in keys if (name := rename(key)) is not None}
             if diagnose and not wanted:
                 raise ModelError(_no_clip_message(path, keys))
-            return {name: handle.get_tensor(key).float() for name, key in wanted.items()}
+            return {name: _owned(handle.get_tensor(key)) for name, key in wanted.items()}
     except ModelError:
         raise
     except Exception as exc:
@@ -281,13 +281,24 @@ def _read_pickle(path: Path, rename: Rename) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict):
         raise ModelError(f"{path}: holds a {type(data).__name__}, not a state dict of tensors")
     found = {
-        name: value.float()
+        name: _owned(value)
         for key, value in data.items()
         if isinstance(value, torch.Tensor) and (name := rename(key)) is not None
     }
     if not found:
         raise ModelError(_no_clip_message(path, [str(key) for key in data]))
     return found
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 copy in fresh memory.
+
+    Tensors read from a file can sit at any byte offset, and CPU kernels pick their
+    vectorised path by alignment, so the same weights at another offset round differently
+    (1e-6). Fresh allocations are aligned: equal weights then give equal embeddings, and an
+    encoder compared with itself scores exactly 0.
+    """
+    return tensor.to(torch.float32, copy=True).contiguous()
 
 
 def _no_clip_message(path: Path, keys: list[str]) -> str:

@@ -142,6 +142,8 @@ def lora_tec_report(
         ModelError: The base or the LoRA is missing or unreadable, or the LoRA does not fit the base.
     """
     device = _device(options.device)
+    if not Path(lora).is_file():
+        raise ModelError(f"{lora}: no such LoRA file")
     base_te = load_text_encoder(base, allow_pickle)
     probe = _probe(base_te, options)
     reference_vectors = _embed(base_te.model, base_te, probe, options, device, "reference", progress)
