@@ -37,7 +37,7 @@ THRESHOLDS_NOTE = (
 # A word counts as confused only if another reference word beats its own by more than float
 # rounding; identical encoders must never report confusion.
 _TIE = 1e-6
-_CHUNK = 4096
+_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def nearest_reference(candidate: torch.Tensor, reference: torch.Tensor) -> tuple
     """For each candidate row, the index and cosine of the nearest reference row.
 
     A row's own reference row wins ties within float rounding, so an encoder compared with
-    itself has no confusion. Computed in chunks: the full vocabulary is 49k x 49k.
+    itself has no confusion. Computed in chunks of rows: the full vocabulary is 49k x 49k.
     """
     a, b = _unit(candidate), _unit(reference)
     count = a.shape[0]
