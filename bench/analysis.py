@@ -4,6 +4,9 @@
   Kiln (reduced decode, process pool, no cache) against the naive way (full decode with
   Pillow, ``convert("L")``, threshold, one process). Reports images/s of both, the ratio,
   and the largest gap between Kiln's fast figure and its ``--exact`` one.
+* CPU: the same comparison in CPU time per image, one process each (``time.process_time``):
+  unlike wall-clock ratios it holds on a machine shared with other work. Kiln's side
+  includes the quality figures (engine/analysis/quality.py) measured in the same decode.
 * Warm: reopening a dataset of 10,000 already-cached images (scan, cache read, DSB).
 
 Run from the repository root:  python -m bench.analysis [--images 24] [--warm 10000]
@@ -22,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from engine.analysis.dsb import summarise
+from engine.analysis.measure import analyse_image
 from engine.analysis.run import analyse_dataset, default_workers, iter_analyses
 from engine.dataset.scan import scan_dataset
 from engine.dataset.store import Store
@@ -79,6 +83,26 @@ def bench_cold(count: int) -> dict:
     }
 
 
+def bench_cpu(count: int) -> dict:
+    """CPU seconds per image of the baseline and of Kiln's single-image analysis, serially."""
+    paths = [record.path for record in scan_dataset(make_photos(count)).images]
+    analyse_image(paths[0])  # imports and first-call set-up out of the timing
+    start = time.process_time()
+    for path in paths:
+        naive_white(path)
+    baseline = (time.process_time() - start) / len(paths)
+    start = time.process_time()
+    for path in paths:
+        analyse_image(path)
+    kiln = (time.process_time() - start) / len(paths)
+    return {
+        "images": len(paths),
+        "baseline_ms": baseline * 1000,
+        "kiln_ms": kiln * 1000,
+        "ratio": baseline / kiln,
+    }
+
+
 def bench_warm(count: int) -> dict:
     root = DATA / f"warm{count}"
     folder = root / "1_many"
@@ -101,17 +125,25 @@ def bench_warm(count: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--warm", type=int, default=10_000)
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", tempfile.gettempdir())
     cold = bench_cold(args.images)
     print(
-        f"cold: {cold['images']} x 16 MP JPEG (mean {cold['mean_file_mb']:.1f} MB), {cold['workers']} workers: "
+        f"cold: {cold['images']} x 16 MP JPEG (mean {cold['mean_file_mb']:.1f} MB), "
+        f"{cold['workers']} workers: "
         f"baseline {cold['baseline_ips']:.2f} img/s, kiln {cold['kiln_ips']:.2f} img/s, "
         f"ratio {cold['ratio']:.1f}x; fast vs exact: max gap {cold['max_gap']:.3f} points, "
         f"mean {cold['mean_gap']:.3f}"
+    )
+    cpu = bench_cpu(args.images)
+    print(
+        f"cpu: {cpu['images']} x 16 MP JPEG, one process each: baseline {cpu['baseline_ms']:.1f} ms/img, "
+        f"kiln {cpu['kiln_ms']:.1f} ms/img (W/B + quality figures), ratio {cpu['ratio']:.1f}x per core"
     )
     warm = bench_warm(args.warm)
     print(f"warm: reopen of {warm['images']} cached images in {warm['seconds']:.3f} s")

@@ -21,7 +21,8 @@ MERGES = 49152 - 256 - 2
 
 
 def main(source: Path) -> None:
-    lines = gzip.open(source, "rt", encoding="utf-8").read().split("\n")[1 : MERGES + 1]
+    with gzip.open(source, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")[1 : MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
     symbols = [token for token in byte_vocab() if not token.endswith("</w>") and not token.startswith("<|")]
     tokens = symbols + [symbol + "</w>" for symbol in symbols]

@@ -12,6 +12,11 @@ unbiased; averaging pulls fine texture towards its local mean and moves the shar
 points on textured photos. The default long side is 1024 rather than 512 because the
 DCT scaling itself averages: at 1/8 a textured 16 MP photo drifts by up to half a point,
 at 1/4 by a third of that, for about 5 ms more per image (bench/analysis.py).
+
+Measures that depend on scale (sharpness, perceptual hashes) ask for a grey copy resampled
+to a fixed area (``grey_area``). It is made with area averaging from the pixels before the
+fast path subsamples them, so it does not depend on the file's resolution nor on whether
+the fast or the exact path decoded it (JPEG DCT scaling is itself block averaging).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Decoded:
         mode: The file's own Pillow mode, for reports.
         format: The file format Pillow detected (``JPEG``, ``PNG``...).
         exif_orientation: The EXIF orientation tag (1 when absent).
+        grey: A Rec. 601 grey copy of about ``grey_area`` pixels (uint8), when asked for.
     """
 
     pixels: np.ndarray
@@ -51,6 +57,7 @@ class Decoded:
     mode: str
     format: str
     exif_orientation: int = 1
+    grey: np.ndarray | None = None
 
     @property
     def is_grey(self) -> bool:
@@ -59,7 +66,12 @@ class Decoded:
 
 
 def decode_image(
-    path: Path, *, exact: bool = False, long_side: int = FAST_LONG_SIDE, grey_ok: bool = False
+    path: Path,
+    *,
+    exact: bool = False,
+    long_side: int = FAST_LONG_SIDE,
+    grey_ok: bool = False,
+    grey_area: int | None = None,
 ) -> Decoded:
     """Open ``path`` and return its first frame as 8-bit pixels.
 
@@ -69,6 +81,8 @@ def decode_image(
         long_side: Target long side of the fast path.
         grey_ok: The caller wants Rec. 601 luma only; a colour JPEG may then be decoded to
             its Y plane directly (JFIF's Y is exactly that luma), skipping chroma work.
+        grey_area: Also return ``grey``, a grey copy resampled to about this many pixels
+            (aspect kept), for measures that must not depend on resolution.
 
     Raises:
         ImageError: The file is empty, not an image, truncated, too large or unreadable.
@@ -80,7 +94,9 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return _decode_open(image, exact=exact, long_side=long_side, grey_ok=grey_ok)
+                return _decode_open(
+                    image, exact=exact, long_side=long_side, grey_ok=grey_ok, grey_area=grey_area
+                )
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -98,7 +114,9 @@ def decode_image(
         raise ImageError(f"corrupt image data ({exc}); re-export it") from exc
 
 
-def _decode_open(image: Image.Image, *, exact: bool, long_side: int, grey_ok: bool) -> Decoded:
+def _decode_open(
+    image: Image.Image, *, exact: bool, long_side: int, grey_ok: bool, grey_area: int | None
+) -> Decoded:
     full_size = image.size
     file_mode = image.mode
     file_format = image.format or "?"
@@ -111,6 +129,7 @@ def _decode_open(image: Image.Image, *, exact: bool, long_side: int, grey_ok: bo
         image.draft("L" if grey_ok and image.mode == "RGB" else image.mode, request)
     image.load()
     pixels, alpha = _to_eight_bit(image)
+    grey = fixed_area_grey(pixels, grey_area) if grey_area else None
     if not exact:
         pixels, alpha = _reduce(pixels, alpha, long_side)
     return Decoded(
@@ -120,7 +139,35 @@ def _decode_open(image: Image.Image, *, exact: bool, long_side: int, grey_ok: bo
         mode=file_mode,
         format=file_format,
         exif_orientation=orientation,
+        grey=grey,
     )
+
+
+def fixed_area_grey(pixels: np.ndarray, area: int, enlarge: bool = True) -> np.ndarray:
+    """A Rec. 601 grey copy of ``pixels`` resampled to about ``area`` pixels, aspect kept.
+
+    Downscaling averages areas (Pillow's box filter) so fine detail is weighed the way a
+    trainer's resize weighs it; a smaller image is upscaled bicubically, as Kohya upscales
+    it to its bucket, so its softness shows in the figures measured on the copy. With
+    ``enlarge=False`` a smaller image is kept as it is (for comparing equal-sized tiles,
+    where upscaling would only soften every one of them alike and hide blur).
+    """
+    height, width = pixels.shape[:2]
+    grey = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+    if grey.mode != "L":
+        grey = grey.convert("L")
+    scale = math.sqrt(area / (width * height))
+    if not enlarge:
+        scale = min(scale, 1.0)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return np.asarray(grey, dtype=np.uint8)
+    if scale < 1:
+        # reducing_gap: integer box reduction first, then the exact resize; same filter family.
+        resized = grey.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+    else:
+        resized = grey.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def _to_eight_bit(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

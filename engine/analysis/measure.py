@@ -1,4 +1,4 @@
-"""Measure one image in a single decode: its tones now, and whatever else needs the pixels.
+"""Measure one image in a single decode: its white/black share and its quality figures.
 
 This is the function the process pool runs, so it takes and returns plain picklable data.
 """
@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.analysis.decode import decode_image
+from engine.analysis.quality import QUALITY_AREA, image_figures
 from engine.analysis.tones import DEFAULT_METHOD, tone_share
 from engine.errors import ImageError
 
 # Bump when a measure changes, so cached figures from an older Kiln are recomputed.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: quality figures (engine.analysis.quality)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class ImageAnalysis:
         white: White share in percent, None when the image could not be measured.
         black: ``100 - white``, None likewise.
         error: A one-line reason when the image could not be decoded or measured.
-        metrics: Further figures (size, quality measures) keyed by name.
+        metrics: Further figures keyed by name: ``width``, ``height``, ``mode``, ``format``,
+            ``exif_orientation``, ``has_alpha`` and the quality figures
+            (``engine.analysis.quality.FIGURES``).
     """
 
     white: float | None
@@ -41,8 +44,9 @@ class ImageAnalysis:
 def analyse_image(path: Path | str, method: str = DEFAULT_METHOD, exact: bool = False) -> ImageAnalysis:
     """Decode ``path`` once and measure it; a broken image yields an ``error``, never raises."""
     try:
-        decoded = decode_image(Path(path), exact=exact, grey_ok=method == "luma601")
+        decoded = decode_image(Path(path), exact=exact, grey_ok=method == "luma601", grey_area=QUALITY_AREA)
         share = tone_share(decoded.pixels, decoded.alpha, method)
+        figures = image_figures(decoded.grey, decoded.alpha) if decoded.grey is not None else {}
     except ImageError as exc:
         return ImageAnalysis(white=None, black=None, error=str(exc))
     except MemoryError:
@@ -54,5 +58,6 @@ def analyse_image(path: Path | str, method: str = DEFAULT_METHOD, exact: bool = 
         "format": decoded.format,
         "exif_orientation": decoded.exif_orientation,
         "has_alpha": int(decoded.alpha is not None),
+        **figures,
     }
     return ImageAnalysis(white=share.white, black=share.black, metrics=metrics)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.analysis.dsb import DsbSummary, Target, summarise
 from engine.analysis.measure import ImageAnalysis
+from engine.analysis.quality import QualityThresholds, judge_dataset
 from engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Candidate, Rebalance, rebalance
 from engine.analysis.run import iter_analyses
 from engine.dataset.scan import Dataset, ImageRecord
@@ -78,12 +79,19 @@ class DsbReport:
         }
 
 
-def candidates_of(rows: list[ImageRow]) -> list[Candidate]:
-    """The included, measured images as rebalance candidates (quality flags prefer drops)."""
+def candidates_of(
+    rows: list[ImageRow], thresholds: QualityThresholds = QualityThresholds()
+) -> list[Candidate]:
+    """The included, measured images as rebalance candidates.
+
+    An image with a quality flag (judged among the included images, so a duplicate whose
+    twin is excluded is not one) is preferred for dropping when choices tie.
+    """
+    measured = [row for row in rows if row.included and row.analysis.ok]
+    quality = judge_dataset({row.record.rel_path: row.analysis.metrics for row in measured}, thresholds)
     return [
-        Candidate(row.record.rel_path, row.analysis.white, bool(row.analysis.metrics.get("flags")))
-        for row in rows
-        if row.included and row.analysis.ok
+        Candidate(row.record.rel_path, row.analysis.white, quality.flagged(row.record.rel_path))
+        for row in measured
     ]
 
 

@@ -132,6 +132,21 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def start_pool_server() -> None:
+    """Start the forkserver (and its resource tracker) now, from the main thread.
+
+    Both are spawned with the process's stderr; a TUI replaces ``sys.stderr`` with a capture
+    object whose ``fileno()`` is -1, which makes a later lazy start fail. Call this before
+    ``App.run()``.
+    """
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    from multiprocessing import forkserver
+
+    _pool_context()
+    forkserver.ensure_running()
+
+
 def _result_of(future: Future) -> ImageAnalysis:
     try:
         return future.result()

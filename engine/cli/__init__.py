@@ -18,10 +18,15 @@ from engine.errors import KilnError, UsageError
 # Command name -> module under engine.cli; the order is the order of ``kiln --help``.
 COMMANDS: dict[str, str] = {
     "dsb": "dsb",
+    "quality": "quality",
+    "tiles": "tiles",
+    "caption": "caption",
+    "tags": "tags",
+    "lint": "lint",
     "calc": "calc",
+    "tec": "tec",
     "train": "train",
     "tiny-model": "tiny_model",
-    "tec": "tec",
 }
 
 _DESCRIPTION = """\

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.common import add_example, console, load_dataset, positive_int, print_json
 from engine.errors import DatasetError, UsageError
+
+if TYPE_CHECKING:
+    from engine.plan.buckets import BucketSpec
+    from engine.plan.loads import DatasetLoad
+    from engine.plan.steps import StepPlan
 
 # The guide's minimum, used when --epochs is not given and not solved for.
 DEFAULT_EPOCHS = 10
@@ -178,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(path: Path, spec, repeats: int | None) -> tuple:
+def _dataset(
+    path: Path, spec: BucketSpec, repeats: int | None
+) -> tuple[DatasetLoad, str | None, list[dict[str, str]]]:
     """The dataset's load, its cached DSB verdict, and notices about what is not counted."""
     from engine.analysis.cache import load_cached
     from engine.analysis.dsb import summarise
@@ -227,7 +235,7 @@ def _dataset(path: Path, spec, repeats: int | None) -> tuple:
     return load, verdict, notices
 
 
-def _solve(args: argparse.Namespace, bucket_images: dict, load) -> _Solution:
+def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None) -> _Solution:
     """Solve for whatever the arguments leave open: steps, repeats or epochs."""
     from engine.plan.steps import epochs_for_target, repeats_for_target
 
@@ -262,11 +270,12 @@ def _uniform(values) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _print_summary(result: dict, plan) -> None:
+def _print_summary(result: dict, plan: StepPlan) -> None:
     """The readable summary: inputs, concept and bucket tables, counts, why they differ, advice."""
     from rich.markup import escape
     from rich.table import Table
 
+    from engine.plan.repeats import renamed_folder
     from engine.plan.steps import rounding_notes
 
     out = console()
@@ -283,15 +292,17 @@ def _print_summary(result: dict, plan) -> None:
         concepts = Table(title="concept folders")
         for column in ("folder", "repeats", "images", "samples"):
             concepts.add_column(column, justify="left" if column == "folder" else "right")
+        renames = []
         for concept in result["concepts"]:
-            repeats_each = concept["repeats"]
+            used = result["repeats"] or concept["repeats"]
             concepts.add_row(
-                escape(concept["folder"]),
-                str(repeats_each),
-                str(concept["images"]),
-                str(repeats_each * concept["images"]),
+                escape(concept["folder"]), str(used), str(concept["images"]), str(used * concept["images"])
             )
+            if used != concept["repeats"]:
+                renames.append(f"{concept['folder']} -> {renamed_folder(concept['folder'], used)}")
         out.print(concepts)
+        if renames:
+            out.print(escape(f"Kohya reads repeats from folder names; to apply, rename {', '.join(renames)}"))
     if result["bucketing"] is not None:
         width, height = result["bucketing"]["resolution"]
         upscale = " (no upscale)" if result["bucketing"]["no_upscale"] else ""

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--single-file", action="store_true", help="write one .safetensors checkpoint")
     parser.add_argument("--seed", type=int, default=None, help="weight seed (default: Kiln's fixed seed)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    add_example(parser, "kiln tiny-model /tmp/tiny-sd15", "kiln tiny-model /tmp/tiny.safetensors --single-file")
+    add_example(
+        parser, "kiln tiny-model /tmp/tiny-sd15", "kiln tiny-model /tmp/tiny.safetensors --single-file"
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,8 +34,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from engine.models.tiny import TINY_SEED, write_tiny_model
 
-    path = write_tiny_model(args.out, single_file=args.single_file, seed=TINY_SEED if args.seed is None else args.seed)
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    path = write_tiny_model(
+        args.out, single_file=args.single_file, seed=TINY_SEED if args.seed is None else args.seed
+    )
+    size = (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
     if args.json:
         print_json({"path": str(path), "single_file": args.single_file, "bytes": size})
     else:

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and lora/. Ctrl+C stops after the current step and saves a LoRA.",
     )
     parser.add_argument("config", type=Path, nargs="?", help="TOML config (see --print-config)")
-    parser.add_argument("--demo", action="store_true", help="train the tiny model on sample_data/ (~1 min on a CPU)")
+    parser.add_argument(
+        "--demo", action="store_true", help="train the tiny model on sample_data/ (~1 min on a CPU)"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the full default config and exit")
     parser.add_argument(
         "--set",
@@ -33,10 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.max_steps=800 (repeatable)",
     )
-    parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt base models (can run code)")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="accept .ckpt/.pt base models (can run code)"
+    )
     parser.add_argument("--output", type=Path, help="folder for the run folder (default: output.dir)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar; print the run folder at the end")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar; print the run folder at the end"
+    )
     add_example(
         parser,
         "kiln train --print-config > run.toml",

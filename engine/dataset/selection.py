@@ -36,6 +36,15 @@ def move_folder_state(store: Store, old_folder: str, new_folder: str) -> None:
             )
 
 
+def move_file_state(store: Store, old_path: str, new_path: str) -> None:
+    """Carry one image's selection and cached analysis over to its new name after a rename."""
+    with store.transaction() as conn:
+        for table in ("selection", "analysis"):
+            conn.execute(
+                f"UPDATE OR REPLACE {table} SET rel_path = ? WHERE rel_path = ?", (new_path, old_path)
+            )
+
+
 def included_records(records: Iterable[ImageRecord], store: Store) -> list[ImageRecord]:
     """The records the user has not excluded, in their given order."""
     excluded = excluded_paths(store)

@@ -39,7 +39,9 @@ def unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) -> dic
     for key, value in state.items():
         parts = key.split(".")
         if parts[0] == "time_embedding":
-            new = {"linear_1": "time_embed.0", "linear_2": "time_embed.2"}[parts[1]] + "." + ".".join(parts[2:])
+            new = (
+                {"linear_1": "time_embed.0", "linear_2": "time_embed.2"}[parts[1]] + "." + ".".join(parts[2:])
+            )
         elif parts[0] == "conv_in":
             new = "input_blocks.0.0." + ".".join(parts[1:])
         elif parts[0] == "conv_norm_out":

@@ -28,7 +28,12 @@ UNET_CONFIG: dict = {
     "sample_size": TINY_RESOLUTION // 8,
     "in_channels": 4,
     "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "block_out_channels": [16, 16, 32, 32],
     "layers_per_block": LAYERS_PER_BLOCK,
@@ -77,7 +82,11 @@ def byte_vocab() -> dict[str, int]:
     With an empty merges file, CLIP's BPE splits every word into these symbols, so any text
     tokenises without the real 49k vocabulary.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = printable[:]
     extra = 0
     for byte in range(256):

@@ -37,7 +37,7 @@ class BucketLoad:
 
 @dataclass(frozen=True)
 class ConceptLoad:
-    """One concept folder's part in training."""
+    """One concept folder: its own repeats (from its name) and its counted images."""
 
     folder: str
     repeats: int
@@ -118,7 +118,7 @@ def dataset_load(
         images_items = buckets.setdefault(bucket, [0, 0])
         images_items[0] += 1
         images_items[1] += image_repeats
-        concept = concepts.setdefault(record.folder, [image_repeats, 0])
+        concept = concepts.setdefault(record.folder, [record.repeats, 0])
         concept[1] += 1
     return DatasetLoad(
         buckets=tuple(BucketLoad(key, images, items) for key, (images, items) in sorted(buckets.items())),

@@ -101,7 +101,9 @@ class DatasetConfig:
     resolution: int = field(default=512, metadata=_help("training resolution (bucket area)", _multiple_of_8))
     caption_extension: str = field(default=".txt", metadata=_help("caption sidecar extension"))
     shuffle_caption: bool = field(default=False, metadata=_help("shuffle comma-separated tags each step"))
-    keep_tokens: int = field(default=0, metadata=_help("leading tags kept in place when shuffling", _at_least(0)))
+    keep_tokens: int = field(
+        default=0, metadata=_help("leading tags kept in place when shuffling", _at_least(0))
+    )
     caption_dropout_rate: float = field(
         default=0.0, metadata=_help("share of steps trained on an empty caption", _within(0, 1))
     )
@@ -126,28 +128,43 @@ class NetworkConfig:
 class TrainParams:
     """``[train]``: optimisation."""
 
-    unet_lr: float = field(default=1e-4, metadata=_help("U-Net learning rate (guide: 1e-4 .. 5e-4)", _positive))
+    unet_lr: float = field(
+        default=1e-4, metadata=_help("U-Net learning rate (guide: 1e-4 .. 5e-4)", _positive)
+    )
     text_encoder_lr: float = field(
         default=0.0, metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0))
     )
     text_encoder_lr_ratio: float = field(
-        default=0.2, metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1))
+        default=0.2,
+        metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1)),
     )
     batch_size: int = field(default=1, metadata=_help("images per batch (guide: at most 4)", _at_least(1)))
-    epochs: int = field(default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1)))
+    epochs: int = field(
+        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1))
+    )
     max_steps: int = field(default=0, metadata=_help("stop after this many steps; 0 = no cap", _at_least(0)))
     grad_accumulation: int = field(default=1, metadata=_help("batches per optimizer step", _at_least(1)))
-    precision: str = field(default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS)))
-    optimizer: str = field(default="adamw", metadata=_help("adamw, or adamw8bit (bitsandbytes)", _one_of(*OPTIMIZERS)))
+    precision: str = field(
+        default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS))
+    )
+    optimizer: str = field(
+        default="adamw", metadata=_help("adamw, or adamw8bit (bitsandbytes)", _one_of(*OPTIMIZERS))
+    )
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay", _at_least(0)))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping; 0 = off", _at_least(0)))
     scheduler: str = field(
         default="constant", metadata=_help("LR schedule: " + ", ".join(SCHEDULERS), _one_of(*SCHEDULERS))
     )
     lr_warmup_steps: int = field(default=0, metadata=_help("linear warmup steps", _at_least(0)))
-    min_snr_gamma: float = field(default=0.0, metadata=_help("min-SNR weighting gamma (5 is usual); 0 = off", _at_least(0)))
-    noise_offset: float = field(default=0.0, metadata=_help("noise offset (0.05-0.1 darkens/brightens)", _at_least(0)))
-    clip_skip: int = field(default=1, metadata=_help("use the text encoder's Nth-from-last layer", _within(1, 12)))
+    min_snr_gamma: float = field(
+        default=0.0, metadata=_help("min-SNR weighting gamma (5 is usual); 0 = off", _at_least(0))
+    )
+    noise_offset: float = field(
+        default=0.0, metadata=_help("noise offset (0.05-0.1 darkens/brightens)", _at_least(0))
+    )
+    clip_skip: int = field(
+        default=1, metadata=_help("use the text encoder's Nth-from-last layer", _within(1, 12))
+    )
     seed: int = field(default=42, metadata=_help("seed for noise, timesteps, data order", _at_least(0)))
     gradient_checkpointing: bool = field(default=False, metadata=_help("less memory, about 20% slower"))
     cache_latents: bool = field(default=True, metadata=_help("encode each image once (no per-step VAE)"))
@@ -161,10 +178,15 @@ class SampleConfig:
     """``[sample]``: images rendered before training (epoch 0) and at chosen epochs."""
 
     prompts: tuple[str, ...] = field(
-        default=(), metadata=_help("Kohya prompt lines: text --n negative --w 512 --h 512 --d seed --s steps --l cfg")
+        default=(),
+        metadata=_help("Kohya prompt lines: text --n negative --w 512 --h 512 --d seed --s steps --l cfg"),
     )
-    every_n_epochs: int = field(default=1, metadata=_help("render samples every N epochs; 0 = baseline only", _at_least(0)))
-    sampler: str = field(default="ddim", metadata=_help("sampler: " + ", ".join(SAMPLERS), _one_of(*SAMPLERS)))
+    every_n_epochs: int = field(
+        default=1, metadata=_help("render samples every N epochs; 0 = baseline only", _at_least(0))
+    )
+    sampler: str = field(
+        default="ddim", metadata=_help("sampler: " + ", ".join(SAMPLERS), _one_of(*SAMPLERS))
+    )
 
 
 @dataclass(frozen=True)
@@ -172,7 +194,9 @@ class SaveConfig:
     """``[save]``: LoRA files written during the run (the last epoch is always saved)."""
 
     every_n_epochs: int = field(default=1, metadata=_help("save a LoRA every N epochs", _at_least(1)))
-    precision: str = field(default="fp16", metadata=_help("LoRA file dtype: fp16, bf16, fp32", _one_of(*SAVE_PRECISIONS)))
+    precision: str = field(
+        default="fp16", metadata=_help("LoRA file dtype: fp16, bf16, fp32", _one_of(*SAVE_PRECISIONS))
+    )
 
 
 @dataclass(frozen=True)
@@ -250,7 +274,9 @@ def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) ->
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file; `kiln train --print-config > {path.name}` writes one") from None
+        raise ConfigError(
+            f"{path}: no such config file; `kiln train --print-config > {path.name}` writes one"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
@@ -355,20 +381,24 @@ def _check_relations(source: str, config: TrainConfig) -> None:
             import bitsandbytes  # noqa: F401
         except ImportError:
             raise ConfigError(
-                f"{source}: train.optimizer = \"adamw8bit\" needs bitsandbytes; `pip install bitsandbytes` "
-                "or use \"adamw\""
+                f'{source}: train.optimizer = "adamw8bit" needs bitsandbytes; `pip install bitsandbytes` '
+                'or use "adamw"'
             ) from None
 
 
 def require_paths(config: TrainConfig, source: str = "config") -> None:
     """Insist on the two keys a run cannot do without (defaults leave them empty)."""
     if not config.model.base:
-        raise ConfigError(f"{source}: model.base is required: a diffusers folder or an SD 1.5 .safetensors file")
+        raise ConfigError(
+            f"{source}: model.base is required: a diffusers folder or an SD 1.5 .safetensors file"
+        )
     if not config.dataset.path:
         raise ConfigError(f"{source}: dataset.path is required: the dataset folder (Kohya layout N_name/)")
 
 
-def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any], source: str = "override") -> TrainConfig:
+def apply_overrides(
+    config: TrainConfig, overrides: Mapping[str, Any], source: str = "override"
+) -> TrainConfig:
     """A copy of ``config`` with dotted keys set, checked like a file (sweeps use this)."""
     return config_from_mapping(config.to_dict(), source=source, overrides=overrides)
 

@@ -145,7 +145,9 @@ def training_set(config: DatasetConfig) -> TrainingSet:
         if not caption.exists:
             missing_captions += 1
         if caption.lossy:
-            warnings.append(f"{record.rel_path}: caption is not valid UTF-8; trained with replacement characters")
+            warnings.append(
+                f"{record.rel_path}: caption is not valid UTF-8; trained with replacement characters"
+            )
         images.append(
             TrainImage(
                 rel_path=record.rel_path,
@@ -159,9 +161,14 @@ def training_set(config: DatasetConfig) -> TrainingSet:
             )
         )
     if missing_captions:
-        warnings.append(f"{missing_captions} image(s) have no {dataset.caption_extension} caption; trained with an empty one")
+        warnings.append(
+            f"{missing_captions} image(s) have no {dataset.caption_extension} caption; "
+            "trained with an empty one"
+        )
     if skipped:
-        warnings.append(f"{len(skipped)} included image(s) are in folders Kohya skips (no N_ prefix); not trained")
+        warnings.append(
+            f"{len(skipped)} included image(s) are in folders Kohya skips (no N_ prefix); not trained"
+        )
     for rel_path, reason in sorted(problems.items()):
         warnings.append(f"{rel_path}: {reason}; not trained")
     if not images:
@@ -258,7 +265,8 @@ class LatentCache:
     @staticmethod
     def key(image: TrainImage) -> str:
         """The entry's name: the image's path, file state and crop."""
-        text = f"{image.rel_path}|{image.file_key}|{image.bucket}|{image.assignment.resized}|{image.assignment.crop}"
+        assignment = image.assignment
+        text = f"{image.rel_path}|{image.file_key}|{image.bucket}|{assignment.resized}|{assignment.crop}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, image: TrainImage) -> torch.Tensor | None:

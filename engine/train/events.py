@@ -97,7 +97,8 @@ class EventWriter:
 class NullEventWriter:
     """The event writer of non-main processes in a multi-GPU run: writes nothing."""
 
-    status: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         """Build the event without writing it."""

@@ -73,12 +73,14 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors = {}
     with safe_open(str(path), framework="pt") as handle:
         metadata = dict(handle.metadata() or {})
-        for key in handle.keys():
+        for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
             tensors[key] = handle.get_tensor(key)
     return tensors, metadata
 
 
-def modelspec_metadata(title: str, resolution: int, date: str, prediction_type: str = "epsilon") -> dict[str, str]:
+def modelspec_metadata(
+    title: str, resolution: int, date: str, prediction_type: str = "epsilon"
+) -> dict[str, str]:
     """Stability's ``modelspec.*`` keys for an SD 1.5 LoRA (what Kohya writes and civitai shows)."""
     return {
         "modelspec.sai_model_spec": "1.0.0",

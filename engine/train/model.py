@@ -58,7 +58,9 @@ def model_source(base: Path | str, allow_pickle: bool = False) -> ModelSource:
     """
     path = Path(base).expanduser()
     if not path.exists():
-        raise ModelError(f"{path}: no such file or folder; set model.base to a diffusers folder or a .safetensors file")
+        raise ModelError(
+            f"{path}: no such file or folder; set model.base to a diffusers folder or a .safetensors file"
+        )
     path = path.resolve()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -124,7 +126,7 @@ def load_pipeline(base: Path | str, allow_pickle: bool = False) -> StableDiffusi
                 )
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{source.path}: cannot load the model ({first})") from exc
     pipe.set_progress_bar_config(disable=True)

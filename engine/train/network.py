@@ -50,7 +50,9 @@ def kohya_name(prefix: str, module: str) -> str:
     return f"{prefix}_{module.replace('.', '_')}"
 
 
-def unet_targets(unet: nn.Module, rank: int, alpha: float, conv_rank: int = 0, conv_alpha: float = 1.0) -> list[LoraTarget]:
+def unet_targets(
+    unet: nn.Module, rank: int, alpha: float, conv_rank: int = 0, conv_alpha: float = 1.0
+) -> list[LoraTarget]:
     """The U-Net layers Kohya adapts, in model order."""
     blocks = UNET_BLOCKS + (UNET_CONV_BLOCKS if conv_rank > 0 else ())
     return _targets(unet, UNET_PREFIX, blocks, rank, alpha, conv_rank, conv_alpha)
@@ -62,7 +64,13 @@ def text_encoder_targets(text_encoder: nn.Module, rank: int, alpha: float) -> li
 
 
 def _targets(
-    model: nn.Module, prefix: str, blocks: tuple[str, ...], rank: int, alpha: float, conv_rank: int, conv_alpha: float
+    model: nn.Module,
+    prefix: str,
+    blocks: tuple[str, ...],
+    rank: int,
+    alpha: float,
+    conv_rank: int,
+    conv_alpha: float,
 ) -> list[LoraTarget]:
     found: dict[str, LoraTarget] = {}
     for block_name, block in model.named_modules():

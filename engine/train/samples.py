@@ -43,11 +43,20 @@ def parse_prompt(line: str, index: int, default_size: int, base_seed: int) -> Sa
     """
     parts = _OPTION.split(" " + line.strip())
     prompt = parts[0].strip()
-    values = {"n": "", "w": default_size, "h": default_size, "d": base_seed + index, "s": DEFAULT_STEPS, "l": DEFAULT_CFG}
+    values = {
+        "n": "",
+        "w": default_size,
+        "h": default_size,
+        "d": base_seed + index,
+        "s": DEFAULT_STEPS,
+        "l": DEFAULT_CFG,
+    }
     for option, raw in zip(parts[1::2], parts[2::2], strict=False):
         raw = raw.strip()
         if option not in values:
-            raise ConfigError(f"sample.prompts[{index}]: unknown option --{option}; use --n --w --h --d --s --l")
+            raise ConfigError(
+                f"sample.prompts[{index}]: unknown option --{option}; use --n --w --h --d --s --l"
+            )
         if option == "n":
             values["n"] = raw
             continue

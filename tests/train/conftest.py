@@ -56,7 +56,9 @@ def train_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pixels = np.clip(gradient + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(path)
         if name != "a.png":
-            path.with_suffix(".txt").write_text(f"{folder.split('_')[-1]}, tag{index}, colour", encoding="utf-8")
+            path.with_suffix(".txt").write_text(
+                f"{folder.split('_')[-1]}, tag{index}, colour", encoding="utf-8"
+            )
     return root
 
 

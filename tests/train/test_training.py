@@ -17,8 +17,8 @@ from engine.plan.steps import plan_steps
 from engine.train.config import config_from_mapping, load_config
 from engine.train.data import bucket_spec
 from engine.train.events import read_events
-from engine.train.lora_io import read_lora
 from engine.train.loop import Trainer
+from engine.train.lora_io import read_lora
 from engine.train.rundir import create_run_dir
 
 PROMPTS = ["pot, colour --s 2 --d 3", "hill --n blurry --s 2 --w 64 --h 96"]
@@ -46,7 +46,13 @@ def folder_run(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.T
                 "keep_tokens": 1,
             },
             "network": {"rank": 4, "alpha": 2.0, "conv_rank": 2, "conv_alpha": 1.0},
-            "train": {"epochs": 2, "batch_size": 2, "precision": "fp32", "unet_lr": 1e-3, "min_snr_gamma": 5.0},
+            "train": {
+                "epochs": 2,
+                "batch_size": 2,
+                "precision": "fp32",
+                "unet_lr": 1e-3,
+                "min_snr_gamma": 5.0,
+            },
             "sample": {"prompts": PROMPTS},
             "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": "pot", "comment": "a test"},
         }
@@ -97,7 +103,10 @@ def test_run_folder_holds_the_documented_files(folder_run) -> None:
     assert status["state"] == "done" and status["step"] == status["total"] == result.step
     assert load_config(run_dir / "config.toml") == config
     assert "latents:" in (run_dir / "train.log").read_text()
-    assert sorted(p.name for p in (run_dir / "lora").iterdir()) == ["pot-e001.safetensors", "pot-e002.safetensors"]
+    assert sorted(p.name for p in (run_dir / "lora").iterdir()) == [
+        "pot-e001.safetensors",
+        "pot-e002.safetensors",
+    ]
     for epoch in ("e000", "e001", "e002"):
         assert sorted(p.name for p in (run_dir / "samples" / epoch).iterdir()) == ["00.png", "01.png"]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -125,10 +134,14 @@ def test_lora_file_has_kohya_keys_configured_alpha_and_metadata(folder_run) -> N
     assert len([k for k in downs if k.startswith("lora_te_text_model_encoder_layers_")]) == 12
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight" in tensors
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in tensors
-    alphas = {float(value) for key, value in tensors.items() if key.endswith(".alpha") and "_attentions_" in key}
+    alphas = {
+        float(value) for key, value in tensors.items() if key.endswith(".alpha") and "_attentions_" in key
+    }
     assert alphas == {2.0}  # the configured alpha, not the rank (4)
     conv = tensors["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"]
-    assert conv.shape[:2] == (2, 16) and float(tensors["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 1.0
+    assert (
+        conv.shape[:2] == (2, 16) and float(tensors["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 1.0
+    )
     assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "1.0"}
     assert all(tensor.dtype == torch.float16 for tensor in tensors.values())
     assert tensors["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"].shape[0] == 4
@@ -180,7 +193,11 @@ def assert_diffusers_loads_every_key(model_path: Path, lora: Path, single_file: 
     finally:
         for name in ("diffusers", "peft", "transformers"):
             logging.getLogger(name).removeHandler(records)
-    problems = [m for m in records.messages + [str(w.message) for w in caught] if "key" in m.lower() or "lora" in m.lower()]
+    problems = [
+        m
+        for m in records.messages + [str(w.message) for w in caught]
+        if "key" in m.lower() or "lora" in m.lower()
+    ]
     assert not problems
     tensors, _ = read_lora(lora)
     in_file = {key.split(".")[0] for key in tensors}
@@ -245,10 +262,12 @@ def test_nan_loss_aborts_with_a_failed_event(make_config) -> None:
 
 
 def test_stop_request_ends_after_the_step_with_a_saved_lora(make_config) -> None:
-    config = make_config()
+    config = make_config(train={"cache_latents": False})  # the VAE encodes every step
     run_dir = create_run_dir(config)
     trainer = Trainer(config, run_dir)
-    trainer.listeners.append(lambda event: event["type"] == "step" and event["step"] == 3 and trainer.request_stop())
+    trainer.listeners.append(
+        lambda event: event["type"] == "step" and event["step"] == 3 and trainer.request_stop()
+    )
     result = trainer.run()
     events = read_events(run_dir)
     assert result.state == "cancelled" and result.step == 3
@@ -257,10 +276,14 @@ def test_stop_request_ends_after_the_step_with_a_saved_lora(make_config) -> None
     assert trainer.resume_state_dict()["state"]["step"] == 3
 
 
-def test_max_steps_and_grad_accumulation_cap_the_run(make_config) -> None:
-    result, events = train(make_config(train={"max_steps": 3, "grad_accumulation": 2, "scheduler": "linear"}))
+def test_max_steps_and_grad_accumulation_cap_the_run(make_config, train_dataset: Path) -> None:
+    config = make_config(
+        train={"max_steps": 3, "grad_accumulation": 2, "scheduler": "linear", "cache_latents_to_disk": True}
+    )
+    result, events = train(config)
     steps = [e for e in events if e["type"] == "step"]
     assert result.state == "done" and [e["step"] for e in steps] == [1, 2, 3]
+    assert len(list((train_dataset / ".kiln" / "latents").rglob("*.safetensors"))) == 6
     assert steps[0]["total"] == 3
     assert steps[0]["lr"] > steps[1]["lr"] > steps[2]["lr"]
     assert [e["type"] for e in events][-1] == "done"

@@ -1,0 +1,53 @@
+"""Preview images for the workbench: the picture and its 4-tone posterized twin.
+
+The posterized view is what the W/B measure sees (desaturated, 4 equal tones), so the user
+can check a share by eye. Images are decoded reduced and scaled down here, off the UI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.analysis.decode import decode_image
+from engine.analysis.tones import DEFAULT_METHOD, desaturate, posterize4
+
+PREVIEW_LONG_SIDE = 384
+
+
+def preview_pair(
+    path: Path, method: str = DEFAULT_METHOD, long_side: int = PREVIEW_LONG_SIDE
+) -> tuple[Image.Image, Image.Image]:
+    """Return ``(picture, posterized)`` scaled to ``long_side`` pixels, RGB.
+
+    Transparent pixels are shown on a checkered grey in the picture and as mid-grey in the
+    posterized view, where they do not count.
+
+    Raises:
+        ImageError: the image cannot be decoded.
+    """
+    decoded = decode_image(Path(path), long_side=long_side * 2)
+    pixels = decoded.pixels
+    rgb = np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+    grey = desaturate(pixels, method)
+    tones = posterize4(grey)
+    poster = np.repeat(tones[..., None], 3, axis=-1)
+    if decoded.alpha is not None:
+        transparent = decoded.alpha < 128
+        checker = _checker(rgb.shape[:2])
+        weight = decoded.alpha[..., None].astype(np.float32) / 255.0
+        rgb = (rgb * weight + checker[..., None] * (1.0 - weight)).astype(np.uint8)
+        poster = poster.copy()
+        poster[transparent] = (128, 96, 128)
+    picture = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    posterized = Image.fromarray(np.ascontiguousarray(poster), "RGB")
+    picture.thumbnail((long_side, long_side))
+    posterized.thumbnail((long_side, long_side), Image.Resampling.NEAREST)
+    return picture, posterized
+
+
+def _checker(shape: tuple[int, int], cell: int = 8) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return np.where(((rows // cell) + (cols // cell)) % 2 == 0, 170, 110).astype(np.float32)

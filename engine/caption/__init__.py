@@ -1,0 +1,1 @@
+"""Captions: BLIP and WD14 captioners from local model folders, tag operations, undo, lint."""

@@ -1,0 +1,234 @@
+"""A curation session: the dataset as the workbench edits it, with no UI in it.
+
+It holds one row per image (record, analysis, inclusion, caption), keeps the DSB current in
+O(1) per toggle, persists the selection, saves captions atomically and diffs rescans when
+files change under it. The TUI renders it; tests drive it headless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.analysis.cache import load_cached
+from engine.analysis.dsb import DsbAccumulator, DsbSummary, Target
+from engine.analysis.measure import ImageAnalysis
+from engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Candidate, Rebalance, rebalance
+from engine.analysis.tones import DEFAULT_METHOD
+from engine.dataset.captions import Caption, read_caption, write_caption
+from engine.dataset.scan import Dataset, ImageRecord, scan_dataset
+from engine.dataset.selection import excluded_paths, move_file_state, set_included
+from engine.dataset.store import Store
+
+
+@dataclass
+class Row:
+    """One image in the session.
+
+    Attributes:
+        record: The file as last scanned.
+        analysis: Its measures, or None while not yet analysed.
+        included: Whether it counts towards training and the DSB.
+        caption: Its caption as last read from disk.
+    """
+
+    record: ImageRecord
+    analysis: ImageAnalysis | None
+    included: bool
+    caption: Caption
+
+    @property
+    def counted(self) -> bool:
+        """Whether this row contributes to the DSB right now."""
+        return self.included and self.analysis is not None and self.analysis.ok
+
+
+@dataclass
+class ScanDiff:
+    """What a rescan found: relative paths added, removed, and changed on disk."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+class Curation:
+    """The workbench's model of one dataset.
+
+    Args:
+        root: The dataset folder.
+        caption_extension: Caption sidecar extension.
+        method: Desaturation method for the shares.
+        exact: Whether shares are measured at full resolution.
+        target: The DSB target band.
+        min_images: The rebalance never keeps fewer images.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        caption_extension: str = ".txt",
+        method: str = DEFAULT_METHOD,
+        exact: bool = False,
+        target: Target = Target(),
+        min_images: int = DEFAULT_MIN_IMAGES,
+    ) -> None:
+        self.dataset: Dataset = scan_dataset(root, caption_extension)
+        self.root = self.dataset.root
+        self.method = method
+        self.exact = exact
+        self.target = target
+        self.min_images = min_images
+        self.store = Store(self.root)
+        self.accumulator = DsbAccumulator(target)
+        excluded = excluded_paths(self.store)
+        cached = load_cached(self.store, self.dataset.images, method, exact)
+        self.rows: dict[str, Row] = {}
+        for record in self.dataset.images:
+            self._add_row(record, cached.get(record.rel_path), record.rel_path not in excluded)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def warnings(self) -> list[str]:
+        """Scan warnings, plus the store's when state cannot be saved."""
+        extra = [self.store.warning] if self.store.warning else []
+        return [*self.dataset.warnings, *extra]
+
+    def summary(self) -> DsbSummary:
+        """The DSB of the included, measured images."""
+        return self.accumulator.summary()
+
+    def pending(self) -> list[ImageRecord]:
+        """Records still waiting for analysis, in path order."""
+        return [row.record for row in self.rows.values() if row.analysis is None]
+
+    def included_count(self) -> int:
+        """How many images are included (measured or not)."""
+        return sum(row.included for row in self.rows.values())
+
+    def matching(self, query: str) -> list[str]:
+        """Paths whose path or caption contains ``query`` (case-insensitive), in row order."""
+        needle = query.strip().lower()
+        if not needle:
+            return list(self.rows)
+        return [
+            path
+            for path, row in self.rows.items()
+            if needle in path.lower() or needle in row.caption.text.lower()
+        ]
+
+    def rebalance(self) -> Rebalance | None:
+        """The rebalance suggestion for the current selection."""
+        candidates = [
+            Candidate(path, row.analysis.white, bool(row.analysis.metrics.get("flags")))
+            for path, row in self.rows.items()
+            if row.counted and row.analysis is not None and row.analysis.white is not None
+        ]
+        return rebalance(candidates, self.target, self.min_images)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def set_analysis(self, rel_path: str, analysis: ImageAnalysis) -> bool:
+        """Record a finished analysis; returns False when the row is gone (deleted meanwhile)."""
+        row = self.rows.get(rel_path)
+        if row is None:
+            return False
+        self._uncount(row)
+        row.analysis = analysis
+        self._count(row)
+        return True
+
+    def toggle(self, rel_path: str) -> bool:
+        """Flip an image's inclusion, persist it, and return the new state."""
+        row = self.rows[rel_path]
+        self.set_included([rel_path], not row.included)
+        return row.included
+
+    def set_included(self, rel_paths: Iterable[str], included: bool) -> None:
+        """Include or exclude images (persisted in one transaction)."""
+        changed = []
+        for path in rel_paths:
+            row = self.rows[path]
+            if row.included == included:
+                continue
+            self._uncount(row)
+            row.included = included
+            self._count(row)
+            changed.append(path)
+        if changed:
+            set_included(self.store, changed, included)
+
+    def save_caption(self, rel_path: str, text: str) -> None:
+        """Write a caption atomically and remember it as the on-disk text."""
+        row = self.rows[rel_path]
+        write_caption(row.record.caption_path, text)
+        row.caption = Caption(text=text, exists=True)
+
+    def reload_caption(self, rel_path: str) -> Caption:
+        """Re-read a caption from disk (after another program changed it)."""
+        row = self.rows[rel_path]
+        row.caption = read_caption(row.record.caption_path)
+        return row.caption
+
+    def rescan(self, moves: dict[str, str] | None = None) -> ScanDiff:
+        """Rescan the folder and apply what changed; changed images go back to pending.
+
+        Args:
+            moves: Renames seen by a file watcher (old path -> new path); a renamed image
+                keeps its selection and cached figures instead of starting over.
+        """
+        for old, new in (moves or {}).items():
+            if old in self.rows and (self.root / new).is_file():
+                move_file_state(self.store, old, new)
+        fresh = scan_dataset(self.root, self.dataset.caption_extension)
+        diff = ScanDiff()
+        fresh_by_path = fresh.by_path()
+        for path in list(self.rows):
+            if path not in fresh_by_path:
+                self._uncount(self.rows.pop(path))
+                diff.removed.append(path)
+        excluded = excluded_paths(self.store)
+        cached = load_cached(
+            self.store, [r for r in fresh.images if r.rel_path not in self.rows], self.method, self.exact
+        )
+        for record in fresh.images:
+            row = self.rows.get(record.rel_path)
+            if row is None:
+                self._add_row(record, cached.get(record.rel_path), record.rel_path not in excluded)
+                diff.added.append(record.rel_path)
+            elif (row.record.size, row.record.mtime_ns) != (record.size, record.mtime_ns):
+                self._uncount(row)
+                row.record = record
+                row.analysis = None
+                diff.changed.append(record.rel_path)
+            elif row.record != record:
+                row.record = replace(row.record, repeats=record.repeats, concept=record.concept)
+        self.rows = dict(sorted(self.rows.items()))
+        self.dataset = fresh
+        return diff
+
+    def close(self) -> None:
+        """Close the state database."""
+        self.store.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _add_row(self, record: ImageRecord, analysis: ImageAnalysis | None, included: bool) -> None:
+        row = Row(
+            record=record, analysis=analysis, included=included, caption=read_caption(record.caption_path)
+        )
+        self.rows[record.rel_path] = row
+        self._count(row)
+
+    def _count(self, row: Row) -> None:
+        if row.counted:
+            self.accumulator.add(row.analysis.white, row.record.repeats)  # type: ignore[union-attr]
+
+    def _uncount(self, row: Row) -> None:
+        if row.counted:
+            self.accumulator.remove(row.analysis.white, row.record.repeats)  # type: ignore[union-attr]

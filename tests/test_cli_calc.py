@@ -1,0 +1,166 @@
+"""``kiln calc``: the guide's worked examples, a dataset's buckets, warnings, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.cli import main
+
+
+def calc(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(["calc", *args])
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def calc_json(capsys, *args: str) -> dict:
+    code, out, err = calc(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_guide_batch_4_example(capsys) -> None:
+    data = calc_json(capsys, "--images", "10", "--repeats", "35", "--batch", "4", "--epochs", "9")
+    assert (data["steps_per_epoch"], data["total_steps"], data["plain_total_steps"]) == (88, 792, 787.5)
+    assert data["mode"] == "steps" and data["items_per_epoch"] == 350
+    assert data["buckets"] == [{"resolution": None, "images": 10, "items": 350, "batches": 88}]
+    assert {warning["id"] for warning in data["warnings"]} == {"epochs-below-10", "steps-per-epoch-low"}
+    assert all(set(warning) == {"id", "message"} for warning in data["warnings"])
+
+
+def test_guide_reverse_example_solves_35_repeats(capsys) -> None:
+    data = calc_json(capsys, "--images", "10", "--target-steps", "3500", "--epochs", "10")
+    assert (data["mode"], data["repeats"], data["total_steps"], data["batch"]) == ("repeats", 35, 3500, 1)
+    data = calc_json(capsys, "--images", "10", "--target-steps", "3500", "--repeats", "35", "--batch", "4")
+    assert (data["mode"], data["epochs"], data["total_steps"]) == ("epochs", 40, 3520)
+
+
+def test_epochs_default_to_the_guides_minimum(capsys) -> None:
+    data = calc_json(capsys, "--images", "10", "--repeats", "10")
+    assert (data["epochs"], data["total_steps"], data["warnings"]) == (10, 1000, [])
+
+
+def test_accumulation_and_gpus(capsys) -> None:
+    data = calc_json(
+        capsys, "--images", "10", "--repeats", "15", "--batch", "2", "--grad-accumulation", "2", "--gpus", "2"
+    )
+    assert (data["batches_per_epoch"], data["steps_per_epoch"], data["plain_total_steps"]) == (75, 19, 187.5)
+
+
+@pytest.fixture
+def shaped(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for rel_path, size in {
+        "3_cat/a.png": (300, 200),
+        "3_cat/b.png": (300, 200),
+        "3_cat/c.png": (200, 300),
+        "1_dog/d.png": (1024, 1024),
+    }.items():
+        (root / rel_path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (200, 200, 200)).save(root / rel_path)
+    return root
+
+
+def test_dataset_buckets_and_rounding(shaped: Path, capsys) -> None:
+    data = calc_json(capsys, str(shaped), "--batch", "4", "--epochs", "10")
+    assert data["buckets"] == [
+        {"resolution": [384, 640], "images": 1, "items": 3, "batches": 1},
+        {"resolution": [512, 512], "images": 1, "items": 1, "batches": 1},
+        {"resolution": [640, 384], "images": 2, "items": 6, "batches": 2},
+    ]
+    assert (data["images"], data["repeats"], data["items_per_epoch"]) == (4, None, 10)
+    assert (data["steps_per_epoch"], data["total_steps"], data["plain_total_steps"]) == (4, 40, 25.0)
+    assert data["concepts"] == [
+        {"folder": "1_dog", "repeats": 1, "images": 1},
+        {"folder": "3_cat", "repeats": 3, "images": 3},
+    ]
+    assert data["bucketing"] == {
+        "resolution": [512, 512],
+        "min": 256,
+        "max": 1024,
+        "step": 64,
+        "no_upscale": False,
+    }
+    assert data["dsb_verdict"] is None  # not analysed yet
+
+
+def test_dataset_no_upscale_and_solving_epochs(shaped: Path, capsys) -> None:
+    data = calc_json(capsys, str(shaped), "--no-upscale", "--target-steps", "100")
+    assert [bucket["resolution"] for bucket in data["buckets"]] == [[192, 256], [256, 192], [512, 512]]
+    assert (data["mode"], data["epochs"], data["steps_per_epoch"]) == ("epochs", 10, 10)
+    data = calc_json(capsys, str(shaped), "--target-steps", "100", "--epochs", "5")
+    assert (data["mode"], data["repeats"], data["total_steps"]) == ("repeats", 5, 100)
+    assert [concept["repeats"] for concept in data["concepts"]] == [1, 3]  # as the folders say
+    code, out, _ = calc(capsys, str(shaped), "--target-steps", "100", "--epochs", "5")
+    assert code == 0 and "5 repeats reach 100 steps" in out
+    assert "to apply, rename 1_dog -> 5_dog, 3_cat -> 5_cat" in " ".join(out.split())
+
+
+def test_dataset_dsb_verdict_comes_from_the_cache(guide_dataset: Path, capsys) -> None:
+    assert main(["dsb", str(guide_dataset), "--json"]) == 0
+    capsys.readouterr()
+    data = calc_json(capsys, str(guide_dataset), "--epochs", "10")
+    assert data["dsb_verdict"] == "mediocre"
+    assert "dsb-not-optimal" in {warning["id"] for warning in data["warnings"]}
+
+
+def test_dataset_notices_for_images_kohya_skips(shaped: Path, capsys) -> None:
+    Image.new("RGB", (64, 64)).save(shaped / "loose.png")
+    data = calc_json(capsys, str(shaped))
+    assert data["warnings"][0]["id"] == "kohya-skips" and data["images"] == 4
+
+
+def test_text_output_explains_the_difference(shaped: Path, capsys) -> None:
+    code, out, _ = calc(capsys, str(shaped), "--batch", "4", "--epochs", "10")
+    assert code == 0
+    assert "640x384" in out and "Total steps     40" in out and "Plain formula   25" in out
+    assert "Kohya batches each aspect bucket separately and rounds up: 3 of 3 bucket(s)" in " ".join(
+        out.split()
+    )
+    code, out, _ = calc(capsys, "--images", "10", "--repeats", "35", "--batch", "4", "--epochs", "9")
+    assert "350 samples = 87 batches of 4 + a short one of 2" in " ".join(out.split())
+    assert "epochs-below-10" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--images", "0", "--repeats", "1"],
+        ["--images", "-3", "--repeats", "1"],
+        ["--images", "ten", "--repeats", "1"],
+        ["--images", "10", "--repeats", "1.5"],
+        ["--images", "10", "--repeats", "2", "--batch", "0"],
+        ["--images", "10", "--repeats", "2", "--epochs", "-1"],
+        ["--images", "10", "--repeats", "2", "--resolution", "big"],
+        ["--images", "10", "--repeats", "2", "--unet-lr", "-1"],
+        ["--images", "2", "--repeats", "1", "--batch", "4"],  # batch above the samples
+        ["--images", "10"],  # nothing to count
+        ["--images", "10", "--target-steps", "100"],  # nothing to solve for
+        ["--images", "10", "--target-steps", "100", "--epochs", "2", "--repeats", "3"],
+        [],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, args: list[str]) -> None:
+    code, out, err = calc(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "error" in err
+
+
+def test_path_and_images_together_or_bad_buckets_exit_2(shaped: Path, capsys) -> None:
+    assert calc(capsys, str(shaped), "--images", "3")[0] == 2
+    code, _, err = calc(capsys, str(shaped), "--resolution", "2048")
+    assert code == 2 and "max_bucket_reso" in err
+    code, _, err = calc(capsys, str(shaped), "--batch", "20")
+    assert code == 2 and "batch 20 is larger than the 10 sample(s)" in err
+
+
+def test_missing_dataset_exits_1(tmp_path: Path, capsys) -> None:
+    code, _, err = calc(capsys, str(tmp_path / "nope"))
+    assert code == 1 and "no such folder" in err

@@ -1,0 +1,43 @@
+"""Fixtures for Pilot and snapshot tests: a private copy of sample_data and a ready app."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.app import KilnApp
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A copy of sample_data/ without Kiln state, so tests never touch the repo's files."""
+    target = tmp_path / "data"
+    shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns(".kiln"))
+    return target
+
+
+def make_app(path: Path, **kwargs) -> KilnApp:
+    """The app as tests drive it: no terminal images, no watcher unless asked."""
+    kwargs.setdefault("images", "none")
+    kwargs.setdefault("watch", False)
+    return KilnApp(path, **kwargs)
+
+
+async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+    """Let the app run until ``condition()`` holds (workers and watchers are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+async def analysed(pilot) -> None:
+    """Wait until every image of the app's dataset is measured."""
+    await wait_for(pilot, lambda: not pilot.app.curation.pending())
+    await pilot.pause()

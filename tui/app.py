@@ -1,0 +1,134 @@
+"""Kiln's Textual app: themes, global keys, and the screens over one dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.theme import Theme
+
+import themes
+from engine.analysis.run import start_pool_server
+from engine.analysis.tones import DEFAULT_METHOD
+from engine.curate import Curation
+from tui.commands import BindingCommands
+from tui.screens.help import HelpScreen
+from tui.sections import SECTIONS, Section
+
+NARROW_WIDTH = 100
+
+
+class KilnApp(App):
+    """The workbench.
+
+    Args:
+        path: The dataset folder.
+        images: Image protocol for previews (see ``tui.widgets.image_preview.IMAGE_MODES``).
+        theme_name: One of Kiln's themes (``kiln-dark`` by default) or a Textual built-in.
+        watch: Follow changes made by other programs.
+        poll: Use a polling file watcher (network file systems).
+        method: Desaturation method for the shares.
+        caption_extension: Caption sidecar extension.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "Kiln"
+    COMMANDS = App.COMMANDS | {BindingCommands}
+    BINDINGS = [
+        Binding(
+            "q", "quit", "Quit", id="app.quit", tooltip="Quit Kiln (asks first about an unsaved caption)"
+        ),
+        Binding(
+            "question_mark",
+            "help",
+            "Help",
+            key_display="?",
+            id="app.help",
+            tooltip="Every key, with what it does",
+        ),
+        Binding("f1", "help", "Help", show=False, id="app.help_f1", tooltip="Every key, with what it does"),
+        *(
+            Binding(
+                section.key,
+                f"section('{section.name}')",
+                section.title,
+                show=False,
+                id=f"app.section.{section.name}",
+                tooltip=section.tooltip,
+            )
+            for section in SECTIONS
+        ),
+    ]
+
+    def __init__(
+        self,
+        path: Path | str = ".",
+        images: str = "auto",
+        theme_name: str = themes.DEFAULT_THEME,
+        watch: bool = True,
+        poll: bool = False,
+        method: str = DEFAULT_METHOD,
+        caption_extension: str = ".txt",
+    ) -> None:
+        super().__init__()
+        start_pool_server()
+        for definition in themes.theme_definitions().values():
+            self.register_theme(Theme(**definition))
+        self.theme = theme_name
+        self.curation = Curation(path, caption_extension=caption_extension, method=method)
+        self.images = images
+        self.watch_files = watch
+        self.poll = poll
+        self.sub_title = str(self.curation.root)
+        self.dataset_name = self.curation.root.name
+        self.section_screens: dict[str, Screen] = {}
+        for section in SECTIONS:
+            self.add_mode(section.name, lambda section=section: self._build_section(section))
+
+    def on_mount(self) -> None:
+        self.switch_mode(SECTIONS[0].name)
+
+    def _build_section(self, section: Section) -> Screen:
+        screen = section.factory(self)
+        self.section_screens[section.name] = screen
+        return screen
+
+    def action_section(self, name: str) -> None:
+        """Open a section (its screen keeps its state between visits)."""
+        if self.current_mode != name:
+            self.switch_mode(name)
+
+    def on_resize(self) -> None:
+        for screen in self.screen_stack:
+            screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+
+    def on_screen_resume(self) -> None:
+        self.screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    async def action_quit(self) -> None:
+        """Quit once no section would lose unsaved work (each one asks in turn)."""
+        pending = [
+            (name, screen)
+            for name, screen in self.section_screens.items()
+            if getattr(screen, "confirm_leave", None) is not None
+        ]
+
+        def next_or_exit() -> None:
+            if not pending:
+                self.exit()
+                return
+            name, screen = pending.pop()
+            if self.current_mode != name:
+                self.switch_mode(name)
+            screen.confirm_leave(next_or_exit)
+
+        next_or_exit()
+
+    def on_unmount(self) -> None:
+        self.curation.close()

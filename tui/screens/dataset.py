@@ -1,0 +1,639 @@
+"""The dataset screen: the image table, the live DSB gauge, previews and the caption editor."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
+
+from engine.analysis.preview import preview_pair
+from engine.analysis.run import iter_analyses
+from engine.curate import Curation, Row
+from engine.dataset.captions import caption_preview
+from engine.errors import ImageError, KilnError
+from tui.messages import AnalysisProgress, FilesChanged
+from tui.screens.confirm import UnsavedEditScreen
+from tui.screens.rebalance import RebalanceScreen
+from tui.watch import DatasetWatcher
+from tui.widgets.caption_editor import CaptionEditor
+from tui.widgets.dsb_gauge import DsbGauge
+from tui.widgets.image_preview import ImagePreview
+from tui.widgets.image_table import Column, ImageTable
+from tui.widgets.section_bar import SectionBar
+
+# The shares come first and are dropped last, so they stay visible on an 80-column terminal.
+COLUMNS: list[Column] = [
+    Column("inc", "", 1, priority=100),
+    Column("white", "W%", 5, priority=90, justify="right"),
+    Column("black", "B%", 5, priority=80, justify="right"),
+    Column("path", "path", None, priority=70, min_width=24),
+    Column("concept", "concept", 10, priority=30),
+    Column("repeats", "rep", 3, priority=35, justify="right"),
+    Column("status", "status", 16, priority=45),
+    Column("caption", "caption", None, priority=20, min_width=20),
+]
+_MISSING = float("inf")
+
+# Sort keys per column; missing figures sort last.
+SORT_KEYS: dict[str, Callable[[Row], object]] = {
+    "path": lambda row: row.record.rel_path,
+    "white": lambda row: row.analysis.white if row.analysis and row.analysis.ok else _MISSING,
+    "black": lambda row: row.analysis.black if row.analysis and row.analysis.ok else _MISSING,
+    "concept": lambda row: (row.record.concept, row.record.rel_path),
+    "repeats": lambda row: (row.record.repeats, row.record.rel_path),
+    "status": lambda row: (status_text(row), row.record.rel_path),
+    "caption": lambda row: row.caption.text.lower(),
+    "inc": lambda row: (not row.included, row.record.rel_path),
+}
+SORT_ORDER = ["path", "white", "black", "concept", "repeats", "status", "caption", "inc"]
+COLUMN_LABELS = {column.key: column.label or "included" for column in COLUMNS}
+
+
+def status_text(row: Row) -> str:
+    """The status column: error, pending, flags, or ok."""
+    if row.analysis is None:
+        return "pending"
+    if row.analysis.error:
+        return row.analysis.error
+    flags = row.analysis.metrics.get("flags")
+    if flags:
+        return ", ".join(flags) if isinstance(flags, list) else str(flags)
+    return "ok"
+
+
+class DatasetScreen(Screen):
+    """Curate a dataset: toggle images, watch the DSB move, edit captions."""
+
+    CSS_PATH = "dataset.tcss"
+
+    BINDINGS = [
+        Binding(
+            "space",
+            "toggle",
+            "Include",
+            id="dataset.toggle",
+            tooltip="Include or exclude the image under the cursor; the DSB gauge moves at once",
+        ),
+        Binding("j", "cursor_down", "Down", show=False, id="dataset.down", tooltip="Next image"),
+        Binding("k", "cursor_up", "Up", show=False, id="dataset.up", tooltip="Previous image"),
+        Binding("e", "edit", "Edit", id="dataset.edit", tooltip="Edit the caption (enter works too)"),
+        Binding("ctrl+s", "save", "Save", id="dataset.save", tooltip="Write the caption (atomically)"),
+        Binding(
+            "escape",
+            "cancel",
+            "Cancel",
+            show=False,
+            id="dataset.cancel",
+            tooltip="Leave the caption editor or the filter; asks before dropping an edit",
+        ),
+        Binding(
+            "o",
+            "open_editor",
+            "$EDITOR",
+            id="dataset.open_editor",
+            tooltip="Edit the caption in $EDITOR (the app suspends meanwhile)",
+        ),
+        Binding(
+            "r",
+            "rebalance",
+            "Rebalance",
+            id="dataset.rebalance",
+            tooltip="Suggest the fewest exclusions that bring the DSB into the optimal band",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            key_display="/",
+            id="dataset.filter",
+            tooltip="Filter rows by a substring of path or caption",
+        ),
+        Binding("s", "sort", "Sort", id="dataset.sort", tooltip="Sort by the next column (path, W%, B%...)"),
+        Binding(
+            "S", "reverse_sort", "Reverse", show=False, id="dataset.reverse", tooltip="Reverse the sort order"
+        ),
+    ]
+
+    def __init__(
+        self,
+        curation: Curation,
+        images: str = "auto",
+        watch: bool = True,
+        poll: bool = False,
+    ) -> None:
+        super().__init__()
+        self.curation = curation
+        self.images_mode = images
+        self.watch_files = watch
+        self.poll = poll
+        self.filter_text = ""
+        self.sort_column = "path"
+        self.sort_reverse = False
+        self.watcher: DatasetWatcher | None = None
+        self._changed: set[str] = set()
+        self._moves: dict[str, str] = {}
+        self._change_timer = None
+        self._preview_timer = None
+        self._current: str | None = None
+        self._pending_total = 0
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield SectionBar("dataset")
+        yield DsbGauge(self.curation.target, id="gauge")
+        with Horizontal(id="body"):
+            with Vertical(id="table-pane"):
+                yield Input(
+                    placeholder="filter: part of a path or caption (enter keeps, esc clears)", id="filter"
+                )
+                yield ImageTable(COLUMNS, self.cells_for, id="images")
+                yield Static(id="empty")
+            with Vertical(id="side"):
+                yield ImagePreview(self.images_mode, id="preview")
+                yield Static("", id="row-info")
+                yield CaptionEditor(id="caption")
+        yield Static("", id="notes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.table
+        self.query_one("#filter", Input).display = False
+        self.refill_table()
+        self.update_gauge()
+        warnings = self.curation.warnings
+        notes = self.query_one("#notes", Static)
+        notes.update("\n".join(f"⚠ {warning}" for warning in warnings))
+        notes.display = bool(warnings)
+        self.start_analysis()
+        if self.watch_files:
+            self.watcher = DatasetWatcher(
+                self.curation.root,
+                self.curation.dataset.caption_extension,
+                lambda paths, moves: self.post_message(FilesChanged(paths, moves)),
+                poll=self.poll,
+            )
+            self.watcher.start()
+        table.focus()
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    # -- table -------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> ImageTable:
+        """The image table."""
+        return self.query_one("#images", ImageTable)
+
+    @property
+    def editor(self) -> CaptionEditor:
+        """The caption editor."""
+        return self.query_one("#caption", CaptionEditor)
+
+    def current_path(self) -> str | None:
+        """Relative path of the row under the cursor."""
+        return self.table.current_key
+
+    def cells_for(self, path: str) -> list[Text]:
+        """The cells of one row, straight from the model (the table caches the drawn line)."""
+        return self.row_cells(self.curation.rows[path])
+
+    def row_cells(self, row: Row) -> list[Text]:
+        """The table cells for a row."""
+        analysis = row.analysis
+        pending = analysis is None
+        dim = "" if row.included else "dim"
+        white = black = ""
+        if pending:
+            white = black = "…"
+        elif analysis.ok:
+            white, black = f"{analysis.white:.1f}", f"{analysis.black:.1f}"
+        status = status_text(row)
+        status_style = "red" if analysis is not None and analysis.error else ("dim" if pending else "")
+        return [
+            Text("✓", style="bold green") if row.included else Text("·", style="dim"),
+            Text(white, style=dim, justify="right"),
+            Text(black, style=dim, justify="right"),
+            Text(row.record.rel_path, style=dim),
+            Text(row.record.concept, style=dim),
+            Text(str(row.record.repeats), style=dim, justify="right"),
+            Text(status, style=status_style or dim),
+            Text(caption_preview(row.caption.text, 40), style="dim"),
+        ]
+
+    def visible_paths(self) -> list[str]:
+        """Rows passing the filter, in the current sort order."""
+        paths = self.curation.matching(self.filter_text)
+        key = SORT_KEYS[self.sort_column]
+        rows = self.curation.rows
+        return sorted(paths, key=lambda path: key(rows[path]), reverse=self.sort_reverse)
+
+    def refill_table(self) -> None:
+        """Rebuild the table from the model (after a sort, filter or rescan), keeping the cursor."""
+        table = self.table
+        rows = self.curation.rows
+        table.set_rows(self.visible_paths(), keep=self.current_path())
+        empty = self.query_one("#empty", Static)
+        if not rows:
+            empty.update(
+                f"No images in {self.curation.root.name}/.\n\n"
+                "Kiln expects Kohya's layout: one folder per concept "
+                "named <repeats>_<name>, e.g. 10_cat/001.png with 001.txt as its caption "
+                "(png, jpg, jpeg, webp, bmp, gif). Add images and they appear here."
+            )
+        elif table.row_count == 0:
+            empty.update(f"No image matches the filter {self.filter_text!r} (esc clears it).")
+        empty.display = table.row_count == 0
+        table.display = table.row_count > 0
+        direction = "↓" if self.sort_reverse else "↑"
+        sort_label = COLUMN_LABELS[self.sort_column]
+        title = f"{table.row_count} of {len(rows)} images · sorted by {sort_label} {direction}"
+        if self.filter_text:
+            title += f" · filter {self.filter_text!r}"
+        self.query_one("#table-pane").border_title = title
+        self.show_current()
+
+    def update_row(self, path: str) -> None:
+        """Redraw one row's cells in place."""
+        if path in self.curation.rows:
+            self.table.refresh_row(path)
+
+    def update_gauge(self) -> None:
+        """Show the current DSB."""
+        self.query_one(DsbGauge).show(self.curation.summary(), len(self.curation.rows))
+
+    # -- analysis ----------------------------------------------------------------------------
+
+    def start_analysis(self) -> None:
+        """Measure every pending image in a worker (cached ones were filled at start)."""
+        pending = self.curation.pending()
+        self._pending_total = len(pending)
+        if pending:
+            self.analyse(pending)
+
+    @work(thread=True, exclusive=True, group="analysis")
+    def analyse(self, records: list) -> None:
+        """Run the analysis pool and post results in batches (one table update per batch)."""
+        worker = get_current_worker()
+        batch: list = []
+        done = 0
+        last = time.monotonic()
+        for record, analysis, _ in iter_analyses(
+            records,
+            self.curation.store,
+            self.curation.method,
+            self.curation.exact,
+            should_stop=lambda: worker.is_cancelled,
+        ):
+            if worker.is_cancelled:
+                return
+            batch.append((record, analysis))
+            done += 1
+            if time.monotonic() - last > 0.1:
+                self.post_message(AnalysisProgress(batch, done, len(records)))
+                batch = []
+                last = time.monotonic()
+        self.post_message(AnalysisProgress(batch, done, len(records)))
+
+    def on_analysis_progress(self, message: AnalysisProgress) -> None:
+        for record, analysis in message.results:
+            row = self.curation.rows.get(record.rel_path)
+            # A result for a file that changed meanwhile is stale: the rescan re-queued it.
+            if row is None or (row.record.size, row.record.mtime_ns) != (record.size, record.mtime_ns):
+                continue
+            self.curation.set_analysis(record.rel_path, analysis)
+            self.update_row(record.rel_path)
+            if record.rel_path == self._current:
+                self.show_row_info(record.rel_path)
+        self.update_gauge()
+        sub = "" if message.done >= message.total else f"measuring {message.done}/{message.total}"
+        self.app.sub_title = f"{self.curation.root}  {sub}".rstrip()
+
+    # -- selection ---------------------------------------------------------------------------
+
+    def action_toggle(self) -> None:
+        path = self.current_path()
+        if path is None:
+            return
+        self.curation.toggle(path)
+        self.update_row(path)
+        self.update_gauge()
+
+    def action_cursor_down(self) -> None:
+        self.table.action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.table.action_cursor_up()
+
+    def action_rebalance(self) -> None:
+        suggestion = self.curation.rebalance()
+
+        def apply(accepted: bool | None) -> None:
+            if accepted and suggestion is not None:
+                self.curation.set_included(suggestion.exclude, False)
+                for path in suggestion.exclude:
+                    self.update_row(path)
+                self.update_gauge()
+                self.notify(f"Excluded {len(suggestion.exclude)} image(s): {self.curation.summary().label()}")
+
+        self.app.push_screen(
+            RebalanceScreen(suggestion, self.curation.summary(), self.curation.min_images), apply
+        )
+
+    # -- sort and filter ---------------------------------------------------------------------
+
+    def action_sort(self) -> None:
+        index = SORT_ORDER.index(self.sort_column)
+        self.sort_column = SORT_ORDER[(index + 1) % len(SORT_ORDER)]
+        self.refill_table()
+
+    def action_reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self.refill_table()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.refill_table()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self) -> None:
+        if not self.filter_text:
+            self.query_one("#filter", Input).display = False
+        self.table.focus()
+
+    # -- current row: preview and caption ----------------------------------------------------
+
+    @on(ImageTable.RowHighlighted, "#images")
+    def row_highlighted(self) -> None:
+        self.show_current()
+
+    @on(ImageTable.RowSelected, "#images")
+    def row_selected(self) -> None:
+        self.action_edit()
+
+    def show_current(self) -> None:
+        """Load the caption and preview of the row under the cursor (asking about an edit)."""
+        path = self.current_path()
+        if path == self._current:
+            return
+        editor = self.editor
+        if editor.dirty:
+            previous = editor.rel_path
+
+            def decide(choice: str | None) -> None:
+                if choice == "save":
+                    self._save_editor()
+                    self._load_row(path)
+                elif choice == "discard":
+                    self._load_row(path)
+                else:
+                    if previous is not None:
+                        self.table.move_to(previous)
+                    editor.text_area.focus()
+
+            self.app.push_screen(
+                UnsavedEditScreen(previous or "", "You moved to another image with an unsaved edit."), decide
+            )
+            return
+        self._load_row(path)
+
+    def _load_row(self, path: str | None) -> None:
+        self._current = path
+        row = self.curation.rows.get(path) if path else None
+        self.editor.load(path, row.caption if row else None)
+        preview = self.query_one(ImagePreview)
+        self.show_row_info(path)
+        if row is None:
+            preview.show_message("no image selected")
+            return
+        if self.images_mode != "none":
+            if self._preview_timer is not None:
+                self._preview_timer.stop()
+            # Debounced: holding j should not decode every image it passes.
+            self._preview_timer = self.set_timer(0.08, lambda: self.load_preview(row.record.path, path))
+
+    def show_row_info(self, path: str | None) -> None:
+        """The line under the preview: path, concept, repeats, size, status."""
+        info = self.query_one("#row-info", Static)
+        row = self.curation.rows.get(path) if path else None
+        if row is None:
+            info.update("")
+            return
+        size = ""
+        if row.analysis and "width" in row.analysis.metrics:
+            size = f" · {row.analysis.metrics['width']}x{row.analysis.metrics['height']}"
+        text = Text.assemble((path or "", "bold"), f" · {row.record.concept} x{row.record.repeats}{size}")
+        text.append(f" · {status_text(row)}")
+        info.update(text)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def load_preview(self, file: Path, path: str) -> None:
+        """Decode and downscale the preview pair off the UI thread."""
+        worker = get_current_worker()
+        preview = self.query_one(ImagePreview)
+        try:
+            picture, posterized = preview_pair(file, self.curation.method)
+        except ImageError as exc:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(preview.show_message, f"cannot preview: {exc}")
+            return
+        if not worker.is_cancelled and self._current == path:
+            self.app.call_from_thread(preview.show, picture, posterized)
+
+    # -- caption editing ---------------------------------------------------------------------
+
+    def action_edit(self) -> None:
+        if self.editor.rel_path is None:
+            return
+        self.editor.text_area.focus()
+
+    def action_save(self) -> None:
+        if self.editor.dirty:
+            self._save_editor()
+            self.notify(f"Saved {self.curation.rows[self.editor.rel_path].record.caption_path.name}")
+
+    def _save_editor(self) -> None:
+        editor = self.editor
+        path = editor.rel_path
+        if path is None or path not in self.curation.rows:
+            return
+        try:
+            self.curation.save_caption(path, editor.text)
+        except OSError as exc:
+            self.notify(f"Cannot write the caption: {exc}", severity="error")
+            return
+        editor.mark_saved()
+        self.update_row(path)
+
+    def action_cancel(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or (box.display and not self.editor.text_area.has_focus):
+            box.value = ""
+            box.display = False
+            self.table.focus()
+            return
+        editor = self.editor
+        if not editor.text_area.has_focus:
+            return
+        if not editor.dirty:
+            self.table.focus()
+            return
+
+        def decide(choice: str | None) -> None:
+            if choice == "save":
+                self._save_editor()
+                self.table.focus()
+            elif choice == "discard":
+                editor.revert()
+                self.table.focus()
+            else:
+                editor.text_area.focus()
+
+        self.app.push_screen(UnsavedEditScreen(editor.rel_path or "", "Leave the editor?"), decide)
+
+    def action_open_editor(self) -> None:
+        """Edit the caption in $EDITOR with the app suspended; the file is re-read after."""
+        path = self.editor.rel_path
+        if path is None:
+            return
+        if self.editor.dirty:
+            self.notify("Save or cancel the edit first (ctrl+s / esc).", severity="warning")
+            return
+        caption_path = self.curation.rows[path].record.caption_path
+        command = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            with self.app.suspend():
+                subprocess.run([*shlex.split(command), str(caption_path)], check=False)
+        except (OSError, KilnError) as exc:
+            self.notify(f"Cannot run {command!r}: {exc}; set $EDITOR", severity="error")
+            return
+        except Exception as exc:
+            self.notify(f"Cannot suspend here ({exc})", severity="error")
+            return
+        self.curation.reload_caption(path)
+        self._current = None
+        self._load_row(path)
+        self.update_row(path)
+
+    def confirm_leave(self, then: Callable[[], None]) -> None:
+        """Run ``then`` once no caption edit would be lost (asking the user if needed)."""
+        editor = self.editor
+        if not editor.dirty:
+            then()
+            return
+
+        def decide(choice: str | None) -> None:
+            if choice == "save":
+                self._save_editor()
+                then()
+            elif choice == "discard":
+                editor.revert()
+                then()
+            else:
+                editor.text_area.focus()
+
+        self.app.push_screen(UnsavedEditScreen(editor.rel_path or "", "Quit Kiln?"), decide)
+
+    # -- files changed by other programs -----------------------------------------------------
+
+    def on_files_changed(self, message: FilesChanged) -> None:
+        self._changed |= message.paths
+        self._moves.update(message.moves)
+        if self._change_timer is not None:
+            self._change_timer.stop()
+        # Coalesce bursts (an editor's save is several events) into one rescan.
+        self._change_timer = self.set_timer(0.25, self.apply_file_changes)
+
+    def apply_file_changes(self) -> None:
+        """Reload changed captions and rescan for new, changed, deleted or renamed images."""
+        changed, self._changed = self._changed, set()
+        moves, self._moves = self._moves, {}
+        extension = self.curation.dataset.caption_extension.lower()
+        captions = {path for path in changed if path.lower().endswith(extension)}
+        if changed - captions:
+            diff = self.curation.rescan(moves)
+            if diff:
+                self.refill_table()
+                self.update_gauge()
+                self.start_analysis()
+                parts = [
+                    f"{len(items)} {name}"
+                    for name, items in (
+                        ("new", diff.added),
+                        ("removed", diff.removed),
+                        ("changed", diff.changed),
+                    )
+                    if items
+                ]
+                self.notify("Images on disk changed: " + ", ".join(parts))
+        by_caption = {
+            Path(row.record.caption_path).relative_to(self.curation.root).as_posix(): path
+            for path, row in self.curation.rows.items()
+        }
+        for caption_path in sorted(captions):
+            path = by_caption.get(caption_path)
+            if path is not None:
+                self.caption_changed_on_disk(path)
+
+    def caption_changed_on_disk(self, path: str) -> None:
+        """Show another program's caption edit, unless it would overwrite the user's own."""
+        row = self.curation.rows[path]
+        before = row.caption.text
+        editor = self.editor
+        if editor.rel_path == path and editor.dirty:
+            from engine.dataset.captions import read_caption
+
+            disk = read_caption(row.record.caption_path)
+            if disk.text == editor.saved_text:
+                return
+
+            def decide(choice: str | None) -> None:
+                if choice == "save":
+                    editor.saved_text = disk.text
+                    self._save_editor()
+                elif choice == "discard":
+                    self.curation.reload_caption(path)
+                    self._current = None
+                    self._load_row(path)
+                    self.update_row(path)
+                else:
+                    # Keep the user's edit; saving it later overwrites the other program's.
+                    editor.saved_text = disk.text
+                    editor.text_area.focus()
+
+            self.app.push_screen(
+                UnsavedEditScreen(
+                    path,
+                    "Another program changed this caption on disk. [b]s[/b] saves yours over it, "
+                    "[b]d[/b] loads theirs (dropping your edit), [b]esc[/b] keeps editing yours.",
+                ),
+                decide,
+            )
+            return
+        caption = self.curation.reload_caption(path)
+        if caption.text == before:
+            return  # our own save echoing back
+        self.update_row(path)
+        if editor.rel_path == path:
+            editor.load(path, caption)
+            editor.update_status("reloaded: changed on disk")

@@ -1,0 +1,47 @@
+"""The workbench's sections (Textual modes), each reached with a digit key.
+
+Each section is a mode with its own screen stack, so leaving the plan for the dataset and
+coming back keeps both as they were. Screens are built lazily by their factories: nothing a
+section needs is imported until the user opens it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from textual.screen import Screen
+
+    from tui.app import KilnApp
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level part of the workbench.
+
+    Attributes:
+        name: The Textual mode name.
+        key: The digit that opens it.
+        title: Shown in the section bar and the footer.
+        tooltip: One line on what the section is for.
+        factory: Builds the section's screen for the app.
+    """
+
+    name: str
+    key: str
+    title: str
+    tooltip: str
+    factory: Callable[[KilnApp], Screen]
+
+
+def _dataset(app: KilnApp) -> Screen:
+    from tui.screens.dataset import DatasetScreen
+
+    return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
+
+
+SECTIONS: list[Section] = [
+    Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
+]
