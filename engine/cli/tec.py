@@ -9,7 +9,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from engine.cli.common import add_example, console, positive_int, print_json
 from engine.errors import UsageError
@@ -24,23 +26,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tec",
         help="measure text-encoder corruption (TEC) of a checkpoint or a LoRA",
-        description="Measure how far a text encoder drifted from a reference: each probe word is "
-        "encoded by both, and Kiln reports the TEC score (mean 1 - cosine, x100), the confusion rate "
-        "(words now nearest another word: 'cat -> dog'), the most drifted words and per-layer weight "
-        "distance. Only the text encoders are loaded, offline.",
+        description="Measure how far a text encoder drifted from a reference. Each probe word is\n"
+        "encoded by both; Kiln reports the TEC score (mean 1 - cosine, x100), the confusion rate\n"
+        "(words now nearest another word: 'cat -> dog'), the most drifted words and the per-layer\n"
+        "weight distance. Only the text encoders are loaded, offline.",
     )
     parser.add_argument(
         "candidate", type=Path, nargs="?", help="checkpoint to measure (diffusers folder or .safetensors)"
     )
     parser.add_argument(
-        "--reference", type=Path, help="checkpoint to compare with (vanilla SD 1.5 in practice)"
+        "--reference",
+        type=Path,
+        metavar="REF",
+        help="checkpoint to compare with (vanilla SD 1.5 in practice)",
     )
-    parser.add_argument("--lora", type=Path, help="measure the TEC this LoRA adds to --base")
+    parser.add_argument("--lora", type=Path, metavar="FILE", help="measure the TEC this LoRA adds to --base")
     parser.add_argument("--run", type=Path, help="measure every saved LoRA of a run folder (per epoch)")
     parser.add_argument(
-        "--base", type=Path, help="base model of --lora (for --run: default model.base of its config)"
+        "--base",
+        type=Path,
+        metavar="MODEL",
+        help="base model of --lora (for --run: default model.base of its config)",
     )
-    parser.add_argument("--scale", type=float, default=1.0, help="LoRA weight to merge at (default 1.0)")
+    parser.add_argument("--scale", type=float, default=None, help="LoRA weight to merge at (default 1.0)")
     words = parser.add_mutually_exclusive_group()
     words.add_argument(
         "--words", type=Path, metavar="FILE", help="probe words, one a line (default: ~2,000 built in)"
@@ -49,13 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--full-vocab", action="store_true", help="probe every token of the vocabulary (slow on a CPU)"
     )
     parser.add_argument(
-        "--top", type=_top, default=20, help="words to list as drifted/confused (0 = all; default 20)"
+        "--top",
+        type=_top,
+        default=20,
+        metavar="N",
+        help="words to list as drifted/confused (0 = all; default 20)",
     )
     parser.add_argument(
         "--position", choices=("word", "eos"), default="word", help="state compared (default: word)"
     )
     parser.add_argument(
-        "--batch", type=positive_int, default=512, help="words per forward pass (default 512)"
+        "--batch", type=positive_int, default=512, metavar="N", help="words per forward pass (default 512)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
@@ -100,23 +112,24 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     top = args.top or None
+    scale = 1.0 if args.scale is None else args.scale
     with _progress(enabled=not args.json) as progress:
         if mode == "checkpoint":
             report = checkpoint_tec_report(
                 args.candidate, args.reference, options, args.allow_pickle, progress
             )
         elif mode == "lora":
-            report = lora_tec_report(args.lora, args.base, args.scale, options, args.allow_pickle, progress)
+            report = lora_tec_report(args.lora, args.base, scale, options, args.allow_pickle, progress)
         else:
             series = run_tec_series(
-                args.run, args.base, args.scale, options, True if args.allow_pickle else None, progress
+                args.run, args.base, scale, options, True if args.allow_pickle else None, progress
             )
     if mode == "run":
         if args.json:
             print_json(
                 {
                     "run": str(args.run),
-                    "scale": args.scale,
+                    "scale": scale,
                     "epochs": [entry.to_json(top) for entry in series],
                 }
             )
@@ -147,8 +160,11 @@ def _mode(args: argparse.Namespace) -> str:
             raise UsageError(
                 "CANDIDATE needs --reference REF (the checkpoint to compare with, e.g. vanilla SD 1.5)"
             )
-        if args.base:
-            raise UsageError("--base goes with --lora or --run; compare two checkpoints with --reference")
+        if args.base or args.scale is not None:
+            raise UsageError(
+                f"{'--base' if args.base else '--scale'} goes with --lora or --run; "
+                "compare two checkpoints with --reference"
+            )
         return "checkpoint"
     if args.reference:
         raise UsageError("--reference goes with CANDIDATE; a LoRA is compared with its --base")
@@ -199,9 +215,9 @@ def print_report(report: TecReport, top: int | None) -> None:
     from engine.tec.measures import THRESHOLDS_NOTE
 
     out = console()
-    out.print(f"candidate  {report.candidate}")
-    out.print(f"reference  {report.reference}")
-    out.print(f"probe      {len(report.words):,} {report.probe} words, {report.position} position")
+    out.print(f"candidate  {escape(report.candidate)}")
+    out.print(f"reference  {escape(report.reference)}")
+    out.print(f"probe      {len(report.words):,} {escape(report.probe)} words, {report.position} position")
     confused = report.confused()
     nearest_of = {pair.word: pair.nearest for pair in confused}
     table = Table(title=f"Most drifted words (top {top})" if top else "Drifted words")
@@ -210,13 +226,14 @@ def print_report(report: TecReport, top: int | None) -> None:
     table.add_column("1 - cos", justify="right")
     table.add_column("now nearest")
     for word, cosine in report.drifted(top):
-        table.add_row(word, f"{cosine:.4f}", f"{1 - cosine:.4f}", nearest_of.get(word, ""))
+        # Words are data, not markup: the full vocabulary holds "[", "[/" and the like.
+        table.add_row(Text(word), f"{cosine:.4f}", f"{1 - cosine:.4f}", Text(nearest_of.get(word, "")))
     out.print(table)
     if confused:
         shown = confused if top is None else confused[:top]
         out.print(
             f"Confused ({len(confused)}): "
-            + ", ".join(f"{c.word} -> {c.nearest}" for c in shown)
+            + ", ".join(f"{escape(c.word)} -> {escape(c.nearest)}" for c in shown)
             + (" ..." if len(shown) < len(confused) else "")
         )
     else:
@@ -233,7 +250,7 @@ def print_report(report: TecReport, top: int | None) -> None:
         colour = "red" if report.position_ids.broken else "green"
         out.print(f"[{colour}]{report.position_ids.describe()}[/]")
     for note in report.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {escape(note)}")
     out.print(
         f"TEC score {report.score:.3f}, confusion {100 * report.confusion_rate:.2f}% "
         f"({len(report.confused_indices)} of {len(report.words):,} words): [bold]{report.reading}[/]"
@@ -246,7 +263,7 @@ def print_series(run_dir: Path, series: list[EpochTec]) -> None:
     from engine.tec.measures import THRESHOLDS_NOTE
 
     out = console()
-    table = Table(title=f"TEC added per epoch: {run_dir}")
+    table = Table(title=escape(f"TEC added per epoch: {run_dir}"))
     for column, justify in (
         ("epoch", "right"),
         ("file", "left"),
@@ -260,7 +277,7 @@ def print_series(run_dir: Path, series: list[EpochTec]) -> None:
         report = entry.report
         table.add_row(
             "-" if entry.epoch is None else str(entry.epoch),
-            entry.path.name,
+            Text(entry.path.name),
             "yes" if entry.text_encoder else "no (U-Net only)",
             f"{report.score:.3f}",
             f"{100 * report.confusion_rate:.2f}%",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import engine
 from engine.cli import main
+from engine.train.model import SD15_CONFIG_DIR
 from tests.tec.conftest import LETTERS, cli_json, file_variant, swapped_rows
 from tests.tec.test_tec_lora import write_epoch
 
@@ -66,6 +69,18 @@ def test_text_output_has_the_table_the_reading_and_provisional_thresholds(
     assert "provisional thresholds" in out
 
 
+def test_text_output_prints_bracket_words_literally(
+    tiny_encoder, tiny_file: Path, tmp_path: Path, capsys
+) -> None:
+    # "[" and "[/" would be Rich markup if printed as such.
+    left, right = tiny_encoder.tokenizer.convert_tokens_to_ids(["[</w>", "/</w>"])
+    candidate = file_variant(tiny_file, tmp_path / "brackets.safetensors", swapped_rows(left, right))
+    assert main(["tec", str(candidate), "--reference", str(tiny_file), "--full-vocab", "--top", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Confused (2): / -> [, [ -> /" in out or "Confused (2): [ -> /, / -> [" in out
+    assert "\n│ [-  " in out  # the table row of the word-start token "["
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -74,6 +89,7 @@ def test_text_output_has_the_table_the_reading_and_provisional_thresholds(
         (["--lora", "X.safetensors"], 2, "needs --base"),
         (["CAND", "--reference", "REF", "--lora", "X"], 2, "got CANDIDATE and --lora"),
         (["CAND", "--reference", "REF", "--base", "B"], 2, "--base goes with"),
+        (["CAND", "--reference", "REF", "--scale", "0.5"], 2, "--scale goes with"),
         (["CAND", "--reference", "REF", "--top", "-1"], 2, "must be 0"),
         (["CAND", "--reference", "REF", "--words", "W", "--full-vocab"], 2, "not allowed with"),
     ],
@@ -90,11 +106,21 @@ def test_bad_usage_exits_2_with_one_line(args, code, message, capsys) -> None:
 def test_failures_exit_1_with_one_line(tiny_folder: Path, tiny_file: Path, tmp_path: Path, capsys) -> None:
     torch.save({"state_dict": {}}, tmp_path / "model.ckpt")
     (tmp_path / "other").mkdir()
+    sd15_tokenizer = tmp_path / "sd15-tokenizer"
+    shutil.copytree(tiny_folder, sd15_tokenizer)
+    shutil.rmtree(sd15_tokenizer / "tokenizer")
+    shutil.copytree(SD15_CONFIG_DIR / "tokenizer", sd15_tokenizer / "tokenizer")
+    save_file({"lora_te_x.alpha": torch.ones(())}, str(tmp_path / "lora.safetensors"))
     cases = [
         ([str(tmp_path / "missing.safetensors"), "--reference", str(tiny_file)], "no such file or folder"),
         ([str(tmp_path / "model.ckpt"), "--reference", str(tiny_file)], "--allow-pickle"),
         ([str(tmp_path / "other"), "--reference", str(tiny_file)], "not a diffusers model folder"),
         (["--lora", str(tmp_path / "none.safetensors"), "--base", str(tiny_folder)], "no such LoRA file"),
+        ([str(sd15_tokenizer), "--reference", str(tiny_file)], "tokenizers differ"),
+        (
+            [str(tmp_path / "lora.safetensors"), "--reference", str(tiny_file)],
+            "a LoRA file, not a checkpoint",
+        ),
     ]
     for args, message in cases:
         assert main(["tec", *args]) == 1
