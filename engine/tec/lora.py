@@ -101,6 +101,18 @@ def text_encoder_lora_layers(
     return layers
 
 
+def lora_trains_text_encoder(path: Path | str) -> bool:
+    """Whether a LoRA file holds text-encoder weights, from its key names alone (no tensor read).
+
+    The runs and sweep views use it to decide whether a run has a TEC series worth computing.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    return any(key.startswith((TEXT_ENCODER_PREFIX + "_", _DIFFUSERS_PREFIX)) for key in keys)
+
+
 def _split(key: str) -> tuple[str, str | None]:
     for part in (DOWN, UP, ALPHA):
         if key.endswith(part):

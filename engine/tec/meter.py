@@ -171,7 +171,8 @@ def run_tec_series(
         scale: The LoRA weight to merge at.
         options: Probe words, position, batch size, device.
         allow_pickle: Accept a pickled base; None takes the run config's ``model.allow_pickle``.
-        progress: ``progress(stage, done, total)``: stage ``reference``, then each file's name.
+        progress: ``progress(stage, done, total)``: stage ``reference``, then each file's name
+            (a U-Net-only file reports itself done at once).
 
     Raises:
         RunError: The folder has no saved LoRA, or no base is given and its config names none.
@@ -226,7 +227,9 @@ def _lora_report(
         "probe": probe.source,
     }
     if not layers:
-        # A U-Net-only LoRA leaves the text encoder exactly as it was.
+        # A U-Net-only LoRA leaves the text encoder exactly as it was: nothing to encode.
+        if progress is not None:
+            progress(stage, len(probe), len(probe))
         notes = (
             *_notes(probe, base_te),
             f"{path.name} holds no text-encoder weights (U-Net only): it adds no TEC",

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from engine.errors import ModelError, RunError
 from engine.tec.embed import word_embeddings
-from engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
+from engine.tec.lora import lora_trains_text_encoder, merged_text_encoder, text_encoder_lora_layers
 from engine.tec.meter import ProbeOptions, lora_tec_report, run_tec_series
 from engine.train.lora_io import kohya_state_dict, read_lora, write_lora
 from engine.train.network import add_lora, text_encoder_targets
@@ -115,7 +115,8 @@ def test_run_series_orders_epochs_grows_and_marks_unet_only_files(
     assert 0 < series[0].report.score < series[1].report.score
     assert series[2].report.score == 0.0 and "U-Net only" in series[2].report.notes[-1]
     stages = [stage for stage, done, total in calls if done == total]
-    assert stages == ["reference", "pot-e001.safetensors", "pot-e002.safetensors"]
+    assert stages == ["reference", "pot-e001.safetensors", "pot-e002.safetensors", "pot-e003.safetensors"]
+    assert [lora_trains_text_encoder(entry.path) for entry in series] == [True, True, False]
     assert set(series[0].to_json()) >= {"epoch", "file", "text_encoder", "score", "confusion_rate", "words"}
 
 
