@@ -90,6 +90,7 @@ def test_text_output_prints_bracket_words_literally(
         (["CAND", "--reference", "REF", "--lora", "X"], 2, "got CANDIDATE and --lora"),
         (["CAND", "--reference", "REF", "--base", "B"], 2, "--base goes with"),
         (["CAND", "--reference", "REF", "--scale", "0.5"], 2, "--scale goes with"),
+        (["CAND", "--reference", "REF", "--device", "tpu"], 2, "use cpu or cuda"),
         (["CAND", "--reference", "REF", "--top", "-1"], 2, "must be 0"),
         (["CAND", "--reference", "REF", "--words", "W", "--full-vocab"], 2, "not allowed with"),
     ],
