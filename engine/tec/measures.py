@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -88,6 +88,7 @@ class TecReport:
         reference: A label for the reference.
         position: Which state was compared (``word`` or ``eos``).
         probe: Where the words came from (``built-in``, a file, ``full vocabulary``).
+        notes: Remarks for the reader (words skipped, a LoRA without text-encoder weights).
     """
 
     words: tuple[str, ...]
@@ -100,7 +101,7 @@ class TecReport:
     reference: str = ""
     position: str = "word"
     probe: str = ""
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def score(self) -> float:
