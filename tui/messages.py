@@ -24,3 +24,14 @@ class FilesChanged(Message):
 
     paths: set[str]
     moves: dict[str, str]
+
+
+@dataclass
+class CaptionsChanged(Message):
+    """Captions of these images (paths relative to the root) changed outside the receiving section.
+
+    The dataset section sends it to the other sections when the user saves a caption or
+    another program changes one, so their figures (tag counts, lint) never go stale.
+    """
+
+    paths: set[str]
