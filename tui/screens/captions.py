@@ -132,7 +132,7 @@ class CaptionsScreen(Screen):
             with TabPane("t Tags", id="tags-tab"):
                 yield TagPane(self.scope_records, self.curation.root, id="tag-pane")
             with TabPane("l Lint", id="lint-tab"):
-                yield LintPane(id="lint-pane")
+                yield LintPane(self.curation.root, id="lint-pane")
         yield Footer()
 
     def on_mount(self) -> None:

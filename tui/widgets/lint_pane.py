@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -17,6 +20,22 @@ from engine.dataset.scan import Dataset
 from engine.dataset.store import Store
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
+
+
+def shown_fix(fix: str, root: Path) -> str:
+    """A finding's fix with the dataset path written relative to where Kiln was started.
+
+    The fixes are ``kiln ...`` commands naming the dataset by its absolute path; relative to
+    the working directory they are shorter and still paste into the same shell.
+    """
+    quoted = shlex.quote(str(root))
+    try:
+        relative = os.path.relpath(root)
+    except ValueError:  # another drive (Windows)
+        return fix
+    if relative.startswith(os.pardir + os.sep + os.pardir) or len(relative) >= len(str(root)):
+        return fix
+    return fix.replace(quoted, shlex.quote(relative))
 
 
 class LintPane(Vertical):
@@ -37,8 +56,9 @@ class LintPane(Vertical):
             super().__init__()
             self.finding = finding
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, root: Path, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.root = root
         self.report: LintReport | None = None
         self._by_id: dict[str, Finding] = {}
 
@@ -123,7 +143,7 @@ class LintPane(Vertical):
             table.add_row(
                 Text(finding.rule, style=SEVERITY_STYLE[finding.severity]),
                 finding.file,
-                Text(finding.fix, style="dim"),
+                Text(shown_fix(finding.fix, self.root), style="dim"),
                 key=finding.id,
             )
         if keep is not None and keep.id in self._by_id:
@@ -139,9 +159,9 @@ class LintPane(Vertical):
         if not report.findings:
             text = Text(f"✓ no findings in {report.images} images", style="green")
         else:
-            text = Text(f"{len(report.findings)} findings in {report.images} images: ")
-            text.append(f"{errors} errors", style="bold red" if errors else "")
-            text.append(f", {warnings} warnings", style="yellow" if warnings else "")
+            text = Text(f"{_plural(len(report.findings), 'finding')} in {report.images} images: ")
+            text.append(_plural(errors, "error"), style="bold red" if errors else "")
+            text.append(f", {_plural(warnings, 'warning')}", style="yellow" if warnings else "")
         words = [
             f"{concept}: {trigger.word}" for concept, trigger in sorted(report.triggers.items()) if trigger
         ]
@@ -175,7 +195,7 @@ class LintPane(Vertical):
         text = Text(finding.id, style="bold")
         text.append(f"\n{finding.message}")
         text.append("\nfix: ", style="dim")
-        text.append(finding.fix)
+        text.append(shown_fix(finding.fix, self.root))
         detail.update(text)
 
     @on(DataTable.RowSelected, "#findings")
@@ -183,3 +203,7 @@ class LintPane(Vertical):
         finding = self.current_finding()
         if finding is not None:
             self.post_message(self.Jump(finding))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -121,7 +121,8 @@ class TagPane(Horizontal):
         self.plan: TagPlan | None = None
         self.busy = False
         self._names: dict[str, str] = {}
-        self._stats: TagStats | None = None
+        self.stats: TagStats | None = None
+        """The last tag counts of the scope (None until counted)."""
         self._title = ""
         self._shown_concepts: list[str] = []
 
@@ -244,7 +245,7 @@ class TagPane(Horizontal):
         if event.stats is None:
             self.say(f"✗ cannot count the tags: {event.error}", "error")
             return
-        self._stats, self._title = event.stats, event.title
+        self.stats, self._title = event.stats, event.title
         self.show_stats()
 
     def _concept_columns(self, stats: TagStats) -> list[str]:
@@ -257,7 +258,7 @@ class TagPane(Horizontal):
 
     def show_stats(self) -> None:
         """Draw the last counted tags, keeping the cursor on the same tag."""
-        stats = self._stats
+        stats = self.stats
         if stats is None:
             return
         table = self.freq_table
@@ -294,7 +295,7 @@ class TagPane(Horizontal):
         ).border_title = f"{len(stats.counts)} tags · {stats.captions} captions {self._title}"
 
     def on_resize(self) -> None:
-        if self._stats is not None and self._concept_columns(self._stats) != self._shown_concepts:
+        if self.stats is not None and self._concept_columns(self.stats) != self._shown_concepts:
             self.show_stats()
 
     # -- preview and apply -------------------------------------------------------------------
