@@ -93,6 +93,7 @@ class KilnApp(App):
     def _build_section(self, section: Section) -> Screen:
         screen = section.factory(self)
         self.section_screens[section.name] = screen
+        screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
         return screen
 
     def action_section(self, name: str) -> None:
@@ -101,7 +102,8 @@ class KilnApp(App):
             self.switch_mode(name)
 
     def on_resize(self) -> None:
-        for screen in self.screen_stack:
+        # Every section's screen, not only the shown one: a section opened later fits too.
+        for screen in {*self.screen_stack, *self.section_screens.values()}:
             screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def on_screen_resume(self) -> None:

@@ -55,8 +55,15 @@ async def test_caption_run_writes_captions_and_shows_progress(sample_copy: Path,
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_captions(pilot)
         fill_run_form(screen, wd14_model, trigger="kilnpot")
+        original = caption(sample_copy, POT)
         await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))  # 12 captions would go
+        await pilot.press("n")
         pane = screen.run_pane
+        assert not pane.running and caption(sample_copy, POT) == original
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await wait_for(pilot, lambda: not pane.running)
         assert "done: 12 written" in str(pane.query_one("#run-message").render())
         bar = pane.query_one("#run-progress", ProgressBar)
@@ -106,7 +113,7 @@ async def test_caption_run_can_be_cancelled_between_batches(
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_captions(pilot)
         fill_run_form(screen, wd14_model)
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+r", "y")
         await wait_for(pilot, lambda: started.is_set())
         assert screen.run_pane.running
         await pilot.press("x")

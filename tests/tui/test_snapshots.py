@@ -68,7 +68,7 @@ def test_captions_screen_after_a_run(snap_compare, sample_copy: Path, tmp_path: 
         screen.query_one("#model").value = "wd14"
         screen.query_one("#mode").value = "overwrite"
         screen.query_one("#trigger").value = "kilnpot"
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+r", "y")
         await wait_for(pilot, lambda: not screen.run_pane.running)
         await pilot.pause(0.3)
 

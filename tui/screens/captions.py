@@ -377,7 +377,29 @@ class CaptionsScreen(Screen):
             pane.outcome_table.focus()
             self.refresh_bindings()
 
-        self.guard_unsaved({record.rel_path for record in records}, "The caption run", start)
+        def confirm_then_start() -> None:
+            # Overwriting replaces work the user may have done by hand: say how much first.
+            rows = self.curation.rows
+            captioned = sum(1 for record in records if rows[record.rel_path].caption.text.strip())
+            if request.options.mode != "overwrite" or not captioned:
+                start()
+                return
+            trigger = (
+                f"The trigger '{request.options.trigger}' goes {request.options.trigger_position}."
+                if request.options.trigger
+                else "No trigger word is set: the new captions will have none."
+            )
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"Overwrite {captioned} caption(s)?",
+                    f"{captioned} of the {len(records)} images have captions, and overwrite replaces "
+                    f"them with the {request.style} model's. {trigger} The run is one undo step (u).",
+                    yes="overwrite them",
+                ),
+                lambda yes: start() if yes else pane.say("nothing started"),
+            )
+
+        self.guard_unsaved({record.rel_path for record in records}, "The caption run", confirm_then_start)
 
     def action_cancel_run(self) -> None:
         if self.run_pane.cancel():

@@ -393,5 +393,7 @@ class CaptionRunPane(Vertical):
             self.say(f"stopped after {self._counts.done} of {self._total} images{undo}")
         elif run.failed:
             self.say(f"done, {len(run.failed)} image(s) failed (see the list){undo}", "error")
+        elif run.count(SKIPPED) == self._total and self._total:
+            self.say("nothing to do: every image has a caption; choose mode overwrite or append to redo them")
         else:
             self.say(f"done: {self._counts.line()}{undo}", "ok")
