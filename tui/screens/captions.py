@@ -49,7 +49,7 @@ class CaptionsScreen(Screen):
         ),
         Binding(
             "t", "tab('tags-tab')", "Tags", show=False, id="captions.tab_tags",
-            tooltip="Show tag frequencies and batch tag operations",
+            tooltip="Show tag frequencies (enter on a tag fills the operation form) and batch tag operations",
         ),
         Binding(
             "l", "tab('lint-tab')", "Lint", show=False, id="captions.tab_lint",

@@ -387,6 +387,8 @@ class CaptionRunPane(Vertical):
         self._show_progress()
         if run is None:
             self.say(f"✗ {event.error}", "error")
+            if not self._counts.done:
+                self.query_one("#run-progress-row").display = False
             return
         undo = " · u undoes it" if run.step is not None else ""
         if run.stopped:
