@@ -116,6 +116,10 @@ async def test_caption_run_can_be_cancelled_between_batches(
         await pilot.press("ctrl+r", "y")
         await wait_for(pilot, lambda: started.is_set())
         assert screen.run_pane.running
+        await pilot.press("q")  # quitting asks first while a run is going on
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        assert app.is_running and screen.run_pane.running
         await pilot.press("x")
         release.set()
         await wait_for(pilot, lambda: not screen.run_pane.running)
@@ -241,6 +245,10 @@ async def test_lint_finding_jumps_to_its_row_in_the_dataset_section(sample_copy:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("slash", *"pot", "enter")  # a dataset filter that hides the image
         screen = await open_captions(pilot)
+        screen.query_one("#scope", Select).value = "filter"  # offered while the dataset filters
+        assert [record.rel_path for record in screen.scope_records()] == [
+            f"10_kilnpot/pot_0{n}.{'png' if n == 4 else 'jpg'}" for n in range(1, 7)
+        ]
         await pilot.press("l")
         pane = screen.lint_pane
         finding_id = "missing-trigger:5_kilnstyle/hills_03.txt"
