@@ -25,7 +25,7 @@ from engine.dataset.store import Store
 from tui.app import KilnApp
 
 
-async def key_latencies(pilot, table, count: int) -> list[float]:
+async def key_latencies(table, count: int) -> list[float]:
     """Seconds from a cursor move in the tag list to the screen repainted, ``count`` times.
 
     ``call_after_refresh`` fires once the move is drawn. (``pilot.pause()`` would wait for
@@ -74,7 +74,7 @@ async def run(count: int) -> None:
 
             await pilot.press("escape", "t")
             table = screen.tag_pane.freq_table
-            idle = await key_latencies(pilot, table, 30)
+            idle = await key_latencies(table, 30)
             screen.query_one("#first").value = "kilnbench"
             await pilot.press("p")
             while screen.tag_pane.plan is None:
@@ -85,7 +85,7 @@ async def run(count: int) -> None:
             screen.action_apply()
             busy = []
             while screen.tag_pane.busy:
-                busy += await key_latencies(pilot, table, 1)
+                busy += await key_latencies(table, 1)
             apply_s = time.perf_counter() - start
     finally:
         shutil.rmtree(root)
