@@ -216,13 +216,16 @@ class CaptionsScreen(Screen):
         if text:
             count = len(self.curation.matching(text))
             options.append((f"dataset filter {text!r} ({count})", SCOPE_FILTER))
-        _set_options(self.query_one("#scope", Select), options, SCOPE_INCLUDED)
+        moved = _set_options(self.query_one("#scope", Select), options, SCOPE_INCLUDED)
         concepts = sorted({row.record.concept for row in rows.values()})
-        _set_options(
+        moved |= _set_options(
             self.query_one("#concept", Select),
             [("all concepts", ALL_CONCEPTS), *((name, name) for name in concepts)],
             ALL_CONCEPTS,
         )
+        if moved:  # the filter or the concept went away: the figures describe another scope
+            self.tag_pane.drop_preview("scope changed")
+            self._stale = True
         self.show_scope_info()
 
     def show_scope_info(self) -> None:
@@ -643,9 +646,14 @@ class CaptionsScreen(Screen):
         )
 
 
-def _set_options(select: Select, options: list[tuple[str, str]], fallback: str) -> None:
-    """Replace a Select's options, keeping its value when it is still offered (no Changed event)."""
+def _set_options(select: Select, options: list[tuple[str, str]], fallback: str) -> bool:
+    """Replace a Select's options, keeping its value when still offered; True when it had to change.
+
+    No Changed event is sent: the caller decides what a changed scope means.
+    """
     current = select.value
+    kept = current in {value for _, value in options}
     with select.prevent(Select.Changed):
         select.set_options(options)
-        select.value = current if current in {value for _, value in options} else fallback
+        select.value = current if kept else fallback
+    return not kept
