@@ -46,3 +46,14 @@ class ConceptRenamed(Message):
 
     old_folder: str
     new_folder: str
+
+
+@dataclass
+class CaptionsChanged(Message):
+    """Captions of these images (paths relative to the root) changed outside the receiving section.
+
+    The dataset section sends it to the other sections when the user saves a caption or
+    another program changes one, so their figures (tag counts, lint) never go stale.
+    """
+
+    paths: set[str]
