@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from engine.analysis.measure import ImageAnalysis
+from engine.analysis.quality import DatasetQuality
 
 
 @dataclass
@@ -24,3 +25,10 @@ class FilesChanged(Message):
 
     paths: set[str]
     moves: dict[str, str]
+
+
+@dataclass
+class QualityJudged(Message):
+    """The dataset's quality was judged again (flags, duplicate groups) from the analyses so far."""
+
+    quality: DatasetQuality

@@ -42,6 +42,19 @@ def _dataset(app: KilnApp) -> Screen:
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
+def _clean(app: KilnApp) -> Screen:
+    from tui.screens.clean import CleanScreen
+
+    return CleanScreen(app.curation, app.images)
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
+    Section(
+        "clean",
+        "4",
+        "Clean",
+        "Quality flags and near-duplicates; cut a large image into tiles (style precision method)",
+        _clean,
+    ),
 ]
