@@ -41,16 +41,8 @@ def dataset_and_painting(sample_copy: Path, painting: Path) -> tuple[Path, Path]
     return sample_copy, beside
 
 
-async def judged(pilot) -> None:
-    """Wait until every image is measured and the quality judgement covers them all."""
-    await analysed(pilot)
-    curation = pilot.app.curation
-    await wait_for(pilot, lambda: len(curation.quality.images) == len(curation.quality_metrics()))
-    await pilot.pause()
-
-
 async def open_clean(pilot) -> CleanScreen:
-    await judged(pilot)
+    await analysed(pilot)
     await pilot.press("4")
     await pilot.pause()
     screen = pilot.app.screen
@@ -119,7 +111,7 @@ async def test_enter_on_a_duplicate_jumps_to_its_dataset_row_even_when_filtered_
 ) -> None:
     app = make_app(sample_copy)
     async with app.run_test(size=(120, 40)) as pilot:
-        await judged(pilot)
+        await analysed(pilot)
         await pilot.press("slash", *"hills", "enter")  # a filter that hides the duplicate
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)
@@ -155,7 +147,7 @@ async def test_tiles_default_to_the_dataset_image_and_plan_flags_the_spoiled_sec
     data, _ = dataset_and_painting
     app = make_app(data)
     async with app.run_test(size=SIZE) as pilot:
-        await judged(pilot)
+        await analysed(pilot)
         await pilot.press("j")  # the dataset's current image is the default source
         screen = await open_clean(pilot)
         await pilot.press("t")

@@ -125,7 +125,7 @@ class DatasetScreen(Screen):
         Binding(
             "f",
             "next_flag",
-            "Flag filter",
+            "Flags",
             id="dataset.flag_filter",
             tooltip="Show only flagged images, then each flag in turn (blurry, duplicate...), then all",
         ),
