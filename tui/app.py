@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -100,9 +101,10 @@ class KilnApp(App):
         if self.current_mode != name:
             self.switch_mode(name)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # The event's size: this handler runs before Textual's own updates ``self.size``.
         for screen in self.screen_stack:
-            screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+            screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def on_screen_resume(self) -> None:
         self.screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")

@@ -272,3 +272,17 @@ def test_clean_tiles_snapshot(snap_compare, dataset_and_painting) -> None:
         await pilot.press("space")
 
     assert snap_compare(make_app(data), terminal_size=SIZE, run_before=prepare)
+
+
+async def test_narrow_layout_follows_a_terminal_resize(sample_copy: Path) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        assert not app.screen.has_class("-narrow")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert app.screen.has_class("-narrow")
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.1)
+        assert not app.screen.has_class("-narrow")
