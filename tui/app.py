@@ -94,6 +94,7 @@ class KilnApp(App):
     def _build_section(self, section: Section) -> Screen:
         screen = section.factory(self)
         self.section_screens[section.name] = screen
+        screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
         return screen
 
     def action_section(self, name: str) -> None:
@@ -103,7 +104,7 @@ class KilnApp(App):
 
     def on_resize(self, event: events.Resize) -> None:
         # The event's size: this handler runs before Textual's own updates ``self.size``.
-        for screen in self.screen_stack:
+        for screen in {*self.screen_stack, *self.section_screens.values()}:
             screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def on_screen_resume(self) -> None:

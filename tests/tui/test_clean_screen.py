@@ -276,13 +276,31 @@ def test_clean_tiles_snapshot(snap_compare, dataset_and_painting) -> None:
 
 async def test_narrow_layout_follows_a_terminal_resize(sample_copy: Path) -> None:
     app = make_app(sample_copy)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("4")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")  # a section opened after start-up is narrow too
         await pilot.pause()
-        assert not app.screen.has_class("-narrow")
-        await pilot.resize_terminal(80, 24)
-        await pilot.pause(0.1)
         assert app.screen.has_class("-narrow")
         await pilot.resize_terminal(120, 40)
         await pilot.pause(0.1)
         assert not app.screen.has_class("-narrow")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        await pilot.press("1")  # and so is one resized while in the background
+        await pilot.pause()
+        assert app.screen.has_class("-narrow")
+
+
+async def test_t_on_an_overview_image_plans_its_tiles(sample_copy: Path) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_clean(pilot)
+        tree = screen.query_one("#quality-tree", Tree)
+        node = tree_node(screen, ImageRef("5_kilnstyle/hills_05.png", "blurry"))
+        await pilot.pause()
+        tree.move_cursor(node)
+        await pilot.press("t")
+        assert screen.active_tab == "tiles"
+        assert screen.query_one("#tile-source", Input).value == "5_kilnstyle/hills_05.png"
+        view = screen.query_one("#tile-view", TileGrid)
+        await wait_for(pilot, lambda: view.plan is not None)
+        assert view.plan.source.name == "hills_05.png" and len(view.plan.tiles) == 16

@@ -367,10 +367,13 @@ class CleanScreen(Screen):
 
     def action_tiles(self) -> None:
         node = self.query_one("#quality-tree", Tree).cursor_node
-        if self.active_tab == "overview" and node is not None and isinstance(node.data, ImageRef):
+        chosen = self.active_tab == "overview" and node is not None and isinstance(node.data, ImageRef)
+        if chosen:
             self.query_one("#tile-source", Input).value = node.data.path
             self._source_edited = True
         self.action_show_tab("tiles")
+        if chosen:
+            self.plan()
 
     def prefill_source(self) -> None:
         """Offer the dataset section's current image as the one to tile."""
@@ -519,14 +522,19 @@ class CleanScreen(Screen):
             f" · {low} low-information" if low else " · none low-information",
             (f" · {len(view.kept)} to write", "bold"),
         )
-        for warning in plan.warnings:
-            summary.append(f"\n⚠ {warning}", style="yellow")
         return summary
 
     def show_tile_status(self, note: Text | None) -> None:
-        """Show the plan's summary and, under it, ``note`` (progress, an error, the last write)."""
+        """Show the plan's summary, ``note`` (progress, an error, the last write), then warnings.
+
+        The note comes before the plan's warnings: on a short terminal the status is cut from
+        the bottom, and the warnings were already shown when the plan arrived.
+        """
         self._tile_note = note
+        view = self.query_one("#tile-view", TileGrid)
+        warnings = view.plan.warnings if view.plan is not None else ()
         lines = [part for part in (self.plan_summary(), note) if part is not None]
+        lines += [Text(f"⚠ {warning}", style="yellow") for warning in warnings]
         self.query_one("#tile-status", Static).update(Text("\n").join(lines))
 
     def show_tile_error(self, error: str) -> None:
