@@ -304,3 +304,20 @@ async def test_t_on_an_overview_image_plans_its_tiles(sample_copy: Path) -> None
         view = screen.query_one("#tile-view", TileGrid)
         await wait_for(pilot, lambda: view.plan is not None)
         assert view.plan.source.name == "hills_05.png" and len(view.plan.tiles) == 16
+
+
+async def test_help_lists_the_tile_grid_keys_when_it_has_the_focus(dataset_and_painting) -> None:
+    from tui.screens.help import HelpScreen, binding_rows
+
+    data, _ = dataset_and_painting
+    app = make_app(data)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_clean(pilot)
+        assert "space" not in [key for key, _, _ in binding_rows(screen)]
+        view = await plan(pilot, "../painting.png")
+        await pilot.click(view.cells[15])  # a click keeps or drops a tile too
+        assert "painting_r4c4.png" not in view.kept
+        rows = {key: description for key, description, _ in binding_rows(screen)}
+        assert rows["space"] == "Keep/drop" and rows["w"] == "Write" and rows["4"] == "Clean"
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
