@@ -186,6 +186,11 @@ async def test_bad_tile_inputs_say_what_to_fix_and_keep_nothing(dataset_and_pain
             await wait_for(pilot, lambda expected=expected: expected in status_line(screen))
         assert screen.query_one("#tile-view", TileGrid).plan is None
         assert not (data / "10_style").exists()
+        await pilot.press("o")  # in a field, letters type
+        assert form["source"].value.count("o") == 1 + "../painting.png".count("o")
+        assert screen.active_tab == "tiles"
+        await pilot.press("escape", "o")  # esc leaves the field, then o is the tab key again
+        assert screen.active_tab == "overview"
 
 
 async def test_toggled_tiles_are_written_exactly_and_the_dataset_shows_them(dataset_and_painting) -> None:

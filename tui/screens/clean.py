@@ -102,6 +102,13 @@ class CleanScreen(Screen):
             tooltip="Open the dataset section showing only the images with the flag under the cursor",
         ),
         Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            id="clean.leave_field",
+            tooltip="Leave the text field, so that o, t, w and the tile keys work again",
+        ),
+        Binding(
             "w",
             "write_tiles",
             "Write",
@@ -198,6 +205,13 @@ class CleanScreen(Screen):
         self.query_one("#tabs", TabbedContent).active = tab
         self.focus_tab(tab)
 
+    def action_leave_field(self) -> None:
+        view = self.query_one("#tile-view", TileGrid)
+        if view.plan is not None and self.active_tab == "tiles":
+            view.focus()
+        else:
+            self.query_one("#tabs", TabbedContent).query_one("ContentTabs").focus()
+
     def focus_tab(self, tab: str) -> None:
         """Put the focus where that tab's work starts."""
         if tab == "overview":
@@ -216,6 +230,8 @@ class CleanScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "filter_flag":
             return self.active_tab == "overview"
+        if action == "leave_field":
+            return isinstance(self.focused, Input)
         if action == "write_tiles":
             return self.active_tab == "tiles" and self.query_one("#tile-view", TileGrid).plan is not None
         return True
@@ -501,7 +517,8 @@ class CleanScreen(Screen):
     def show_tile_hint(self) -> None:
         self.query_one("#tile-empty", Static).update(
             "Cut one large image into a grid of tiles (the guide's style precision method).\n\n"
-            "Type its path (inside the dataset or absolute), the grid and the overlap, then enter. "
+            "Type its path (inside the dataset or absolute), the grid and the overlap, then enter "
+            "(tab moves between the fields, esc leaves them). "
             "Every tile shows its score; the low-information ones (blur, exposure, flat) start "
             "dropped. space keeps or drops a tile, w writes the kept ones with a caption into the "
             "folder given under 'into', which the dataset section then shows."
