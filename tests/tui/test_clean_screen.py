@@ -326,3 +326,23 @@ async def test_help_lists_the_tile_grid_keys_when_it_has_the_focus(dataset_and_p
         assert rows["space"] == "Keep/drop" and rows["w"] == "Write" and rows["4"] == "Clean"
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+
+
+async def test_output_folder_problems_are_refused_or_warned(dataset_and_painting) -> None:
+    data, _ = dataset_and_painting
+    (data / "notes.txt").write_text("a file, not a folder", encoding="utf-8")
+    app = make_app(data)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_clean(pilot)
+        view = await plan(pilot, "../painting.png")
+        out = screen.query_one("#tile-out", Input)
+        out.value = "notes.txt"
+        view.focus()
+        await pilot.press("w")
+        await pilot.pause()
+        assert "is a file" in status_line(screen)
+        out.value = "style"  # Kohya skips it: written, with a warning
+        view.focus()
+        await pilot.press("w")
+        await wait_for(pilot, lambda: "wrote 14 tiles" in status_line(screen), timeout=15)
+        assert "Kohya skips folders without a repeats prefix" in status_line(screen)

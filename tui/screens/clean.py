@@ -130,11 +130,12 @@ class CleanScreen(Screen):
     class TilesWritten(Message):
         """A worker wrote tiles into ``out``."""
 
-        def __init__(self, out: Path, written: list[Path], stale: list[Path]) -> None:
+        def __init__(self, out: Path, written: list[Path], stale: list[Path], warnings: list[str]) -> None:
             super().__init__()
             self.out = out
             self.written = written
             self.stale = stale
+            self.warnings = warnings
 
     class TilesFailed(Message):
         """Planning or writing failed; ``error`` is one line for the user."""
@@ -151,6 +152,7 @@ class CleanScreen(Screen):
         self._source_key: tuple | None = None
         self._source_edited = False
         self._writing = False
+        self._planning = False
         self._tile_note: Text | None = None  # the last write's outcome, under the plan's summary
 
     # -- layout ------------------------------------------------------------------------------
@@ -450,6 +452,7 @@ class CleanScreen(Screen):
             self.show_tile_error(str(exc))
             return
         self.show_tile_status(Text(f"cutting {path.name} into {grid}…", style="dim"))
+        self._planning = True
         self.plan_tiles(path, grid, overlap)
 
     @work(thread=True, exclusive=True, group="tiles")
@@ -483,6 +486,7 @@ class CleanScreen(Screen):
             self.post_message(self.TilesPlanned(plan, source, pictures, key))
 
     def on_clean_screen_tiles_planned(self, message: TilesPlanned) -> None:
+        self._planning = False
         self.source = message.source
         self._source_key = message.key
         self._tile_note = None
@@ -494,7 +498,7 @@ class CleanScreen(Screen):
         self.refresh_bindings()
 
     def on_clean_screen_tiles_failed(self, message: TilesFailed) -> None:
-        self._writing = False
+        self._writing = self._planning = False
         self.show_tile_error(message.error)
 
     @on(TileGrid.Changed, "#tile-view")
@@ -573,7 +577,7 @@ class CleanScreen(Screen):
 
     def action_write_tiles(self) -> None:
         """Write the kept tiles; asks first when the folder already holds tiles of this image."""
-        from engine.tiles import existing_tiles
+        from engine.tiles import check_output, existing_tiles
 
         view = self.query_one("#tile-view", TileGrid)
         if view.plan is None or self.source is None:
@@ -581,23 +585,29 @@ class CleanScreen(Screen):
             return
         if self._writing:
             return
+        if self._planning:
+            self.notify("Still cutting the image: write once its tiles are shown.", severity="warning")
+            return
         tiles = view.kept_tiles()
         if not tiles:
             self.notify("No tile is kept: space keeps the tile under the cursor.", severity="warning")
             return
+        stem = view.plan.source.stem
         try:
             out = self.out_path()
+            # force: existing tiles are asked about below; this finds the other problems.
+            warnings = check_output(out, [stem], True, [self.source.path])
         except UsageError as exc:
             self.show_tile_error(str(exc))
             return
-        existing = existing_tiles(out, [view.plan.source.stem])
+        existing = existing_tiles(out, [stem])
         if not existing:
-            self.write(tiles, out, force=False)
+            self.write(tiles, out, False, warnings)
             return
 
         def decide(replace: bool | None) -> None:
             if replace:
-                self.write(tiles, out, force=True)
+                self.write(tiles, out, True, warnings)
             else:
                 self.show_tile_status(Text("Nothing written: the folder keeps its tiles.", style="dim"))
 
@@ -611,14 +621,16 @@ class CleanScreen(Screen):
             decide,
         )
 
-    def write(self, tiles: list, out: Path, force: bool) -> None:
+    def write(self, tiles: list, out: Path, force: bool, warnings: list[str]) -> None:
         caption = self.query_one("#tile-caption", Input).value.strip() or None
         self._writing = True
         self.show_tile_status(Text(f"writing {len(tiles)} tiles into {self.display_path(out)}…", style="dim"))
-        self.write_worker(tiles, out, caption, force)
+        self.write_worker(tiles, out, caption, force, warnings)
 
     @work(thread=True, exclusive=True, group="tiles-write")
-    def write_worker(self, tiles: list, out: Path, caption: str | None, force: bool) -> None:
+    def write_worker(
+        self, tiles: list, out: Path, caption: str | None, force: bool, warnings: list[str]
+    ) -> None:
         """Write all the tiles or none (engine.tiles.write_tiles stages them first)."""
         from engine.tiles import stale_tiles, write_tiles
 
@@ -635,12 +647,16 @@ class CleanScreen(Screen):
         except (KilnError, OSError) as exc:
             self.post_message(self.TilesFailed(str(exc)))
             return
-        self.post_message(self.TilesWritten(out, written, stale_tiles(out, [source.path.stem], written)))
+        self.post_message(
+            self.TilesWritten(out, written, stale_tiles(out, [source.path.stem], written), warnings)
+        )
 
     def on_clean_screen_tiles_written(self, message: TilesWritten) -> None:
         self._writing = False
         where = self.display_path(message.out)
         status = Text(f"✓ wrote {len(message.written)} tiles with captions into {where}", style="bold green")
+        for warning in message.warnings:
+            status.append(f"\n⚠ {warning}", style="yellow")
         if message.stale:
             status.append(
                 f"\n⚠ {len(message.stale)} older tile(s) of this image remain there "
