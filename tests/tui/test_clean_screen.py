@@ -66,18 +66,23 @@ async def plan(pilot, source: str, grid: str = "4x4", overlap: str = "0") -> Til
     return view
 
 
-def tree_node(screen: CleanScreen, data):
+async def tree_node(pilot, screen: CleanScreen, data):
+    """The overview node holding ``data``, opening nodes on the way (they fill when opened)."""
     tree = screen.query_one("#quality-tree", Tree)
-    stack = list(tree.root.children)
-    while stack:
-        node = stack.pop()
-        if node.data == data:
-            parent = node.parent
-            while parent is not None:
-                parent.expand()
-                parent = parent.parent
-            return node
-        stack.extend(node.children)
+    for _ in range(4):  # the tree is at most three levels deep
+        stack = list(tree.root.children)
+        closed = []
+        while stack:
+            node = stack.pop()
+            if node.data == data:
+                return node
+            if node.is_expanded:
+                stack.extend(node.children)
+            elif isinstance(node.data, FlagRef):
+                closed.append(node)
+        for node in closed:
+            node.expand()
+        await pilot.pause()
     raise AssertionError(f"no node for {data}")
 
 
@@ -95,6 +100,8 @@ async def test_overview_counts_flags_and_lists_duplicate_groups(sample_copy: Pat
         tree = screen.query_one("#quality-tree", Tree)
         flags = {node.data.flag: node for node in tree.root.children if isinstance(node.data, FlagRef)}
         assert list(flags) == ["blurry", "transparency", "low_resolution", "duplicate", "groups"]
+        assert not flags["blurry"].children  # filled when opened
+        await tree_node(pilot, screen, ImageRef("10_kilnpot/pot_03.jpg", "duplicate", group=1))
         assert "2 images" in str(flags["blurry"].label)
         assert [child.data.path for child in flags["blurry"].children] == [
             "10_kilnpot/pot_04.png",
@@ -115,7 +122,7 @@ async def test_enter_on_a_duplicate_jumps_to_its_dataset_row_even_when_filtered_
         await pilot.press("slash", *"hills", "enter")  # a filter that hides the duplicate
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)
-        node = tree_node(screen, ImageRef("10_kilnpot/pot_03.jpg", "duplicate", group=1))
+        node = await tree_node(pilot, screen, ImageRef("10_kilnpot/pot_03.jpg", "duplicate", group=1))
         await pilot.pause()
         tree.move_cursor(node)
         tree.focus()
@@ -131,7 +138,7 @@ async def test_f_on_a_flag_shows_its_images_in_the_dataset(sample_copy: Path) ->
     app = make_app(sample_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_clean(pilot)
-        screen.query_one("#quality-tree", Tree).move_cursor(tree_node(screen, FlagRef("blurry")))
+        screen.query_one("#quality-tree", Tree).move_cursor(await tree_node(pilot, screen, FlagRef("blurry")))
         await pilot.press("f")
         await pilot.pause()
         assert isinstance(app.screen, DatasetScreen)
@@ -261,7 +268,7 @@ def test_every_clean_binding_has_an_id_and_a_tooltip() -> None:
 def test_clean_overview_snapshot(snap_compare, sample_copy: Path) -> None:
     async def prepare(pilot) -> None:
         screen = await open_clean(pilot)
-        screen.query_one("#quality-tree", Tree).move_cursor(tree_node(screen, FlagRef("groups")))
+        screen.query_one("#quality-tree", Tree).move_cursor(await tree_node(pilot, screen, FlagRef("groups")))
         await pilot.press("enter", "down", "enter", "down")
         await pilot.pause()
 
@@ -300,7 +307,7 @@ async def test_t_on_an_overview_image_plans_its_tiles(sample_copy: Path) -> None
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)
-        node = tree_node(screen, ImageRef("5_kilnstyle/hills_05.png", "blurry"))
+        node = await tree_node(pilot, screen, ImageRef("5_kilnstyle/hills_05.png", "blurry"))
         await pilot.pause()
         tree.move_cursor(node)
         await pilot.press("t")

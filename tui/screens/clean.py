@@ -154,6 +154,10 @@ class CleanScreen(Screen):
         self._writing = False
         self._planning = False
         self._tile_note: Text | None = None  # the last write's outcome, under the plan's summary
+        # The overview's contents, filled into the tree lazily (see show_quality).
+        self._by_flag: dict[str, list[str]] = {}
+        self._groups: dict[FlagRef, tuple[int, list[str], str]] = {}
+        self._expanded: set = set()
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -241,14 +245,19 @@ class CleanScreen(Screen):
     # -- quality overview --------------------------------------------------------------------
 
     def on_quality_judged(self, message: QualityJudged) -> None:
-        self.show_quality(message.quality)
+        # Out of sight, the overview waits: on_screen_resume rebuilds it.
+        if self.app.screen is self:
+            self.show_quality(message.quality)
 
     def show_quality(self, quality: DatasetQuality) -> None:
-        """Rebuild the overview from a judgement, keeping what was expanded and the cursor."""
+        """Rebuild the overview from a judgement, keeping what was expanded and the cursor.
+
+        Only expanded nodes get their children (a flag can carry thousands of images), the
+        rest are filled when opened.
+        """
         rows = self.curation.rows
         measured = sum(1 for row in rows.values() if row.analysis is not None and row.analysis.ok)
         pending = sum(1 for row in rows.values() if row.analysis is None)
-        counts = self.curation.flag_counts()
         flagged = sum(1 for row in rows.values() if row.flags)
         summary = Text()
         if not rows:
@@ -264,30 +273,35 @@ class CleanScreen(Screen):
                 summary.append("\nNo quality problems found.", style="green")
         self.query_one("#quality-summary", Static).update(summary)
 
+        self._by_flag = {flag: [] for flag in self.curation.flag_counts()}
+        for path, row in rows.items():
+            for flag_id in row.flag_ids:
+                self._by_flag[flag_id].append(path)
+        self._groups = {}
+        for index, members in enumerate(quality.duplicates, start=1):
+            original = next(
+                (
+                    quality.images[path].duplicate_of
+                    for path in members
+                    if path in quality.images and quality.images[path].duplicate_of
+                ),
+                members[0],
+            )
+            self._groups[FlagRef(f"group:{'|'.join(members)}")] = (index, members, original)
+
         tree: Tree = self.query_one("#quality-tree", Tree)
-        expanded = {
+        self._expanded = {
             node.data for node in self._tree_nodes(tree.root) if node.is_expanded and node.data is not None
         }
         cursor = tree.cursor_node.data if tree.cursor_node is not None else None
         tree.clear()
-        by_flag: dict[str, list[str]] = {flag: [] for flag in counts}
-        for path, row in rows.items():
-            for flag_id in row.flag_ids:
-                by_flag[flag_id].append(path)
-        for flag_id, paths in by_flag.items():
+        for flag_id, paths in self._by_flag.items():
             label = Text.assemble(
                 (f"{flag_id:<16}", "bold yellow"),
                 f"{len(paths):>5} image{'s' if len(paths) != 1 else ' '}",
                 (f"  {FLAG_TITLES.get(flag_id, '')}", "dim"),
             )
-            node = tree.root.add(label, data=FlagRef(flag_id), expand=FlagRef(flag_id) in expanded)
-            for path in paths[:MAX_LEAVES]:
-                node.add_leaf(Text(path), data=ImageRef(path, flag_id))
-            if len(paths) > MAX_LEAVES:
-                node.add_leaf(
-                    Text(f"… {len(paths) - MAX_LEAVES} more: f shows them all in the dataset", style="dim"),
-                    data=None,
-                )
+            self._restore(tree.root.add(label, data=FlagRef(flag_id)))
         if quality.duplicates:
             count = len(quality.duplicates)
             label = Text.assemble(
@@ -295,22 +309,7 @@ class CleanScreen(Screen):
                 f"{count:>5} group{'s' if count != 1 else ' '}",
                 ("  the original is listed first", "dim"),
             )
-            groups = tree.root.add(label, data=FlagRef("groups"), expand=FlagRef("groups") in expanded)
-            for index, members in enumerate(quality.duplicates, start=1):
-                key = FlagRef(f"group:{'|'.join(members)}")
-                group = groups.add(f"group {index}  {len(members)} images", data=key, expand=key in expanded)
-                original = next(
-                    (
-                        quality.images[path].duplicate_of
-                        for path in members
-                        if path in quality.images and quality.images[path].duplicate_of
-                    ),
-                    members[0],
-                )
-                for path in sorted(members, key=lambda path: (path != original, path)):
-                    text = Text(path)
-                    text.append("  original" if path == original else "  duplicate", style="dim")
-                    group.add_leaf(text, data=ImageRef(path, DUPLICATE, index))
+            self._restore(tree.root.add(label, data=FlagRef("groups")))
         if not tree.root.children:
             tree.root.add_leaf(Text("nothing flagged", style="dim"), data=None)
         for node in self._tree_nodes(tree.root):
@@ -318,6 +317,47 @@ class CleanScreen(Screen):
                 tree.move_cursor(node)
                 break
         self.show_reason()
+
+    def _restore(self, node: TreeNode) -> None:
+        """Fill and expand ``node`` if it was expanded before the rebuild."""
+        if node.data in self._expanded:
+            self._fill(node)
+            node.expand()
+
+    def _fill(self, node: TreeNode) -> None:
+        """Add a flag's images, the duplicate groups, or a group's members under ``node``."""
+        data = node.data
+        if node.children or not isinstance(data, FlagRef):
+            return
+        if data.flag in self._by_flag:
+            paths = self._by_flag[data.flag]
+            for path in paths[:MAX_LEAVES]:
+                node.add_leaf(Text(path), data=ImageRef(path, data.flag))
+            if len(paths) > MAX_LEAVES:
+                node.add_leaf(
+                    Text(f"… {len(paths) - MAX_LEAVES} more: f shows them all in the dataset", style="dim"),
+                    data=None,
+                )
+        elif data.flag == "groups":
+            for key, (index, members, _) in list(self._groups.items())[:MAX_LEAVES]:
+                self._restore(node.add(f"group {index}  {len(members)} images", data=key))
+            if len(self._groups) > MAX_LEAVES:
+                node.add_leaf(
+                    Text(
+                        f"… {len(self._groups) - MAX_LEAVES} more: f shows them in the dataset", style="dim"
+                    ),
+                    data=None,
+                )
+        elif data in self._groups:
+            index, members, original = self._groups[data]
+            for path in sorted(members, key=lambda path: (path != original, path)):
+                text = Text(path)
+                text.append("  original" if path == original else "  duplicate", style="dim")
+                node.add_leaf(text, data=ImageRef(path, DUPLICATE, index))
+
+    @on(Tree.NodeExpanded, "#quality-tree")
+    def node_expanded(self, event: Tree.NodeExpanded) -> None:
+        self._fill(event.node)
 
     @staticmethod
     def _tree_nodes(root: TreeNode) -> list[TreeNode]:
