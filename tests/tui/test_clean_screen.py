@@ -159,6 +159,8 @@ async def test_tiles_default_to_the_dataset_image_and_plan_flags_the_spoiled_sec
         screen = await open_clean(pilot)
         await pilot.press("t")
         assert screen.query_one("#tile-source", Input).value == "10_kilnpot/pot_02.jpg"
+        await pilot.press("escape", "1", "j", "4")  # it follows the dataset's cursor until edited
+        assert screen.query_one("#tile-source", Input).value == "10_kilnpot/pot_03.jpg"
         view = await plan(pilot, "../painting.png")
         assert (view.plan.grid.rows, view.plan.grid.cols) == (4, 4)
         assert [cell.tile.name for cell in view.cells][:2] == ["painting_r1c1.png", "painting_r1c2.png"]

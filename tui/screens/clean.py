@@ -151,6 +151,7 @@ class CleanScreen(Screen):
         self.source = None  # engine.tiles.Source of the last plan (decoded once per image)
         self._source_key: tuple | None = None
         self._source_edited = False
+        self._prefilled = ""
         self._writing = False
         self._planning = False
         self._tile_note: Text | None = None  # the last write's outcome, under the plan's summary
@@ -438,12 +439,13 @@ class CleanScreen(Screen):
         dataset = self.app.section_screens.get("dataset")
         current = dataset.current_path() if dataset is not None else None  # type: ignore[attr-defined]
         if current:
-            box = self.query_one("#tile-source", Input)
-            box.value = current
+            self._prefilled = current
+            self.query_one("#tile-source", Input).value = current
 
     @on(Input.Changed, "#tile-source")
     def source_changed(self, event: Input.Changed) -> None:
-        if event.input.has_focus:
+        # Typed by the user (not our prefill): keep it rather than follow the dataset's cursor.
+        if event.input.has_focus and event.value != self._prefilled:
             self._source_edited = True
 
     @on(Input.Submitted, "#tile-source, #tile-grid, #tile-overlap")
