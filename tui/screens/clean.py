@@ -28,6 +28,19 @@ from textual.worker import get_current_worker
 from engine.analysis.quality import DUPLICATE, DatasetQuality
 from engine.curate import FLAG_PREFIX, Curation
 from engine.errors import KilnError, UsageError
+from engine.tiles import (
+    Grid,
+    Source,
+    Tile,
+    TilePlan,
+    check_output,
+    existing_tiles,
+    load_source,
+    plan_tiles,
+    stale_tiles,
+    tile_image,
+    write_tiles,
+)
 from tui.messages import FilesChanged, QualityJudged
 from tui.screens.yes_no import YesNoScreen
 from tui.widgets.image_preview import image_widget_class
@@ -120,7 +133,9 @@ class CleanScreen(Screen):
     class TilesPlanned(Message):
         """A worker cut and measured an image; ``pictures`` are the previews by tile name."""
 
-        def __init__(self, plan, source, pictures: dict[str, PILImage.Image], key: tuple) -> None:
+        def __init__(
+            self, plan: TilePlan, source: Source, pictures: dict[str, PILImage.Image], key: tuple
+        ) -> None:
             super().__init__()
             self.plan = plan
             self.source = source
@@ -148,7 +163,7 @@ class CleanScreen(Screen):
         super().__init__()
         self.curation = curation
         self.images_mode = images
-        self.source = None  # engine.tiles.Source of the last plan (decoded once per image)
+        self.source: Source | None = None  # the last plan's image, decoded once
         self._source_key: tuple | None = None
         self._source_edited = False
         self._prefilled = ""
@@ -476,8 +491,6 @@ class CleanScreen(Screen):
 
     def plan(self) -> None:
         """Check the form and cut the image in a worker."""
-        from engine.tiles import Grid
-
         try:
             path = self.source_path(self.query_one("#tile-source", Input).value)
             grid = Grid.parse(self.query_one("#tile-grid", Input).value or "4x4")
@@ -495,13 +508,11 @@ class CleanScreen(Screen):
             return
         self.show_tile_status(Text(f"cutting {path.name} into {grid}…", style="dim"))
         self._planning = True
-        self.plan_tiles(path, grid, overlap)
+        self.plan_worker(path, grid, overlap)
 
     @work(thread=True, exclusive=True, group="tiles")
-    def plan_tiles(self, path: Path, grid, overlap: int) -> None:
+    def plan_worker(self, path: Path, grid: Grid, overlap: int) -> None:
         """Decode (once per image), cut, measure and preview the tiles off the UI thread."""
-        from engine.tiles import load_source, plan_tiles, tile_image
-
         worker = get_current_worker()
         try:
             stat = path.stat()
@@ -619,8 +630,6 @@ class CleanScreen(Screen):
 
     def action_write_tiles(self) -> None:
         """Write the kept tiles; asks first when the folder already holds tiles of this image."""
-        from engine.tiles import check_output, existing_tiles
-
         view = self.query_one("#tile-view", TileGrid)
         if view.plan is None or self.source is None:
             self.notify("Plan the tiles first: enter in the image field.")
@@ -663,20 +672,23 @@ class CleanScreen(Screen):
             decide,
         )
 
-    def write(self, tiles: list, out: Path, force: bool, warnings: list[str]) -> None:
+    def write(self, tiles: list[Tile], out: Path, force: bool, warnings: list[str]) -> None:
         caption = self.query_one("#tile-caption", Input).value.strip() or None
         self._writing = True
         self.show_tile_status(Text(f"writing {len(tiles)} tiles into {self.display_path(out)}…", style="dim"))
-        self.write_worker(tiles, out, caption, force, warnings)
+        self.write_worker(self.source, tiles, out, caption, force, warnings)
 
     @work(thread=True, exclusive=True, group="tiles-write")
     def write_worker(
-        self, tiles: list, out: Path, caption: str | None, force: bool, warnings: list[str]
+        self,
+        source: Source,
+        tiles: list[Tile],
+        out: Path,
+        caption: str | None,
+        force: bool,
+        warnings: list[str],
     ) -> None:
         """Write all the tiles or none (engine.tiles.write_tiles stages them first)."""
-        from engine.tiles import stale_tiles, write_tiles
-
-        source = self.source
         try:
             written = write_tiles(
                 {source.path: source},
