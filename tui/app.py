@@ -93,22 +93,23 @@ class KilnApp(App):
 
     def _build_section(self, section: Section) -> Screen:
         screen = section.factory(self)
-        self.section_screens[section.name] = screen
         screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        self.section_screens[section.name] = screen
         return screen
 
     def action_section(self, name: str) -> None:
         """Open a section (its screen keeps its state between visits)."""
         if self.current_mode != name:
             self.switch_mode(name)
+            # ScreenResume does not reach the app: size the section here (the terminal may
+            # have been resized while another section was shown).
+            for screen in self.screen_stack:
+                screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def on_resize(self, event: events.Resize) -> None:
-        # The event's size: this handler runs before Textual's own updates ``self.size``.
-        for screen in {*self.screen_stack, *self.section_screens.values()}:
+        # The event's size: this handler runs before App's own, so self.size is still the old one.
+        for screen in self.screen_stack:
             screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
-
-    def on_screen_resume(self) -> None:
-        self.screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from engine.analysis.measure import ImageAnalysis
 from engine.analysis.quality import DatasetQuality
+
+if TYPE_CHECKING:
+    from engine.plan.buckets import BucketSpec
+    from engine.plan.loads import DatasetLoad
 
 
 @dataclass
@@ -25,6 +30,23 @@ class FilesChanged(Message):
 
     paths: set[str]
     moves: dict[str, str]
+
+
+@dataclass
+class DatasetLoaded(Message):
+    """The plan screen's worker bucketed the included images for ``spec`` (or failed: ``error``)."""
+
+    spec: BucketSpec
+    load: DatasetLoad | None
+    error: str | None = None
+
+
+@dataclass
+class ConceptRenamed(Message):
+    """A concept folder was renamed (new repeats) and the curation rescanned: screens refill."""
+
+    old_folder: str
+    new_folder: str
 
 
 @dataclass

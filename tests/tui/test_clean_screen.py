@@ -34,11 +34,11 @@ def painting(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def dataset_and_painting(sample_copy: Path, painting: Path) -> tuple[Path, Path]:
+def dataset_and_painting(analysed_copy: Path, painting: Path) -> tuple[Path, Path]:
     """The sample dataset with the painting beside it (``../painting.png`` from the dataset)."""
-    beside = sample_copy.parent / "painting.png"
+    beside = analysed_copy.parent / "painting.png"
     beside.write_bytes(painting.read_bytes())
-    return sample_copy, beside
+    return analysed_copy, beside
 
 
 async def open_clean(pilot) -> CleanScreen:
