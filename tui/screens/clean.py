@@ -121,6 +121,20 @@ class CleanScreen(Screen):
             id="clean.leave_field",
             tooltip="Leave the text field, so that o, t, w and the tile keys work again",
         ),
+        # Priority: over SSH "path<tab>3x3" can arrive in one read; handled at once, the tab
+        # moves the focus before the 3 is delivered, so it lands in the grid field.
+        Binding(
+            "tab", "app.focus_next", "Next", show=False, priority=True, id="clean.next", tooltip="Next field"
+        ),
+        Binding(
+            "shift+tab",
+            "app.focus_previous",
+            "Previous",
+            show=False,
+            priority=True,
+            id="clean.previous",
+            tooltip="Previous field",
+        ),
         Binding(
             "w",
             "write_tiles",
