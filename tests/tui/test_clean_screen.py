@@ -94,8 +94,8 @@ def status_line(screen: CleanScreen) -> str:
 # Overview.
 
 
-async def test_overview_counts_flags_and_lists_duplicate_groups(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_overview_counts_flags_and_lists_duplicate_groups(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)
@@ -115,9 +115,9 @@ async def test_overview_counts_flags_and_lists_duplicate_groups(sample_copy: Pat
 
 
 async def test_enter_on_a_duplicate_jumps_to_its_dataset_row_even_when_filtered_out(
-    sample_copy: Path,
+    analysed_copy: Path,
 ) -> None:
-    app = make_app(sample_copy)
+    app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         await analysed(pilot)
         await pilot.press("slash", *"hills", "enter")  # a filter that hides the duplicate
@@ -135,8 +135,8 @@ async def test_enter_on_a_duplicate_jumps_to_its_dataset_row_even_when_filtered_
         assert "near-duplicate of 10_kilnpot/pot_05.jpg" in str(app.screen.query_one("#row-info").render())
 
 
-async def test_f_on_a_flag_shows_its_images_in_the_dataset(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_f_on_a_flag_shows_its_images_in_the_dataset(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_clean(pilot)
         screen.query_one("#quality-tree", Tree).move_cursor(await tree_node(pilot, screen, FlagRef("blurry")))
@@ -276,14 +276,14 @@ def test_every_clean_binding_has_an_id_and_a_tooltip() -> None:
 # Snapshots at 100x30 (``pytest --snapshot-update`` after intended changes).
 
 
-def test_clean_overview_snapshot(snap_compare, sample_copy: Path) -> None:
+def test_clean_overview_snapshot(snap_compare, analysed_copy: Path) -> None:
     async def prepare(pilot) -> None:
         screen = await open_clean(pilot)
         screen.query_one("#quality-tree", Tree).move_cursor(await tree_node(pilot, screen, FlagRef("groups")))
         await pilot.press("enter", "down", "enter", "down")
         await pilot.pause()
 
-    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+    assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=prepare)
 
 
 def test_clean_tiles_snapshot(snap_compare, dataset_and_painting) -> None:
@@ -297,8 +297,8 @@ def test_clean_tiles_snapshot(snap_compare, dataset_and_painting) -> None:
     assert snap_compare(make_app(data), terminal_size=SIZE, run_before=prepare)
 
 
-async def test_narrow_layout_follows_a_terminal_resize(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_narrow_layout_follows_a_terminal_resize(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("4")  # a section opened after start-up is narrow too
         await pilot.pause()
@@ -313,8 +313,8 @@ async def test_narrow_layout_follows_a_terminal_resize(sample_copy: Path) -> Non
         assert app.screen.has_class("-narrow")
 
 
-async def test_t_on_an_overview_image_plans_its_tiles(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_t_on_an_overview_image_plans_its_tiles(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)

@@ -384,8 +384,8 @@ async def test_flags_follow_new_analyses(sample_copy: Path) -> None:
         assert "low_information" in cell(app, "10_kilnpot/flat.png", "status")
 
 
-async def test_f_cycles_the_flag_filter_and_slash_accepts_flag_terms(sample_copy: Path) -> None:
-    app = make_app(sample_copy)
+async def test_f_cycles_the_flag_filter_and_slash_accepts_flag_terms(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         await analysed(pilot)
         table = app.screen.table
