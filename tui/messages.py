@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from engine.analysis.measure import ImageAnalysis
+from engine.analysis.quality import DatasetQuality
 
 if TYPE_CHECKING:
     from engine.plan.buckets import BucketSpec
@@ -57,3 +58,10 @@ class CaptionsChanged(Message):
     """
 
     paths: set[str]
+
+
+@dataclass
+class QualityJudged(Message):
+    """The dataset's quality was judged again (flags, duplicate groups) from the analyses so far."""
+
+    quality: DatasetQuality

@@ -46,10 +46,18 @@ def _plan(app: KilnApp) -> Screen:
     from tui.screens.plan import PlanScreen
 
     return PlanScreen(app.curation)
+
+
 def _captions(app: KilnApp) -> Screen:
     from tui.screens.captions import CaptionsScreen
 
     return CaptionsScreen(app.curation)
+
+
+def _clean(app: KilnApp) -> Screen:
+    from tui.screens.clean import CleanScreen
+
+    return CleanScreen(app.curation, app.images)
 
 
 SECTIONS: list[Section] = [
@@ -63,5 +71,12 @@ SECTIONS: list[Section] = [
         "Captions",
         "Caption tools: auto-caption (BLIP/WD14), tag frequencies, batch tag edits with undo, lint",
         _captions,
+    ),
+    Section(
+        "clean",
+        "4",
+        "Clean",
+        "Quality flags and near-duplicates; cut a large image into tiles (style precision method)",
+        _clean,
     ),
 ]

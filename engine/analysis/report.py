@@ -6,8 +6,10 @@ pieces live.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.analysis.dsb import DsbSummary, Target, summarise
 from engine.analysis.measure import ImageAnalysis
@@ -82,17 +84,30 @@ class DsbReport:
 def candidates_of(
     rows: list[ImageRow], thresholds: QualityThresholds = QualityThresholds()
 ) -> list[Candidate]:
-    """The included, measured images as rebalance candidates.
+    """The included, measured images of a report as rebalance candidates (see :func:`judged_candidates`)."""
+    return judged_candidates(
+        (
+            (row.record.rel_path, row.analysis.white, row.analysis.metrics)
+            for row in rows
+            if row.included and row.analysis.ok
+        ),
+        thresholds,
+    )
 
-    An image with a quality flag (judged among the included images, so a duplicate whose
-    twin is excluded is not one) is preferred for dropping when choices tie.
+
+def judged_candidates(
+    measured: Iterable[tuple[str, float | None, Mapping[str, Any]]],
+    thresholds: QualityThresholds = QualityThresholds(),
+) -> list[Candidate]:
+    """Rebalance candidates from the included, measured images' ``(path, white, metrics)``.
+
+    An image with a quality flag (judged among these images only, so a duplicate whose twin
+    is excluded is not one) is preferred for dropping when choices tie. ``kiln dsb`` and the
+    workbench both build their candidates here, so they suggest the same exclusions.
     """
-    measured = [row for row in rows if row.included and row.analysis.ok]
-    quality = judge_dataset({row.record.rel_path: row.analysis.metrics for row in measured}, thresholds)
-    return [
-        Candidate(row.record.rel_path, row.analysis.white, quality.flagged(row.record.rel_path))
-        for row in measured
-    ]
+    items = [(path, white, metrics) for path, white, metrics in measured if white is not None]
+    quality = judge_dataset({path: metrics for path, _, metrics in items}, thresholds)
+    return [Candidate(path, white, quality.flagged(path)) for path, white, _ in items]
 
 
 def dsb_report(

@@ -62,8 +62,14 @@ async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
 
 
 async def analysed(pilot) -> None:
-    """Wait until every image of the app's dataset is measured."""
-    await wait_for(pilot, lambda: not pilot.app.curation.pending())
+    """Wait until every image of the app's dataset is measured and its quality judged.
+
+    The judgement (flags, duplicates) runs in a worker after the analyses arrive; waiting for
+    it keeps snapshots of the status column deterministic.
+    """
+    curation = pilot.app.curation
+    await wait_for(pilot, lambda: not curation.pending())
+    await wait_for(pilot, lambda: len(curation.quality.images) == len(curation.quality_metrics()))
     await pilot.pause()
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from textual.binding import Binding
 from textual.widgets import TextArea
 
@@ -355,3 +356,51 @@ async def test_renamed_image_keeps_its_selection_and_figures(sample_copy: Path) 
         assert not row.included
         assert row.analysis is not None and row.analysis.white == pytest.approx(55.2, abs=0.1)
         assert "10_kilnpot/pot_01.jpg" not in app.curation.rows
+
+
+async def test_quality_flags_appear_in_the_status_column_with_reasons_under_the_preview(
+    sample_copy: Path,
+) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await analysed(pilot)
+        assert cell(app, "10_kilnpot/pot_04.png", "status") == "blurry, transparency, low_resolution"
+        assert cell(app, "10_kilnpot/pot_03.jpg", "status") == "low_resolution, duplicate"
+        app.screen.table.move_to("10_kilnpot/pot_03.jpg")
+        await pilot.pause()
+        info = str(app.screen.query_one("#row-info").render())
+        assert "duplicate near-duplicate of 10_kilnpot/pot_05.jpg" in info
+        assert "384x512 would be upscaled" in info
+
+
+async def test_flags_follow_new_analyses(sample_copy: Path) -> None:
+    app = make_app(sample_copy, watch=True)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await analysed(pilot)
+        await pilot.pause(0.3)
+        Image.new("RGB", (600, 600), (128, 128, 128)).save(sample_copy / "10_kilnpot" / "flat.png")
+        await wait_for(pilot, lambda: "10_kilnpot/flat.png" in app.curation.rows, timeout=3.0)
+        await wait_for(pilot, lambda: "blurry" in cell(app, "10_kilnpot/flat.png", "status"), timeout=3.0)
+        assert "low_information" in cell(app, "10_kilnpot/flat.png", "status")
+
+
+async def test_f_cycles_the_flag_filter_and_slash_accepts_flag_terms(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await analysed(pilot)
+        table = app.screen.table
+        await pilot.press("f")  # every flagged image (all 12 sample images are small)
+        assert app.screen.filter_text == "flag:any" and table.row_count == 12
+        await pilot.press("f")
+        assert app.screen.filter_text == "flag:blurry"
+        assert table.keys == ["10_kilnpot/pot_04.png", "5_kilnstyle/hills_05.png"]
+        assert isinstance(app.focused, ImageTable)
+        await pilot.press("f", "f", "f", "f")  # transparency, low_resolution, duplicate, then off
+        assert app.screen.filter_text == ""
+        assert table.row_count == 12
+        await pilot.press("slash", *"flag:dup")
+        assert table.keys == ["10_kilnpot/pot_03.jpg"]
+        await pilot.press("ctrl+u", *"hills flag:blur")
+        assert table.keys == ["5_kilnstyle/hills_05.png"]
+        await pilot.press("escape")
+        assert table.row_count == 12

@@ -74,6 +74,8 @@ def test_plan_screen_validation_messages(snap_compare, analysed_copy: Path) -> N
         await pilot.press("tab", "tab", "x", "tab", "0", "tab", "tab", "tab", "tab", "9", "9")
 
     assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=prepare)
+
+
 async def open_captions(pilot) -> None:
     """The captions section with its tag counts and lint in, focus out of the form."""
     await ready(pilot)

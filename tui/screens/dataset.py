@@ -20,10 +20,10 @@ from textual.worker import get_current_worker
 
 from engine.analysis.preview import preview_pair
 from engine.analysis.run import iter_analyses
-from engine.curate import Curation, Row
+from engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, Row, split_query
 from engine.dataset.captions import caption_preview
 from engine.errors import ImageError, KilnError
-from tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged
+from tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from tui.screens.confirm import UnsavedEditScreen
 from tui.screens.rebalance import RebalanceScreen
 from tui.watch import DatasetWatcher
@@ -45,6 +45,8 @@ COLUMNS: list[Column] = [
     Column("caption", "caption", None, priority=20, min_width=20),
 ]
 _MISSING = float("inf")
+# Analyses arrive in batches every 0.1 s; the dataset is judged again at most this often.
+QUALITY_INTERVAL = 0.5
 
 # Sort keys per column; missing figures sort last.
 SORT_KEYS: dict[str, Callable[[Row], object]] = {
@@ -62,14 +64,13 @@ COLUMN_LABELS = {column.key: column.label or "included" for column in COLUMNS}
 
 
 def status_text(row: Row) -> str:
-    """The status column: error, pending, flags, or ok."""
+    """The status column: error, pending, the quality flags' ids, or ok."""
     if row.analysis is None:
         return "pending"
     if row.analysis.error:
         return row.analysis.error
-    flags = row.analysis.metrics.get("flags")
-    if flags:
-        return ", ".join(flags) if isinstance(flags, list) else str(flags)
+    if row.flags:
+        return ", ".join(row.flag_ids)
     return "ok"
 
 
@@ -118,7 +119,15 @@ class DatasetScreen(Screen):
             "Filter",
             key_display="/",
             id="dataset.filter",
-            tooltip="Filter rows by a substring of path or caption",
+            tooltip="Filter rows by a substring of path or caption; flag:blurry (or flag:any) keeps "
+            "images with that quality flag",
+        ),
+        Binding(
+            "f",
+            "next_flag",
+            "Flags",
+            id="dataset.flag_filter",
+            tooltip="Show only flagged images, then each flag in turn (blurry, duplicate...), then all",
         ),
         Binding("s", "sort", "Sort", id="dataset.sort", tooltip="Sort by the next column (path, W%, B%...)"),
         Binding(
@@ -148,6 +157,7 @@ class DatasetScreen(Screen):
         self._preview_timer = None
         self._current: str | None = None
         self._pending_total = 0
+        self._quality_timer = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -157,7 +167,8 @@ class DatasetScreen(Screen):
         with Horizontal(id="body"):
             with Vertical(id="table-pane"):
                 yield Input(
-                    placeholder="filter: part of a path or caption (enter keeps, esc clears)", id="filter"
+                    placeholder="filter: part of a path or caption, flag:blurry (enter keeps, esc clears)",
+                    id="filter",
                 )
                 yield ImageTable(COLUMNS, self.cells_for, id="images")
                 yield Static(id="empty")
@@ -178,6 +189,7 @@ class DatasetScreen(Screen):
         notes.update("\n".join(f"⚠ {warning}" for warning in warnings))
         notes.display = bool(warnings)
         self.start_analysis()
+        self.judge_quality()
         if self.watch_files:
             self.watcher = DatasetWatcher(
                 self.curation.root,
@@ -223,7 +235,12 @@ class DatasetScreen(Screen):
         elif analysis.ok:
             white, black = f"{analysis.white:.1f}", f"{analysis.black:.1f}"
         status = status_text(row)
-        status_style = "red" if analysis is not None and analysis.error else ("dim" if pending else "")
+        if analysis is not None and analysis.error:
+            status_style = "red"
+        elif pending:
+            status_style = "dim"
+        else:
+            status_style = "yellow" if row.flags else ""
         return [
             Text("✓", style="bold green") if row.included else Text("·", style="dim"),
             Text(white, style=dim, justify="right"),
@@ -324,8 +341,46 @@ class DatasetScreen(Screen):
             if record.rel_path == self._current:
                 self.show_row_info(record.rel_path)
         self.update_gauge()
+        if message.results:
+            self.schedule_quality()
         sub = "" if message.done >= message.total else f"measuring {message.done}/{message.total}"
         self.app.sub_title = f"{self.curation.root}  {sub}".rstrip()
+
+    # -- quality -----------------------------------------------------------------------------
+
+    def schedule_quality(self) -> None:
+        """Judge the dataset again soon: at most once per interval while analyses stream in."""
+        if self._quality_timer is None:
+            self._quality_timer = self.set_timer(QUALITY_INTERVAL, self.judge_quality)
+
+    def judge_quality(self) -> None:
+        """Judge every measured image's quality (flags, duplicates) off the UI thread."""
+        self._quality_timer = None
+        self.judge(self.curation.quality_metrics())
+
+    @work(thread=True, exclusive=True, group="quality")
+    def judge(self, metrics: dict) -> None:
+        """Run the judgement on a snapshot of the figures and post it to the screen."""
+        from engine.analysis.quality import judge_dataset
+
+        quality = judge_dataset(metrics, self.curation.thresholds)
+        if not get_current_worker().is_cancelled:
+            self.post_message(QualityJudged(quality))
+
+    def on_quality_judged(self, message: QualityJudged) -> None:
+        message.stop()
+        changed = self.curation.apply_quality(message.quality)
+        if split_query(self.filter_text)[1] and changed:
+            self.refill_table()  # a flag filter's rows changed
+        else:
+            for path in changed:
+                self.update_row(path)
+        if self._current in changed:
+            self.show_row_info(self._current)
+        # Other sections (the Clean overview) show the judgement too.
+        for screen in self.app.section_screens.values():
+            if screen is not self:
+                screen.post_message(QualityJudged(message.quality))
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -373,6 +428,42 @@ class DatasetScreen(Screen):
         box = self.query_one("#filter", Input)
         box.display = True
         box.focus()
+
+    def set_filter(self, text: str) -> None:
+        """Filter the table by ``text`` at once (the filter box shows it; esc clears it)."""
+        box = self.query_one("#filter", Input)
+        box.value = text
+        box.display = bool(text)
+        self.filter_text = text
+        self.refill_table()
+
+    def action_next_flag(self) -> None:
+        """Cycle the flag filter: any flag, then each flag present, then no flag filter."""
+        text, terms = split_query(self.filter_text)
+        choices = [ANY_FLAG, *self.curation.flag_counts()]
+        if len(choices) == 1:
+            self.notify("No image has a quality flag (yet: flags follow the analysis).")
+            return
+        current = terms[0] if terms else None
+        following = choices.index(current) + 1 if current in choices else 0
+        term = choices[following] if following < len(choices) else None
+        new = " ".join(part for part in (f"{FLAG_PREFIX}{term}" if term else "", text) if part)
+        self.set_filter(new)
+        self.table.focus()
+
+    def reveal(self, path: str) -> bool:
+        """Put the cursor on an image, clearing the filter when it hides it (other sections jump here).
+
+        Returns False (and says so) when the image is no longer in the dataset.
+        """
+        if path not in self.curation.rows:
+            self.notify(f"{path} is no longer in the dataset", severity="warning")
+            return False
+        if self.table.index_of(path) is None:
+            self.set_filter("")
+        self.table.move_to(path)
+        self.table.focus()
+        return True
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -447,7 +538,13 @@ class DatasetScreen(Screen):
         if row.analysis and "width" in row.analysis.metrics:
             size = f" · {row.analysis.metrics['width']}x{row.analysis.metrics['height']}"
         text = Text.assemble((path or "", "bold"), f" · {row.record.concept} x{row.record.repeats}{size}")
-        text.append(f" · {status_text(row)}")
+        if row.flags and row.analysis is not None and row.analysis.ok:
+            for flag in row.flags:
+                text.append("\n")
+                text.append(flag.id, style="bold yellow")
+                text.append(f" {flag.reason}")
+        else:
+            text.append(f" · {status_text(row)}")
         info.update(text)
 
     @work(thread=True, exclusive=True, group="preview")
@@ -575,6 +672,7 @@ class DatasetScreen(Screen):
         self.refill_table(keep=current)
         self.update_gauge()
         self.start_analysis()
+        self.schedule_quality()  # the renamed rows are judged under their new paths
 
     def on_files_changed(self, message: FilesChanged) -> None:
         self._changed |= message.paths
@@ -596,6 +694,7 @@ class DatasetScreen(Screen):
                 self.refill_table()
                 self.update_gauge()
                 self.start_analysis()
+                self.schedule_quality()  # removed images leave their duplicate groups
                 parts = [
                     f"{len(items)} {name}"
                     for name, items in (
@@ -700,17 +799,3 @@ class DatasetScreen(Screen):
         # The filter and the caption sort read the captions: the row set or order may move.
         if changed and (self.filter_text or self.sort_column == "caption"):
             self.refill_table()
-
-    def reveal(self, path: str) -> bool:
-        """Put the cursor on an image, clearing the filter if it hides it; False when unknown."""
-        if path not in self.curation.rows:
-            return False
-        if self.table.index_of(path) is None:
-            box = self.query_one("#filter", Input)
-            box.value = ""  # its Changed handler refills the table
-            box.display = False
-            self.filter_text = ""
-            self.refill_table()
-        self.table.move_to(path)
-        self.table.focus()
-        return True

@@ -11,13 +11,25 @@ from textual.widgets import Static
 
 
 def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
-    """(key, description, tooltip) for the screen's and the app's bindings, screen first."""
+    """(key, description, tooltip) for the screen's and the app's bindings, screen first.
+
+    Kiln's own widgets (their bindings carry an id) add theirs when they hold the focus or
+    contain it, so keys that work only there (the tiles grid's) are listed too.
+    """
     rows = []
     seen = set()
-    for source in (screen, screen.app):
+    focused = []
+    node = screen.focused
+    while node is not None and node is not screen:
+        focused.append(node)
+        node = node.parent
+    for source in (screen, *reversed(focused), screen.app):
+        from_widget = source is not screen and source is not screen.app
         for binding in getattr(source, "BINDINGS", []):
             if not isinstance(binding, Binding) or binding.id in seen:
                 continue
+            if from_widget and binding.id is None:
+                continue  # Textual's built-in widget keys
             seen.add(binding.id)
             key = binding.key_display or binding.key
             rows.append((key, binding.description or binding.action, binding.tooltip))
