@@ -12,6 +12,7 @@ from engine.analysis.measure import ImageAnalysis
 if TYPE_CHECKING:
     from engine.plan.buckets import BucketSpec
     from engine.plan.loads import DatasetLoad
+    from tui.tec_form import TecResult
 
 
 @dataclass
@@ -46,3 +47,30 @@ class ConceptRenamed(Message):
 
     old_folder: str
     new_folder: str
+
+
+@dataclass
+class TecProgress(Message):
+    """The TEC worker encoded ``done`` of ``total`` words of ``stage`` (``reference``, ``candidate``,
+    or a run's LoRA file name) for measurement ``job_id``."""
+
+    job_id: int
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class TecFinished(Message):
+    """Measurement ``job_id`` finished: its report, or its per-epoch series."""
+
+    job_id: int
+    result: TecResult
+
+
+@dataclass
+class TecFailed(Message):
+    """Measurement ``job_id`` stopped on an error (one line naming the file and the fix)."""
+
+    job_id: int
+    error: str

@@ -48,9 +48,22 @@ def _plan(app: KilnApp) -> Screen:
     return PlanScreen(app.curation)
 
 
+def _tec(app: KilnApp) -> Screen:
+    from tui.screens.tec import TecScreen
+
+    return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
     Section(
         "plan", "2", "Plan", "Plan the run: steps, repeats, epochs, aspect buckets, the guide's advice", _plan
+    ),
+    Section(
+        "tec",
+        "6",
+        "TEC",
+        "Check the base: how far a checkpoint's, a LoRA's or each epoch's text encoder drifted (TEC)",
+        _tec,
     ),
 ]
