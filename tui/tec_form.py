@@ -30,6 +30,8 @@ MODES: tuple[Mode, ...] = ("checkpoint", "run")
 POSITIONS = ("word", "eos")
 DEVICES = ("cpu", "cuda")
 ProgressFn = Callable[[str, int, int], None]
+# The fields that can carry a message, in form order.
+FIELDS = ("candidate", "reference", "run", "base", "scale", "words")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ def check_inputs(inputs: TecInputs) -> TecCheck:
         job = _run_job(inputs, errors, notes, common)
     else:
         job = _checkpoint_job(inputs, errors, notes, common)
-    return TecCheck(job if not errors else None, errors, notes)
+    ordered = {key: errors[key] for key in FIELDS if key in errors}
+    return TecCheck(job if not errors else None, ordered, notes)
 
 
 def _checkpoint_job(inputs: TecInputs, errors: dict, notes: dict, common: dict) -> TecJob | None:
@@ -158,12 +161,15 @@ def _checkpoint_job(inputs: TecInputs, errors: dict, notes: dict, common: dict) 
     kind: JobKind = "checkpoint"
     if candidate is not None and candidate.kind == "lora":
         kind = "lora"
+        # The note also tells the screen to show the scale field (an error, if any, shows instead).
+        notes["candidate"] = "a LoRA: merged into the reference (its base) at the scale below"
         if not candidate.text_encoder:
             errors["candidate"] = (
                 "this LoRA holds no text-encoder weights (U-Net only): it adds no TEC to measure"
             )
-        else:
-            notes["candidate"] = "a LoRA: merged into the reference (its base) at the scale below"
+    if kind == "checkpoint":
+        # Two checkpoints merge nothing: the (hidden) scale field has no say.
+        errors.pop("scale", None)
     if reference is not None and reference.kind == "lora":
         errors["reference"] = (
             "a LoRA, not a checkpoint: pick the model to compare with (for a LoRA, the model it was "
@@ -196,7 +202,7 @@ def _run_job(inputs: TecInputs, errors: dict, notes: dict, common: dict) -> TecJ
     else:
         base = _weights(run.base, "base", allow, errors)
         if base is not None:
-            notes["base"] = f"from the run's config: {run.base}"
+            notes["base"] = f"from the run's config: {short_path(run.base)}"
     if base is not None and base.kind == "lora":
         errors["base"] = "a LoRA, not a checkpoint: type the model the run trained on"
     if errors:
@@ -281,6 +287,17 @@ def form_wording(message: str) -> str:
     for flag, name in _CLI_WORDING:
         message = message.replace(flag, name)
     return message
+
+
+def short_path(path: Path | str) -> str:
+    """A path as short as it can be said: relative to the current folder, else from ``~``."""
+    path = Path(path)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def field_message(message: str, typed: str) -> str:

@@ -24,7 +24,7 @@ def test_header_gives_keys_and_metadata_without_tensors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="truncated"):
         safetensors_header(tmp_path / "cut.safetensors")
     (tmp_path / "text.safetensors").write_text("hello world, not weights", encoding="utf-8")
-    with pytest.raises(ModelError, match="not a .safetensors file"):
+    with pytest.raises(ModelError, match=r"not a \.safetensors file"):
         safetensors_header(tmp_path / "text.safetensors")
 
 

@@ -23,7 +23,7 @@ from textual.widgets import Checkbox, DataTable, Footer, Input, Label, ProgressB
 from textual.worker import Worker, get_current_worker
 
 from engine.errors import KilnError
-from engine.tec.reading import THRESHOLDS_NOTE
+from engine.tec.reading import READINGS, SCORE_BANDS, THRESHOLDS_NOTE
 from engine.tec.runs import TecRun, tec_runs
 from tui.messages import TecFailed, TecFinished, TecProgress
 from tui.path_suggester import PathSuggester
@@ -41,7 +41,7 @@ from tui.tec_form import (
 )
 from tui.widgets.plan_field import PlanField
 from tui.widgets.section_bar import SectionBar
-from tui.widgets.tec_chart import TecChart
+from tui.widgets.tec_chart import BAND_COLOUR_NAMES, TecChart
 from tui.widgets.tec_report_view import TecReportView
 
 MODE_OPTIONS = [("checkpoint or LoRA", "checkpoint"), ("run, per epoch", "run")]
@@ -498,7 +498,7 @@ class TecScreen(Screen):
         job = message.result.job
         if job.run is not None:
             count = len(message.result.series)
-            what = f"{count} saved epoch{'s' if count != 1 else ''} of {job.run.name}"
+            what = f"{count} saved epoch{'s' if count != 1 else ''}"
         else:
             report = message.result.report
             assert report is not None
@@ -525,9 +525,8 @@ class TecScreen(Screen):
             self._worker.cancel()
         self._job_id += 1
         self._finish()
-        self.set_status(
-            Content.assemble(("Cancelled", "bold $text-warning"), ": the last results stay shown")
-        )
+        kept = ": the previous results stay shown" if self.result is not None else ""
+        self.set_status(Content.assemble(("Cancelled", "bold $text-warning"), kept))
 
     def _finish(self) -> None:
         self.running = None
@@ -569,11 +568,19 @@ class TecScreen(Screen):
             (entry.epoch if entry.epoch is not None else index + 1, entry.report.score)
             for index, entry in enumerate(result.series)
         ]
-        self.query_one("#chart", TecChart).show(points)
+        chart = self.query_one("#chart", TecChart)
+        chart.show(points)
         assert result.job.run is not None
-        self.query_one("#series-title", Static).update(
-            Content.assemble(("TEC added per epoch: ", "bold"), result.job.run.name)
-        )
+        title: list = [("TEC added per epoch: ", "bold"), result.job.run.name]
+        if chart.drawn_bands:
+            # Band i starts reading i + 1: score 1 starts "mild", 5 "heavy".
+            lines = ", ".join(
+                f"{READINGS[SCORE_BANDS.index(band) + 1]} from {band:g} ({BAND_COLOUR_NAMES[index]})"
+                for index, band in enumerate(SCORE_BANDS)
+                if band in chart.drawn_bands
+            )
+            title += ["\n", (f"lines: {lines}; provisional", "$text-muted")]
+        self.query_one("#series-title", Static).update(Content.assemble(*title))
         table = self.query_one("#epochs", DataTable)
         table.clear()
         for (epoch, _), entry in zip(points, result.series, strict=True):

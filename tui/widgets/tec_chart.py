@@ -13,14 +13,15 @@ from engine.tec.reading import SCORE_BANDS
 
 SCORE_COLOUR = (240, 160, 60)
 BAND_COLOURS = ((120, 170, 90), (200, 80, 80))
+BAND_COLOUR_NAMES = ("green", "red")
 
 
 class TecChart(PlotextPlot):
     """TEC score (y) per epoch (x), a point per saved epoch joined by a line.
 
     The provisional bands between "close to zero", "mild" and "heavy" (score 1 and 5) are
-    drawn as horizontal lines when the scores come near them, so a chart of tiny scores is
-    not squashed flat under a line far above it.
+    drawn as horizontal lines (green, red) when the scores come near them, so a chart of tiny
+    scores is not squashed flat under a line far above it; ``drawn_bands`` says which are.
     """
 
     DEFAULT_CSS = """
@@ -34,6 +35,7 @@ class TecChart(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.series: list[tuple[int, float]] = []
         self.bands: tuple[float, ...] = SCORE_BANDS
+        self.drawn_bands: tuple[float, ...] = ()
 
     def on_resize(self) -> None:
         # plotext lays the figure out for a size: draw it again at the new one.
@@ -52,20 +54,22 @@ class TecChart(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         if not self.series:
+            self.drawn_bands = ()
             plt.title("no epochs measured yet")
             self.refresh()
             return
         epochs = [epoch for epoch, _ in self.series]
         scores = [score for _, score in self.series]
         top = max(scores)
+        self.drawn_bands = tuple(bound for bound in self.bands if top >= bound / 2)
         for index, bound in enumerate(self.bands):
-            if top >= bound / 2:
+            if bound in self.drawn_bands:
                 plt.hline(bound, BAND_COLOURS[min(index, len(BAND_COLOURS) - 1)])
         plt.plot(epochs, scores, marker="braille", color=SCORE_COLOUR)
         plt.scatter(epochs, scores, marker="dot", color=SCORE_COLOUR)
         if len(epochs) <= 12:
             plt.xticks(epochs)
-        ceiling = max(top * 1.15, max((b for b in self.bands if top >= b / 2), default=0) * 1.1, 1e-3)
+        ceiling = max(top * 1.15, max(self.drawn_bands, default=0) * 1.1, 1e-3)
         plt.ylim(0, ceiling)
         ticks = [0, ceiling / 2, ceiling]
         plt.yticks(ticks, [f"{tick:.3g}" for tick in ticks])
