@@ -90,16 +90,20 @@ def swapped_rows(first: int, second: int) -> Transform:
 
 
 def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
-    """The tiny text encoder with peft adapters as the trainer adds them, their up weights made non-zero."""
+    """The tiny text encoder with peft adapters as the trainer adds them, seeded, up weights of ``strength``."""
     from engine.train.network import add_lora, text_encoder_targets
 
     model = copy.deepcopy(tiny_encoder.model)
     targets = text_encoder_targets(model, RANK, ALPHA)
     add_lora(model, targets)
+    # Both factors come from the seed: peft draws lora_A from the global RNG, which would make
+    # the file depend on whatever ran before in the process (and screenshots flaky).
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if ".lora_B." in name:
+            if ".lora_A." in name:
+                param.copy_(torch.randn(param.shape, generator=generator) / param.shape[1] ** 0.5)
+            elif ".lora_B." in name:
                 param.copy_(strength * torch.randn(param.shape, generator=generator))
     return model.eval(), targets
 

@@ -171,10 +171,7 @@ def _checkpoint_job(inputs: TecInputs, errors: dict, notes: dict, common: dict) 
         # Two checkpoints merge nothing: the (hidden) scale field has no say.
         errors.pop("scale", None)
     if reference is not None and reference.kind == "lora":
-        errors["reference"] = (
-            "a LoRA, not a checkpoint: pick the model to compare with (for a LoRA, the model it was "
-            "trained on)"
-        )
+        errors["reference"] = "a LoRA, not a checkpoint: pick the model to compare with (a LoRA's base)"
     if candidate is None or reference is None or errors:
         return None
     return TecJob(
@@ -232,8 +229,8 @@ def _weights(text: str, key: str, allow_pickle: bool, errors: dict[str, str]) ->
         return None
     if weights.pickle and not allow_pickle:
         errors[key] = (
-            "pickled weights (.ckpt/.pt/.bin) can run code when loaded: convert them to .safetensors, "
-            "or turn Allow pickle on if you trust their source"
+            "pickled weights (.ckpt/.pt/.bin) can run code when loaded: turn Allow pickle on if you "
+            "trust them, or convert them to .safetensors"
         )
         return None
     return weights
@@ -274,8 +271,8 @@ _CLI_WORDING = (
     ("pass --words FILE", "pick a Words file"),
     ("--words FILE", "a Words file"),
     ("--full-vocab", "Full vocab"),
-    ("pass --allow-pickle", "turn Pickle to allowed"),
-    ("--allow-pickle", "Pickle allowed"),
+    ("pass --allow-pickle", "turn Allow pickle on"),
+    ("--allow-pickle", "Allow pickle"),
     ("pass --base MODEL", "type the Base model"),
     ("--device cuda", "Device cuda"),
     ("--device cpu", "Device cpu"),

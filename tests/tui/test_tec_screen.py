@@ -163,7 +163,7 @@ async def test_bad_fields_get_one_line_messages_and_nothing_runs(tec_dir: Path) 
         screen.query_one("#allow_pickle", Checkbox).value = True
         await pilot.pause()
         assert message(screen, "reference") == ""
-        assert str(screen.query_one("#allow_pickle", Checkbox).label) == "allowed"
+        assert str(screen.query_one("#allow_pickle", Checkbox).label) == "on"
         await put(pilot, candidate="notes.txt", reference="unet-lora.safetensors", words="")
         await leave(pilot, "candidate")
         await leave(pilot, "reference")

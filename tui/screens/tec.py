@@ -195,7 +195,9 @@ class TecScreen(Screen):
                     "Device", "device", DEVICES, "Where the encoders run: cpu, or cuda on a GPU server"
                 )
                 yield from self._checkbox(
-                    "Pickle", "allow_pickle", "Accept .ckpt/.pt/.bin weights: they can run code when loaded"
+                    "Allow pickle",
+                    "allow_pickle",
+                    "Accept .ckpt/.pt/.bin weights: they can run code when loaded",
                 )
                 yield Static(
                     "ctrl+r measure · ctrl+g cancel · ctrl+t checkpoint/run · → completes a path · "
@@ -356,10 +358,8 @@ class TecScreen(Screen):
     @on(Checkbox.Changed)
     def checkbox_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
-        if event.checkbox.id == "allow_pickle":
-            event.checkbox.label = "allowed" if event.value else "off"
-        else:
-            event.checkbox.label = "on" if event.value else "off"
+        # Say it in words: the box's mark differs only by colour.
+        event.checkbox.label = "on" if event.value else "off"
         self.recheck()
 
     def action_toggle_mode(self) -> None:
