@@ -90,7 +90,7 @@ def swapped_rows(first: int, second: int) -> Transform:
 
 
 def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
-    """The tiny text encoder with peft adapters as the trainer adds them, seeded, up weights of ``strength``."""
+    """The tiny text encoder with seeded peft adapters as the trainer adds them (up x ``strength``)."""
     from engine.train.network import add_lora, text_encoder_targets
 
     model = copy.deepcopy(tiny_encoder.model)

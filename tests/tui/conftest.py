@@ -90,7 +90,7 @@ def write_tec_run(root: Path, tiny_encoder, base: Path, name: str = "20261126-10
     from tests.tinytec import write_epoch
 
     run = root / "runs" / name
-    write_epoch(run / "lora" / "pot-e001.safetensors", tiny_encoder, 0.2, epoch=1)
-    write_epoch(run / "lora" / "pot-e002.safetensors", tiny_encoder, 0.6, epoch=2)
+    write_epoch(run / "lora" / "pot-e001.safetensors", tiny_encoder, 0.06, epoch=1)
+    write_epoch(run / "lora" / "pot-e002.safetensors", tiny_encoder, 0.15, epoch=2)
     (run / "config.toml").write_text(f'[model]\nbase = "{base}"\n', encoding="utf-8")
     return run

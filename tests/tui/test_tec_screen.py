@@ -260,3 +260,25 @@ def test_opening_the_tec_section_imports_no_torch(tec_dir: Path) -> None:
     loaded = set(json.loads(out.strip().splitlines()[-1]))
     assert "tui" in loaded and "textual_plotext" in loaded
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
+
+
+async def test_tec_chart_draws_only_the_bands_the_scores_come_near() -> None:
+    from textual.app import App
+
+    class ChartApp(App):
+        def compose(self):
+            yield TecChart()
+
+    app = ChartApp()
+    async with app.run_test(size=(60, 14)) as pilot:
+        chart = app.query_one(TecChart)
+        chart.show([(1, 0.1), (2, 0.3)])
+        assert chart.drawn_bands == ()  # tiny scores are not squashed under a line at 5
+        chart.show([(1, 0.6), (2, 2.0)])
+        assert chart.drawn_bands == (1.0,)
+        chart.show([(1, 3.0), (3, 9.0)])
+        await pilot.pause()
+        assert chart.drawn_bands == (1.0, 5.0) and chart.series == [(1, 3.0), (3, 9.0)]
+        assert "TEC score per epoch" in str(chart.render())
+        chart.show([])
+        assert chart.drawn_bands == () and "no epochs measured yet" in str(chart.render())

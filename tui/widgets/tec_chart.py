@@ -71,8 +71,18 @@ class TecChart(PlotextPlot):
             plt.xticks(epochs)
         ceiling = max(top * 1.15, max(self.drawn_bands, default=0) * 1.1, 1e-3)
         plt.ylim(0, ceiling)
-        ticks = [0, ceiling / 2, ceiling]
-        plt.yticks(ticks, [f"{tick:.3g}" for tick in ticks])
+        plt.yticks(*self._y_ticks(ceiling))
         plt.xlabel("epoch")
         plt.title("TEC score per epoch")
         self.refresh()
+
+    def _y_ticks(self, ceiling: float) -> tuple[list[float], list[str]]:
+        """0, the drawn bands (so their lines are labelled) and the top, each on a row of its own."""
+        rows = max(self.size.height - 4, 2)  # title, x ticks, x label, frame
+        ticks: list[float] = []
+        for tick in sorted({0.0, *self.drawn_bands, ceiling}):
+            if not ticks or tick - ticks[-1] >= ceiling / rows:
+                ticks.append(tick)
+            elif tick in self.drawn_bands:
+                ticks[-1] = tick  # a band's label matters more than a round neighbour's
+        return ticks, [f"{tick:.3g}" for tick in ticks]
