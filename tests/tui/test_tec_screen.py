@@ -45,10 +45,10 @@ async def leave(pilot, key: str) -> None:
     await pilot.press("tab")
 
 
-async def measured(pilot, screen: TecScreen) -> None:
-    """Press ctrl+r and wait for the report."""
+async def measured(pilot, screen: TecScreen, key: str = "ctrl+r") -> None:
+    """Press ctrl+r (or ``key``) and wait for the report."""
     before = screen.result
-    await pilot.press("ctrl+r")
+    await pilot.press(key)
     assert not screen.status.startswith("Not measured"), screen.status
     await wait_for(
         pilot,
@@ -124,7 +124,7 @@ async def test_a_run_with_two_epoch_loras_shows_a_two_point_series(
         assert screen.highlighted_run().path == run
         assert not screen.query_one("#run-message").display
         assert "from the run's config" in str(screen.query_one("#field-base .message").content)
-        await measured(pilot, screen)
+        await measured(pilot, screen, "enter")  # enter on a run measures it
         series = screen.result.series
         chart = screen.query_one("#chart", TecChart)
         assert chart.display and [epoch for epoch, _ in chart.series] == [1, 2]

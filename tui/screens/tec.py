@@ -417,6 +417,11 @@ class TecScreen(Screen):
     def run_highlighted(self) -> None:
         self.recheck()
 
+    @on(DataTable.RowSelected, "#runs")
+    def run_selected(self) -> None:
+        # Enter on a run: measure it (the list is the one choice a run needs).
+        self.action_measure()
+
     # -- measuring ---------------------------------------------------------------------------
 
     def action_measure(self) -> None:
