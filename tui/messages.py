@@ -50,6 +50,17 @@ class ConceptRenamed(Message):
 
 
 @dataclass
+class CaptionsChanged(Message):
+    """Captions of these images (paths relative to the root) changed outside the receiving section.
+
+    The dataset section sends it to the other sections when the user saves a caption or
+    another program changes one, so their figures (tag counts, lint) never go stale.
+    """
+
+    paths: set[str]
+
+
+@dataclass
 class TecProgress(Message):
     """The TEC worker encoded ``done`` of ``total`` words of ``stage`` (``reference``, ``candidate``,
     or a run's LoRA file name) for measurement ``job_id``."""

@@ -67,6 +67,16 @@ async def analysed(pilot) -> None:
     await pilot.pause()
 
 
+async def ready(pilot) -> None:
+    """Wait until every image is measured and the caption editor counts CLIP tokens."""
+    from tui.widgets.caption_editor import CaptionEditor
+
+    await analysed(pilot)
+    editors = pilot.app.screen.query(CaptionEditor)
+    await wait_for(pilot, lambda: all(editor.tokens_ready for editor in editors))
+    await pilot.pause()
+
+
 @pytest.fixture
 def tec_dir(tmp_path: Path, tiny_folder: Path, letters_file: Path, monkeypatch) -> Path:
     """The working folder of a TEC session: an empty dataset ``data/``, the tiny model ``tiny/``, a
