@@ -54,3 +54,41 @@ def guide_dataset(make_dataset: Callable[..., Path]) -> Path:
     return make_dataset(
         {f"15_example/{index}.png": white for index, white in enumerate([30, 5, 40, 55, 15], start=1)}
     )
+
+
+# The tiny SD 1.5-shaped model, built once per session and shared by the TEC engine and TUI
+# tests (builders of its variants: tests/tinytec.py). Heavy imports stay inside the fixtures.
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline as a diffusers folder."""
+    from engine.models.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tec-models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same pipeline as one LDM-layout .safetensors file."""
+    from engine.models.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tec-models") / "tiny.safetensors", single_file=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_folder: Path):
+    """The tiny text encoder, loaded once (tests copy it before changing it)."""
+    from engine.tec.loading import load_text_encoder
+
+    return load_text_encoder(tiny_folder)
+
+
+@pytest.fixture(scope="session")
+def letters_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --words file of single-token words for the tiny tokenizer, with a comment and a blank line."""
+    from tests.tinytec import LETTERS
+
+    path = tmp_path_factory.mktemp("tec-words") / "letters.txt"
+    path.write_text("# letters and digits\n" + "\n".join(LETTERS) + "\n\n", encoding="utf-8")
+    return path

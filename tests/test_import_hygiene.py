@@ -62,3 +62,9 @@ def test_cli_parser_is_light() -> None:
         check=True,
     ).stdout
     assert not {name.split(".")[0] for name in json.loads(out)} & (HEAVY | {"textual"})
+
+
+def test_tec_checks_runs_and_reading_are_light() -> None:
+    # The TUI lists runs and checks paths with these before any worker imports torch.
+    loaded = top_level_after_import("engine.tec.checks", "engine.tec.runs", "engine.tec.reading")
+    assert not loaded & HEAVY

@@ -13,6 +13,7 @@ from engine.analysis.quality import DatasetQuality
 if TYPE_CHECKING:
     from engine.plan.buckets import BucketSpec
     from engine.plan.loads import DatasetLoad
+    from tui.tec_form import TecResult
 
 
 @dataclass
@@ -65,3 +66,30 @@ class QualityJudged(Message):
     """The dataset's quality was judged again (flags, duplicate groups) from the analyses so far."""
 
     quality: DatasetQuality
+
+
+@dataclass
+class TecProgress(Message):
+    """The TEC worker encoded ``done`` of ``total`` words of ``stage`` (``reference``, ``candidate``,
+    or a run's LoRA file name) for measurement ``job_id``."""
+
+    job_id: int
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class TecFinished(Message):
+    """Measurement ``job_id`` finished: its report, or its per-epoch series."""
+
+    job_id: int
+    result: TecResult
+
+
+@dataclass
+class TecFailed(Message):
+    """Measurement ``job_id`` stopped on an error (one line naming the file and the fix)."""
+
+    job_id: int
+    error: str

@@ -60,6 +60,12 @@ def _clean(app: KilnApp) -> Screen:
     return CleanScreen(app.curation, app.images)
 
 
+def _tec(app: KilnApp) -> Screen:
+    from tui.screens.tec import TecScreen
+
+    return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
     Section(
@@ -78,5 +84,12 @@ SECTIONS: list[Section] = [
         "Clean",
         "Quality flags and near-duplicates; cut a large image into tiles (style precision method)",
         _clean,
+    ),
+    Section(
+        "tec",
+        "6",
+        "TEC",
+        "Check the base: how far a checkpoint's, a LoRA's or each epoch's text encoder drifted (TEC)",
+        _tec,
     ),
 ]

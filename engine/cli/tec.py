@@ -212,7 +212,7 @@ def _progress(enabled: bool) -> Any:
 
 def print_report(report: TecReport, top: int | None) -> None:
     """The human-readable report: headline, drifted words, confusions, layers, reading."""
-    from engine.tec.measures import THRESHOLDS_NOTE
+    from engine.tec.reading import THRESHOLDS_NOTE
 
     out = console()
     out.print(f"candidate  {escape(report.candidate)}")
@@ -260,7 +260,7 @@ def print_report(report: TecReport, top: int | None) -> None:
 
 def print_series(run_dir: Path, series: list[EpochTec]) -> None:
     """The per-epoch table of ``kiln tec --run``."""
-    from engine.tec.measures import THRESHOLDS_NOTE
+    from engine.tec.reading import THRESHOLDS_NOTE
 
     out = console()
     table = Table(title=escape(f"TEC added per epoch: {run_dir}"))

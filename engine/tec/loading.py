@@ -21,6 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from engine.errors import ModelError
 from engine.models.ldm_keys import clip_key_from_ldm
+from engine.tec.checks import no_clip_message
 from engine.train.model import SD15_CONFIG_DIR, ModelSource, model_source
 
 POSITION_IDS = "embeddings.position_ids"
@@ -259,7 +260,7 @@ def _read_safetensors(path: Path, rename: Rename, diagnose: bool = False) -> dic
             keys = list(handle.keys())
             wanted = {name: key for key in keys if (name := rename(key)) is not None}
             if diagnose and not wanted:
-                raise ModelError(_no_clip_message(path, keys))
+                raise ModelError(no_clip_message(path, keys))
             return {name: _owned(handle.get_tensor(key)) for name, key in wanted.items()}
     except ModelError:
         raise
@@ -286,7 +287,7 @@ def _read_pickle(path: Path, rename: Rename) -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor) and (name := rename(key)) is not None
     }
     if not found:
-        raise ModelError(_no_clip_message(path, [str(key) for key in data]))
+        raise ModelError(no_clip_message(path, [str(key) for key in data]))
     return found
 
 
@@ -299,21 +300,6 @@ def _owned(tensor: torch.Tensor) -> torch.Tensor:
     encoder compared with itself scores exactly 0.
     """
     return tensor.to(torch.float32, copy=True).contiguous()
-
-
-def _no_clip_message(path: Path, keys: list[str]) -> str:
-    if any(key.startswith(("lora_te", "lora_unet")) for key in keys):
-        return (
-            f"{path}: a LoRA file, not a checkpoint; measure it with kiln tec --lora {path.name} --base MODEL"
-        )
-    if any(key.startswith("conditioner.embedders.") for key in keys):
-        return f"{path}: an SDXL checkpoint; the TEC meter reads SD 1.x text encoders only"
-    if any(key.startswith("cond_stage_model.model.") for key in keys):
-        return f"{path}: an SD 2.x checkpoint (OpenCLIP text encoder); the TEC meter reads SD 1.x only"
-    return (
-        f"{path}: no text-encoder keys (expected cond_stage_model.transformer.text_model.* or "
-        "cond_stage_model.transformer.*); not an SD 1.x checkpoint"
-    )
 
 
 def _text_encoder(

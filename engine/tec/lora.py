@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.errors import ModelError
+from engine.tec.checks import safetensors_header, trains_text_encoder
 from engine.train.network import TEXT_ENCODER_PREFIX, text_encoder_targets
 
 DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
@@ -105,12 +106,11 @@ def lora_trains_text_encoder(path: Path | str) -> bool:
     """Whether a LoRA file holds text-encoder weights, from its key names alone (no tensor read).
 
     The runs and sweep views use it to decide whether a run has a TEC series worth computing.
-    """
-    from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        keys = list(handle.keys())
-    return any(key.startswith((TEXT_ENCODER_PREFIX + "_", _DIFFUSERS_PREFIX)) for key in keys)
+    Raises:
+        ModelError: The file is missing or not a safetensors file.
+    """
+    return trains_text_encoder(safetensors_header(path).keys)
 
 
 def _split(key: str) -> tuple[str, str | None]:

@@ -9,8 +9,8 @@ Given each probe word's embedding from the candidate and from the reference:
 * **drifted words**: the lowest cosines;
 * **weight distance** per layer (relative L2 of the weights), as context for where it happened.
 
-The reading's thresholds are provisional: they were set on reasoning about the scale of the
-measure, not yet calibrated on a collection of real checkpoints.
+The reading's thresholds (``engine.tec.reading``) are provisional: they were set on reasoning
+about the scale of the measure, not yet calibrated on a collection of real checkpoints.
 """
 
 from __future__ import annotations
@@ -24,16 +24,8 @@ import torch
 from torch import nn
 
 from engine.tec.loading import PositionIds
+from engine.tec.reading import THRESHOLDS_NOTE, tec_reading
 
-# Provisional bands (see the module docstring): score below the first bound and confusion
-# below the first share reads "close to zero"; below the second bounds "mild"; else "heavy".
-SCORE_BANDS = (1.0, 5.0)
-CONFUSION_BANDS = (0.005, 0.05)
-READINGS = ("close to zero", "mild", "heavy")
-THRESHOLDS_NOTE = (
-    "provisional thresholds: close to zero = score < 1 and confusion < 0.5%; "
-    "mild = score < 5 and confusion < 5%; heavy above"
-)
 # A word counts as confused only if another reference word beats its own by more than float
 # rounding; identical encoders must never report confusion.
 _TIE = 1e-6
@@ -168,13 +160,6 @@ class TecReport:
             "position_ids": None if self.position_ids is None else self.position_ids.to_json(),
             "notes": list(self.notes),
         }
-
-
-def tec_reading(score: float, confusion_rate: float) -> str:
-    """The provisional reading: the worse of the score's band and the confusion's band."""
-    score_band = sum(score >= bound for bound in SCORE_BANDS)
-    confusion_band = sum(confusion_rate >= bound for bound in CONFUSION_BANDS)
-    return READINGS[max(score_band, confusion_band)]
 
 
 def cosine_distances(candidate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 import engine
 from engine.cli import main
 from engine.train.model import SD15_CONFIG_DIR
-from tests.tec.conftest import LETTERS, cli_json, file_variant, swapped_rows
-from tests.tec.test_tec_lora import write_epoch
+from tests.tec.conftest import cli_json
+from tests.tinytec import LETTERS, file_variant, swapped_rows, write_epoch
 
 
 def test_json_has_the_documented_shape_and_names_the_swapped_pair(

@@ -15,7 +15,7 @@ from engine.tec.loading import load_text_encoder, position_ids_check, require_sa
 from engine.tec.meter import ProbeOptions, checkpoint_tec_report
 from engine.tec.vocab import builtin_words, probe_set, read_words
 from engine.train.model import SD15_CONFIG_DIR
-from tests.tec.conftest import LETTERS, file_variant, folder_variant, with_noise
+from tests.tinytec import LETTERS, file_variant, folder_variant, with_noise
 
 
 def test_single_file_loads_no_unet_tensor(tiny_file: Path, monkeypatch) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,9 @@ from engine.tec.embed import word_embeddings
 from engine.tec.lora import lora_trains_text_encoder, merged_text_encoder, text_encoder_lora_layers
 from engine.tec.meter import ProbeOptions, lora_tec_report, run_tec_series
 from engine.train.lora_io import kohya_state_dict, read_lora, write_lora
-from engine.train.network import add_lora, text_encoder_targets
-from tests.tec.conftest import LETTERS
+from tests.tinytec import ALPHA, LETTERS, trained_adapter, write_epoch, write_unet_only_epoch
 
-RANK, ALPHA = 4, 2.0
 OPTIONS = ProbeOptions(words=LETTERS, words_source="letters")
-
-
-def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
-    """The tiny text encoder with peft adapters as the trainer adds them, their up weights made non-zero."""
-    model = copy.deepcopy(tiny_encoder.model)
-    targets = text_encoder_targets(model, RANK, ALPHA)
-    add_lora(model, targets)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_B." in name:
-                param.copy_(strength * torch.randn(param.shape, generator=generator))
-    return model.eval(), targets
-
-
-def write_epoch(path: Path, tiny_encoder, strength: float, epoch: int | None = None) -> Path:
-    model, targets = trained_adapter(tiny_encoder, strength)
-    tensors = kohya_state_dict(model, targets, torch.float32)
-    tensors["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"] = torch.zeros(RANK, 16)
-    metadata = {} if epoch is None else {"ss_epoch": str(epoch)}
-    return write_lora(path, tensors, metadata)
 
 
 def test_merged_lora_equals_the_trainers_adapters_at_alpha_over_rank(tiny_encoder, tmp_path: Path) -> None:
@@ -107,7 +83,7 @@ def test_run_series_orders_epochs_grows_and_marks_unet_only_files(
     (run / "config.toml").write_text(f'[model]\nbase = "{tiny_folder}"\n', encoding="utf-8")
     write_epoch(run / "lora" / "pot-e002.safetensors", tiny_encoder, 0.6, epoch=2)
     write_epoch(run / "lora" / "pot-e001.safetensors", tiny_encoder, 0.2, epoch=1)
-    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(run / "lora" / "pot-e003.safetensors"))
+    write_unet_only_epoch(run / "lora" / "pot-e003.safetensors")
     calls: list[tuple[str, int, int]] = []
     series = run_tec_series(run, options=OPTIONS, progress=lambda *call: calls.append(call))
     assert [entry.epoch for entry in series] == [1, 2, 3]

@@ -11,9 +11,10 @@ import torch
 
 from engine.tec import embed
 from engine.tec.embed import padded_word_embeddings, word_embeddings
-from engine.tec.measures import layer_distances, nearest_reference, tec_reading, tec_report
+from engine.tec.measures import layer_distances, nearest_reference, tec_report
+from engine.tec.reading import tec_reading
 from engine.tec.vocab import full_vocab_probe_set, probe_set
-from tests.tec.conftest import LETTERS
+from tests.tinytec import LETTERS
 
 
 def embeddings_of(encoder, model, probe, position="word"):

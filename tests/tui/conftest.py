@@ -81,3 +81,32 @@ async def ready(pilot) -> None:
     editors = pilot.app.screen.query(CaptionEditor)
     await wait_for(pilot, lambda: all(editor.tokens_ready for editor in editors))
     await pilot.pause()
+
+
+@pytest.fixture
+def tec_dir(tmp_path: Path, tiny_folder: Path, letters_file: Path, monkeypatch) -> Path:
+    """The working folder of a TEC session: an empty dataset ``data/``, the tiny model ``tiny/``, a
+    noisy copy of it ``noisy/`` and ``letters.txt`` (single-token words for the tiny tokenizer).
+
+    It is the current folder, so the form takes these short relative paths, as a user typing
+    them would, and screenshots do not show the temporary folder's name.
+    """
+    from tests.tinytec import folder_variant, with_noise
+
+    (tmp_path / "data").mkdir()
+    shutil.copytree(tiny_folder, tmp_path / "tiny")
+    folder_variant(tiny_folder, tmp_path / "noisy", with_noise(0.05))
+    shutil.copy(letters_file, tmp_path / "letters.txt")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_tec_run(root: Path, tiny_encoder, base: Path, name: str = "20261126-101500-pot") -> Path:
+    """A run folder under ``root/runs`` with two saved epochs whose text-encoder adapters grow."""
+    from tests.tinytec import write_epoch
+
+    run = root / "runs" / name
+    write_epoch(run / "lora" / "pot-e001.safetensors", tiny_encoder, 0.06, epoch=1)
+    write_epoch(run / "lora" / "pot-e002.safetensors", tiny_encoder, 0.15, epoch=2)
+    (run / "config.toml").write_text(f'[model]\nbase = "{base}"\n', encoding="utf-8")
+    return run

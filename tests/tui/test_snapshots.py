@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.caption_models import write_wd14_model
-from tests.tui.conftest import analysed, make_app, ready, wait_for
+from tests.tui.conftest import analysed, make_app, ready, wait_for, write_tec_run
 
 SIZE = (100, 30)
 
@@ -129,3 +129,35 @@ def test_captions_lint(snap_compare, sample_copy: Path, monkeypatch) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+
+
+async def _tec_measured(pilot, *keys: str, **values: str) -> None:
+    """Open the TEC section, fill the form, measure, and wait for the results."""
+    from textual.widgets import Input
+
+    await pilot.press("6", *keys)
+    screen = pilot.app.screen
+    for key, value in values.items():
+        screen.query_one(f"#{key}", Input).value = value
+    await pilot.press("ctrl+r")
+    # The first measurement of a session imports torch and transformers.
+    await wait_for(pilot, lambda: screen.result is not None or "Failed" in screen.status, timeout=90)
+    assert screen.result is not None, screen.status
+    screen.query_one("#results").focus()  # as after esc: the report, not a blinking cursor
+    await pilot.pause()
+
+
+def test_tec_screen_noisy_checkpoint_report(snap_compare, tec_dir: Path) -> None:
+    async def prepare(pilot) -> None:
+        await _tec_measured(pilot, candidate="noisy", reference="tiny", words="letters.txt")
+
+    assert snap_compare(make_app(tec_dir / "data"), terminal_size=SIZE, run_before=prepare)
+
+
+def test_tec_screen_run_series(snap_compare, tec_dir: Path, tiny_encoder) -> None:
+    write_tec_run(tec_dir / "data", tiny_encoder, tec_dir / "tiny")
+
+    async def prepare(pilot) -> None:
+        await _tec_measured(pilot, "ctrl+t", words="letters.txt")
+
+    assert snap_compare(make_app(tec_dir / "data"), terminal_size=SIZE, run_before=prepare)

@@ -1,9 +1,11 @@
-"""One labelled line of the plan form: an input (or a value shown in its place) and its message."""
+"""One labelled line of a form (the plan's, the TEC's): an input (or a value shown in its place) and
+its message."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.content import Content
+from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
@@ -20,6 +22,8 @@ class PlanField(Widget):
         value: The initial text.
         placeholder: Shown while the input is empty.
         tooltip: What the field means (shown on hover and in the help text).
+        max_length: The longest text the input takes (0: no limit, for paths).
+        suggester: Completes what is typed (paths), shown dimmed; right arrow accepts.
     """
 
     DEFAULT_CSS = """
@@ -56,9 +60,18 @@ class PlanField(Widget):
     """
 
     def __init__(
-        self, key: str, label: str, value: str = "", placeholder: str = "", tooltip: str = ""
+        self,
+        key: str,
+        label: str,
+        value: str = "",
+        placeholder: str = "",
+        tooltip: str = "",
+        max_length: int = 24,
+        suggester: Suggester | None = None,
     ) -> None:
         super().__init__(id=f"field-{key}")
+        self._max_length = max_length
+        self._suggester = suggester
         self.key = key
         self.label = label
         self._value = value
@@ -75,7 +88,8 @@ class PlanField(Widget):
             id=self.key,
             compact=True,
             tooltip=self._tooltip or None,
-            max_length=24,
+            max_length=self._max_length,
+            suggester=self._suggester,
         )
         yield Static("", classes="shown")
         yield Static("", classes="message")
