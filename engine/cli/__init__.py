@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "lint": "lint",
     "calc": "calc",
     "train": "train",
+    "runs": "runs",
+    "cancel": "cancel",
+    "resume": "resume",
     "tiny-model": "tiny_model",
 }
 

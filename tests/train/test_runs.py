@@ -211,7 +211,8 @@ def test_cancel_signals_the_training_process_and_leaves_a_request(tmp_path: Path
     flag = tmp_path / "got-term"
     code = (
         "import signal, sys, time, pathlib\n"
-        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(flag)!r}).write_text('1'), sys.exit(0)))\n"
+        f"flag = pathlib.Path({str(flag)!r})\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (flag.write_text('1'), sys.exit(0)))\n"
         "print('ready', flush=True)\n"
         "time.sleep(30)\n"
     )
