@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.run()
     finally:
         signals.uninstall()
+    if result.state != "failed":
+        # Every process ends done or cancelled at the same step; a failed one may be alone,
+        # and the launcher ends the others.
         _end_process_group()
     _say(f"{result.state} at step {result.step}" + (f": {result.error}" if result.error else ""))
     return 1 if result.state == "failed" else 0
@@ -88,14 +91,12 @@ def _fail_early(
 
 
 def _end_process_group() -> None:
+    """Leave the process group together: gloo aborts a process that leaves while a peer is still in."""
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
-    try:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    except Exception:  # best effort at exit
-        pass
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _say(message: str) -> None:
