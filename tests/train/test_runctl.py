@@ -264,3 +264,42 @@ def test_detached_run_outlives_its_launcher_and_refuses_resume_when_done(
     assert unknown.returncode == 1 and "no run 'no-such-run'" in unknown.stderr
     unknown = kiln("resume", "no-such-run", "--runs", str(runs))
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+
+
+def test_second_signal_stops_a_foreground_run_at_once_keeping_the_last_save(
+    config_file: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.train.test_cli_train import REPO
+
+    flag = tmp_path / "in-save"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", SAVE_PAUSE_ENV: f"4:{flag}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "train", str(config_file), "--cpu", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(flag.exists, "the run to pause inside the save of step 4")
+        process.send_signal(signal.SIGTERM)  # stop after the step: but the save holds the loop
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)  # again within 5 s: at once
+        signalled = time.monotonic()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert time.monotonic() - signalled < 8  # not the 10 s grace: the main thread answered
+    assert process.returncode == 0, err
+    assert "stopping at once" in err
+    run_dir = Path(out.strip().splitlines()[-1])
+    last = read_events(run_dir)[-1]
+    assert last["type"] == "cancelled" and last["reason"] == "interrupted" and last["step"] == 4
+    state = run_dir / rundir.STATE_FOLDER
+    assert [p.name for p in saves(state)] == ["step-000002"]  # the interrupted save never landed
+    assert check_resumable(run_dir).name == "step-000002"
