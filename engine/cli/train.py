@@ -108,9 +108,10 @@ def train(config, quiet: bool = False, cpu: bool = False, detach: bool = False, 
     if detach:
         process = runner.spawn(run_dir, gpus=gpus, cpu=cpu)
         if not quiet:
-            console(stderr=True).print(
+            # Plain writes: Rich would wrap the paths, and these lines are meant to be copied.
+            sys.stderr.write(
                 f"training in the background (pid {process.pid}); output in {run_dir / 'train.log'}\n"
-                f"  kiln runs --runs {run_dir.parent}    kiln cancel {run_dir}"
+                f"  kiln runs --runs {run_dir.parent}\n  kiln cancel {run_dir}\n"
             )
         sys.stdout.write(f"{run_dir}\n")
         return 0

@@ -6,8 +6,8 @@ waits as long as the C call in progress (a long kernel, a barrier waiting on ano
 Here the C-level handler also writes each signal to a socket (``signal.set_wakeup_fd``) that
 a watcher thread reads: the stop request lands at once, and an abort signals the main thread
 (waking it from a sleep or a blocking read) to raise KeyboardInterrupt and, if that thread
-does not answer within :data:`ABORT_GRACE_S`, ends the process. Saves are atomic (see :mod:`engine.train.checkpoint`),
-so an abort never damages the last complete one.
+does not answer within :data:`ABORT_GRACE_S`, ends the process. Saves are atomic (see
+:mod:`engine.train.checkpoint`), so an abort never damages the last complete one.
 """
 
 from __future__ import annotations
