@@ -303,3 +303,29 @@ def test_second_signal_stops_a_foreground_run_at_once_keeping_the_last_save(
     state = run_dir / rundir.STATE_FOLDER
     assert [p.name for p in saves(state)] == ["step-000002"]  # the interrupted save never landed
     assert check_resumable(run_dir).name == "step-000002"
+
+
+def test_cancel_request_file_alone_stops_the_run_on_its_next_heartbeat(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What reaches a run on another host, or a multi-GPU run before its main process speaks:
+    # no signal, only the request file left by `kiln cancel`.
+    import threading
+
+    from engine.train.config import load_config
+
+    flag = tmp_path / "held"
+    monkeypatch.setenv(HOLD_ENV, f"2:{flag}")
+    config = load_config(config_file)
+    run_dir = rundir.create_run_dir(config)
+
+    def request() -> None:
+        wait_for(flag.exists, "the run to reach step 2", timeout=120)
+        (run_dir / rundir.CANCEL_FILE).write_text("now\n")
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    result = Trainer(config, run_dir, cpu=True).run()
+    thread.join()
+    assert result.state == "cancelled" and result.step == 2
+    assert Path(read_events(run_dir)[-1]["state"]).name == "step-000002"
