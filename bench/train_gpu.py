@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.stderr.write(
