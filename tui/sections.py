@@ -42,6 +42,26 @@ def _dataset(app: KilnApp) -> Screen:
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
+def _plan(app: KilnApp) -> Screen:
+    from tui.screens.plan import PlanScreen
+
+    return PlanScreen(app.curation)
+def _captions(app: KilnApp) -> Screen:
+    from tui.screens.captions import CaptionsScreen
+
+    return CaptionsScreen(app.curation)
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
+    Section(
+        "plan", "2", "Plan", "Plan the run: steps, repeats, epochs, aspect buckets, the guide's advice", _plan
+    ),
+    Section(
+        "captions",
+        "3",
+        "Captions",
+        "Caption tools: auto-caption (BLIP/WD14), tag frequencies, batch tag edits with undo, lint",
+        _captions,
+    ),
 ]
