@@ -86,7 +86,8 @@ def main() -> None:
         size = (path / PAYLOAD).stat().st_size
     base, ours, verify = (statistics.median(times) for times in (plain, kiln, check))
     print(
-        f"SD 1.5 rank {args.rank}: {params / 1e6:.1f}M adapter parameters, state file {size / 2**20:.0f} MiB, "
+        f"SD 1.5 rank {args.rank}: {params / 1e6:.1f}M adapter parameters, "
+        f"state file {size / 2**20:.0f} MiB, "
         f"{args.rounds} rounds"
     )
     print(
