@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "calc": "calc",
     "tec": "tec",
     "train": "train",
+    "runs": "runs",
+    "cancel": "cancel",
+    "resume": "resume",
     "tiny-model": "tiny_model",
 }
 

@@ -304,3 +304,5 @@ def test_batches_and_losses_are_reproducible_from_the_seed(make_config) -> None:
     two.backward()
     grads = [p.grad for p in second.unet_params if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+    first.close()  # set up but never run: stop their status heartbeats
+    second.close()
