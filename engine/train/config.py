@@ -167,6 +167,13 @@ class TrainParams:
     )
     seed: int = field(default=42, metadata=_help("seed for noise, timesteps, data order", _at_least(0)))
     gradient_checkpointing: bool = field(default=False, metadata=_help("less memory, about 20% slower"))
+    validation_split: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of images held out for a validation loss at fixed timesteps each epoch; 0 = off",
+            _within(0, 0.5),
+        ),
+    )
     cache_latents: bool = field(default=True, metadata=_help("encode each image once (no per-step VAE)"))
     cache_latents_to_disk: bool = field(
         default=False, metadata=_help("keep cached latents in <dataset>/.kiln/latents (shared by runs)")
