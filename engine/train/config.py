@@ -423,6 +423,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def suggest_key(key: str) -> str:
+    """A hint for an unknown key: Kohya's name for it in Kiln, the closest known key, or them all."""
+    return _suggest(key)
+
+
 def _suggest(key: str) -> str:
     flat = key.rpartition(".")[2]
     if flat in KOHYA_NAMES:
