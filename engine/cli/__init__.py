@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "lint": "lint",
     "calc": "calc",
     "train": "train",
+    "watch": "watch",
+    "sweep": "sweep",
     "tiny-model": "tiny_model",
 }
 

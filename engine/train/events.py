@@ -34,6 +34,8 @@ EVENT_TYPES = (
     "cancelled",
 )
 FINAL_STATES = {"done": "done", "failed": "failed", "cancelled": "cancelled"}
+# States of a run still going: anything else has ended (done, failed, cancelled, stale...).
+LIVE_STATES = frozenset({"starting", "running"})
 # status.json is rewritten at most this often on step events.
 STATUS_INTERVAL_S = 1.0
 

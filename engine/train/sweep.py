@@ -39,6 +39,7 @@ from engine.train.config import (
     resolved_toml,
     suggest_key,
 )
+from engine.train.events import LIVE_STATES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +54,7 @@ TEST_RUN_STEPS = (500, 1000)
 # States of a queued entry before its run exists, and of runs still going.
 QUEUED = "queued"
 SKIPPED = "skipped"
-ACTIVE_STATES = frozenset({"starting", "running"})
+ACTIVE_STATES = LIVE_STATES
 POLL_SECONDS = 2.0
 
 
