@@ -39,6 +39,11 @@ def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def fsync_dir(folder: Path) -> None:
+    """Persist creations and renames inside ``folder`` (after an ``os.replace`` of a folder)."""
+    _fsync_dir(folder)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Persist the rename itself; some file systems refuse to open folders, which is fine."""
     try:

@@ -29,6 +29,8 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+# train.precision -> accelerate's mixed_precision.
+MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
 # Kohya's flat argument names -> the Kiln key that holds the same setting.
 KOHYA_NAMES: dict[str, str] = {
@@ -198,9 +200,17 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class SaveConfig:
-    """``[save]``: LoRA files written during the run (the last epoch is always saved)."""
+    """``[save]``: LoRA files written during the run (the last epoch is always saved), and the
+    resume state (at every epoch's end, on cancel, and every ``state_every_n_steps``)."""
 
     every_n_epochs: int = field(default=1, metadata=_help("save a LoRA every N epochs", _at_least(1)))
+    state_every_n_steps: int = field(
+        default=0,
+        metadata=_help(
+            "also save the resume state every N steps (a killed run loses less); 0 = epoch ends only",
+            _at_least(0),
+        ),
+    )
     precision: str = field(
         default="fp16", metadata=_help("LoRA file dtype: fp16, bf16, fp32", _one_of(*SAVE_PRECISIONS))
     )

@@ -3,26 +3,34 @@
 The training process talks to the UI only through these files. Each event is written and
 flushed as one line, so a reader following the file never waits on a buffer; ``status.json``
 is a snapshot replaced atomically, throttled on step events (every state change is written
-at once). :class:`EventFollower` is the reading side: it follows the file from a saved
-offset and survives partial lines, truncation, replacement, bad lines and a vanished folder.
+at once). A heartbeat thread rewrites ``status.json`` every few seconds even while a step
+or a sample takes minutes, so a reader can tell a live run from one whose process is gone
+(``updated`` stops moving; see :mod:`engine.train.runs`). :class:`EventFollower` is the
+reading side: it follows the file from a saved offset and survives partial lines,
+truncation, replacement, bad lines and a vanished folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.fsutil import atomic_write_text
+from engine.train.procinfo import HOST, process_start
 
 EVENTS_FILE = "events.jsonl"
 STATUS_FILE = "status.json"
 EVENT_TYPES = (
     "start",
+    "resumed",
     "step",
     "epoch",
     "validation",
@@ -38,17 +46,40 @@ FINAL_STATES = {"done": "done", "failed": "failed", "cancelled": "cancelled"}
 LIVE_STATES = frozenset({"starting", "running"})
 # status.json is rewritten at most this often on step events.
 STATUS_INTERVAL_S = 1.0
+# ...and at least this often while the process lives (the heartbeat).
+HEARTBEAT_S = 2.0
+# The run-folder layout this Kiln writes; readers treat other values as read-only runs.
+RUN_LAYOUT = 1
+# Kept from the previous status when a run resumes: where it stood and when it first started.
+_RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started")
 
 
 class EventWriter:
     """Appends events to ``events.jsonl`` and keeps ``status.json`` current.
 
     Only the main training process writes (see :class:`NullEventWriter` for the others).
+    Thread-safe: the heartbeat thread and a signal watcher may write beside the loop.
+
+    Args:
+        run_dir: The run folder.
+        name: The run's name (``output.name``).
+        resume: Continue an existing status (step, total, started...) instead of a fresh one.
+        heartbeat_s: Rewrite ``status.json`` at least this often; 0 = no heartbeat thread.
+        on_beat: Called on each heartbeat from the heartbeat thread (the trainer checks for
+            a cancel request there).
     """
 
-    def __init__(self, run_dir: Path, name: str = "") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        name: str = "",
+        resume: bool = False,
+        heartbeat_s: float = HEARTBEAT_S,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
         self._events = open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         now = time.time()
         self.status: dict[str, Any] = {
@@ -66,18 +97,45 @@ class EventWriter:
             "started": now,
             "updated": now,
             "error": None,
+            "layout": RUN_LAYOUT,
+            "host": HOST,
+            "proc_start": process_start(os.getpid()),
         }
+        if resume:
+            previous = read_status(self.run_dir) or {}
+            self.status.update({key: previous[key] for key in _RESUMED_KEYS if key in previous})
         self._status_written = 0.0
         self.write_status()
+        self._on_beat = on_beat
+        self._stopping = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        if heartbeat_s > 0:
+            self._heartbeat = threading.Thread(
+                target=self._beat, args=(heartbeat_s,), name="kiln-heartbeat", daemon=True
+            )
+            self._heartbeat.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stopping.wait(interval):
+            # A full disk or a vanished folder must not kill the heartbeat: the next beat retries.
+            with contextlib.suppress(OSError):
+                self.write_status(force=True)
+            if self._on_beat is not None:
+                with contextlib.suppress(Exception):
+                    self._on_beat()
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         """Write one event (``t`` and ``type`` first) and update the status from it."""
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
         event = {"t": round(time.time(), 3), "type": type, **fields}
-        self._events.write(json.dumps(event, ensure_ascii=False, allow_nan=False, default=str) + "\n")
-        self._events.flush()
-        self._apply(event)
+        line = json.dumps(event, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+        with self._lock:
+            if self._events.closed:
+                return event
+            self._events.write(line)
+            self._events.flush()
+            self._apply(event)
         return event
 
     def _apply(self, event: dict[str, Any]) -> None:
@@ -85,8 +143,9 @@ class EventWriter:
         for key in ("step", "total", "epoch", "epochs", "loss", "it_s", "eta_s"):
             if key in event:
                 self.status[key] = event[key]
-        if kind == "start":
+        if kind in ("start", "resumed"):
             self.status["state"] = "running"
+            self.status["error"] = None
         elif kind in FINAL_STATES:
             self.status["state"] = FINAL_STATES[kind]
             self.status["eta_s"] = 0 if kind == "done" else None
@@ -96,18 +155,24 @@ class EventWriter:
 
     def write_status(self, force: bool = True) -> None:
         """Replace ``status.json`` (atomic); on step events at most every STATUS_INTERVAL_S."""
-        now = time.time()
-        if not force and now - self._status_written < STATUS_INTERVAL_S:
-            return
-        self.status["updated"] = round(now, 3)
-        atomic_write_text(self.run_dir / STATUS_FILE, json.dumps(self.status, indent=2, default=str) + "\n")
-        self._status_written = now
+        with self._lock:
+            now = time.time()
+            if not force and now - self._status_written < STATUS_INTERVAL_S:
+                return
+            self.status["updated"] = round(now, 3)
+            text = json.dumps(self.status, indent=2, default=str) + "\n"
+            atomic_write_text(self.run_dir / STATUS_FILE, text)
+            self._status_written = now
 
     def close(self) -> None:
-        """Write the last status and close the events file."""
-        if not self._events.closed:
-            self.write_status(force=True)
-            self._events.close()
+        """Stop the heartbeat, write the last status and close the events file."""
+        self._stopping.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=10)
+        with self._lock:
+            if not self._events.closed:
+                self.write_status(force=True)
+                self._events.close()
 
 
 class NullEventWriter:
@@ -125,6 +190,15 @@ class NullEventWriter:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``status.json``, or None when it is missing or not a JSON object."""
+    try:
+        data = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # One read takes at most this much of the file; a reader catching up on a long run gets the

@@ -5,11 +5,16 @@ peft, caches latents, then trains epoch by epoch, writing events, samples and Lo
 into the run folder. Everything a resumed run needs is either in :class:`TrainState` (step,
 epoch, batch within the epoch) or derived from the seed: the data order, caption shuffles,
 noise and timesteps of each batch are pure functions of ``(seed, epoch, batch)``. The loop
-checks a stop flag between optimizer steps, so a cancel lands on a step boundary.
+checks a stop flag between optimizer steps, so a cancel lands on a step boundary; the full
+resume state is saved at every epoch's end, every ``save.state_every_n_steps`` and on a
+cancel (see :mod:`engine.train.checkpoint`), and ``Trainer(..., resume=True)`` continues
+from the newest complete save. With several processes (``accelerate launch``) each trains
+every N-th batch, gradients are averaged, and only the main process writes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,8 +34,8 @@ import torch.nn.functional as F
 
 from engine import __version__
 from engine.errors import KilnError, RunError
-from engine.train import rundir
-from engine.train.config import TrainConfig
+from engine.train import checkpoint, rundir
+from engine.train.config import MIXED_PRECISION, TrainConfig
 from engine.train.data import (
     LatentCache,
     TrainImage,
@@ -43,14 +48,13 @@ from engine.train.data import (
     step_caption,
     training_set,
 )
-from engine.train.events import EventWriter, NullEventWriter
+from engine.train.events import FINAL_STATES, EventWriter, NullEventWriter
 from engine.train.lora_io import DTYPES, json_metadata, kohya_state_dict, modelspec_metadata, write_lora
 from engine.train.model import load_pipeline, model_fingerprint, model_source
 from engine.train.network import LoraTarget, add_lora, lora_weights, text_encoder_targets, unet_targets
 from engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
 from engine.train.schedule import lr_factor
 
-MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
 VALIDATION_TIMESTEPS = (200, 400, 600, 800)
@@ -107,6 +111,10 @@ class Trainer:
         run_dir: The run folder (made by :func:`engine.train.rundir.create_run_dir`).
         listeners: Called with each event after it is written (the CLI's progress bar).
         cpu: Train on the CPU even when a GPU is present.
+        resume: Continue from the newest complete save in ``state/`` (emits ``resumed``).
+        force: Resume even when the dataset or the number of processes changed.
+        events: The event writer to use on the main process (a detached worker starts it,
+            and its heartbeat, before the heavy imports); default: one made in :meth:`setup`.
 
     Extension points for run control: :meth:`request_stop` (a signal handler may call it),
     :attr:`state`, :meth:`resume_state_dict` / :meth:`load_resume_state_dict`, and
@@ -119,15 +127,21 @@ class Trainer:
         run_dir: Path,
         listeners: list[Callable[[dict[str, Any]], None]] | None = None,
         cpu: bool = False,
+        resume: bool = False,
+        force: bool = False,
+        events: EventWriter | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.listeners = list(listeners or [])
         self.cpu = cpu
+        self.resume = resume
+        self.force = force
         self.state = TrainState()
         self.stop_requested = threading.Event()
         self.ready = False
-        self.events: EventWriter | NullEventWriter = NullEventWriter()
+        self.ended = False
+        self.events: EventWriter | NullEventWriter = events or NullEventWriter()
         self.log = logging.getLogger(f"kiln.train.{id(self)}")
         self.started_at = time.time()
         self._step_times: deque[float] = deque(maxlen=20)
@@ -148,6 +162,7 @@ class Trainer:
                 self.setup()
             return self._train()
         except KeyboardInterrupt:
+            # A second signal (or Ctrl+C) stops at once: the last complete save stays as it was.
             self._emit(
                 "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="interrupted"
             )
@@ -160,10 +175,18 @@ class Trainer:
         finally:
             self._close()
 
+    def emit_aborted(self) -> None:
+        """End the events with ``cancelled`` when the process must exit before the loop can
+        (a stuck main thread after a second signal); nothing when the run already ended."""
+        if not self.ended:
+            self._emit("cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="aborted")
+            self.events.close()
+
     def setup(self) -> None:
-        """Load everything and write the ``start`` event; separate from :meth:`run` so callers
-        (and tests) can inspect or adjust the trainer before the first step."""
-        from accelerate import Accelerator
+        """Load everything (and the resume state) and write the ``start`` or ``resumed`` event;
+        separate from :meth:`run` so callers (and tests) can inspect or adjust the trainer
+        before the first step."""
+        from accelerate import Accelerator, DistributedDataParallelKwargs
         from accelerate.state import AcceleratorState
 
         config = self.config
@@ -171,15 +194,24 @@ class Trainer:
             # accelerate keeps one state per process; a second run in the same process (tests,
             # a sweep) may ask for another precision.
             AcceleratorState._reset_state()
+        # With clip_skip the text encoder's last layers get no gradient; DDP must be told.
+        unused = config.network.train_text_encoder and config.train.clip_skip > 1
         self.accelerator = Accelerator(
-            mixed_precision=MIXED_PRECISION[config.train.precision], cpu=self.cpu, log_with=None
+            mixed_precision=MIXED_PRECISION[config.train.precision],
+            cpu=self.cpu,
+            log_with=None,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
         )
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.events = EventWriter(self.run_dir, name=config.output.name)
+            if isinstance(self.events, NullEventWriter):
+                self.events = EventWriter(self.run_dir, name=config.output.name, resume=self.resume)
+            self.events.on_beat = self._check_cancel_request
             self._open_log()
+        else:
+            self.events = NullEventWriter()
         if config.train.precision == "fp16" and self.device.type == "cpu":
             raise RunError(
                 'train.precision = "fp16" needs a GPU: accelerate has no fp16 autocast on a CPU; '
@@ -218,9 +250,11 @@ class Trainer:
         if config.train.cache_latents:
             self._cache_latents()
         self._open_tensorboard()
+        resumed_from = self._load_resume_state() if self.resume else None
         self.ready = True
         self._emit(
-            "start",
+            "resumed" if resumed_from else "start",
+            **({"save": resumed_from.name} if resumed_from else {}),
             name=config.output.name,
             run_dir=str(self.run_dir),
             model=str(self.source.path),
@@ -241,6 +275,7 @@ class Trainer:
             ],
             unet_modules=len(self.unet_targets),
             text_encoder_modules=len(self.te_targets),
+            processes=self.processes,
             version=__version__,
         )
 
@@ -392,6 +427,8 @@ class Trainer:
         if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
             self._maybe_validate(0)
             self._maybe_sample(0)
+            self._barrier()
+        every = config.save.state_every_n_steps
         while self.state.epoch <= epochs and self.state.step < self.total_steps:
             epoch = self.state.epoch
             batches = self.process_batches(epoch)
@@ -402,8 +439,10 @@ class Trainer:
                 window_end = min(len(batches), (index // ga + 1) * ga)
                 loss_total = 0.0
                 for micro in range(index, window_end):
-                    loss = self.batch_loss(epoch, micro, batches[micro])
-                    self.accelerator.backward(loss / (window_end - index))
+                    # Gradients are averaged across processes once per optimizer step, not per batch.
+                    with self._no_sync(micro < window_end - 1):
+                        loss = self.batch_loss(epoch, self._global_batch(micro), batches[micro])
+                        self.accelerator.backward(loss / (window_end - index))
                     loss_total += loss.detach().item()
                 self._optimizer_step()
                 self.state.batch_in_epoch = window_end
@@ -411,7 +450,11 @@ class Trainer:
                 mean_loss = loss_total / (window_end - index)
                 self.state.losses.append(mean_loss)
                 self._after_step(mean_loss, time.perf_counter() - started)
-                if self.stop_requested.is_set():
+                if self.state.step >= self.total_steps:
+                    break  # the run is over: finishing it is only its last saves
+                if every and self.state.step % every == 0 and self.state.batch_in_epoch < len(batches):
+                    self.save_state()  # (an epoch's last step is saved by _end_epoch)
+                if self._stop_agreed():
                     return self._stop()
             finished_epoch = self.state.batch_in_epoch >= len(batches)
             self._end_epoch(
@@ -426,6 +469,37 @@ class Trainer:
             seconds=round(time.time() - self.started_at, 3),
         )
         return self._result("done", lora=last)
+
+    def _global_batch(self, batch_in_process: int) -> int:
+        """The batch's number in the whole epoch's order, so each process's batches get their
+        own noise and caption shuffles (with one process it is the batch's own number)."""
+        return batch_in_process * self.accelerator.num_processes + self.accelerator.process_index
+
+    def _no_sync(self, active: bool) -> contextlib.AbstractContextManager:
+        if not active or self.accelerator.num_processes == 1:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.accelerator.no_sync(self.unet_train))
+        if self.train_te:
+            stack.enter_context(self.accelerator.no_sync(self.te_train))
+        return stack
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now: a stop asked of any process stops all of them at the same step."""
+        wanted = self.stop_requested.is_set()
+        if self.accelerator.num_processes == 1:
+            return wanted
+        flag = torch.tensor([1.0 if wanted else 0.0], device=self.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def _barrier(self) -> None:
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _check_cancel_request(self) -> None:
+        """Heartbeat hook: `kiln cancel` left a request file (it may run on another machine)."""
+        if (self.run_dir / rundir.CANCEL_FILE).exists():
+            self.request_stop()
 
     def process_batches(self, epoch: int) -> list[tuple[int, ...]]:
         """This process's batches of ``epoch``: every N-th of the epoch's order, padded so all
@@ -565,13 +639,92 @@ class Trainer:
         self.state.epoch = epoch + 1
         self.state.batch_in_epoch = 0
         self.state.losses = []
+        if final:
+            self._barrier()
+        else:
+            self.save_state()
 
     def _stop(self) -> RunResult:
         path = self.save_lora(self.state.epoch)
+        saved = self.save_state()
         self._emit(
-            "cancelled", step=self.state.step, epoch=self.state.epoch, lora=str(path) if path else None
+            "cancelled",
+            step=self.state.step,
+            epoch=self.state.epoch,
+            lora=str(path) if path else None,
+            state=str(saved) if saved else None,
         )
         return self._result("cancelled", lora=path)
+
+    # ----------------------------------------------------------------- resume state
+
+    def save_state(self) -> Path | None:
+        """Save the full resume state atomically into ``state/step-NNNNNN`` (main process;
+        every process waits for it). Returns the save's folder on the main process."""
+        path = None
+        if self.is_main:
+            started = time.perf_counter()
+            folder = self.run_dir / rundir.STATE_FOLDER
+            path = checkpoint.write_save(folder, self.state.step, self.resume_state_dict(), self._manifest())
+            self.log.info("resume state saved: %s (%.1fs)", path.name, time.perf_counter() - started)
+        self._barrier()
+        return path
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "epoch": self.state.epoch,
+            "batch_in_epoch": self.state.batch_in_epoch,
+            "total": self.total_steps,
+            "processes": self.processes,
+            "dataset": self._dataset_fingerprint(),
+            "config": self.config.to_dict(),
+            "started_at": self.started_at,
+            "kiln_version": __version__,
+        }
+
+    def _dataset_fingerprint(self) -> str:
+        """What the data order depends on: each image's path, repeats and bucket (captions may change)."""
+        digest = hashlib.sha256()
+        for image in self.data.images:
+            digest.update(f"{image.rel_path}|{image.repeats}|{image.bucket}\n".encode())
+        return digest.hexdigest()
+
+    def _load_resume_state(self) -> Path:
+        """Restore the newest complete save (passing over damaged ones) and return its folder."""
+        state_dir = self.run_dir / rundir.STATE_FOLDER
+        save, skipped = checkpoint.latest_complete(state_dir)
+        for path, reason in skipped:
+            self._warn(f"{rundir.STATE_FOLDER}/{path.name} is unusable ({reason}); using an earlier save")
+        if save is None:
+            raise RunError(
+                f"{state_dir}: no complete save to resume from; start the run again with "
+                f"`kiln train {self.run_dir / rundir.CONFIG_FILE}`"
+            )
+        manifest = checkpoint.read_manifest(save) or {}
+        problems = []
+        changed = checkpoint.config_changes(manifest.get("config") or {}, self.config.to_dict())
+        if changed:
+            problems.append(f"the config changed since ({', '.join(changed)})")
+        if manifest.get("processes", 1) != self.processes:
+            problems.append(
+                f"it was made by {manifest.get('processes')} training process(es), this run has "
+                f"{self.processes} (resume with --gpus {manifest.get('processes')})"
+            )
+        if manifest.get("dataset") != self._dataset_fingerprint():
+            problems.append("the dataset's images, repeats or buckets changed since")
+        if problems and not self.force:
+            raise RunError(f"{save}: " + "; ".join(problems) + "; or resume with --force")
+        for problem in problems:
+            self._warn(f"resuming with --force although {problem}")
+        self.load_resume_state_dict(checkpoint.load_save(save))
+        self.started_at = float(manifest.get("started_at", self.started_at))
+        self.last_epoch = self.state.epoch - 1
+        self._barrier()
+        if self.is_main:
+            for path, _ in skipped:  # useless, and they would crowd good saves out of the kept ones
+                checkpoint.remove_save(path)
+        self.log.info("resumed from %s: step %d, epoch %d", save.name, self.state.step, self.state.epoch)
+        return save
 
     # ----------------------------------------------------------------- outputs
 
@@ -761,6 +914,8 @@ class Trainer:
     # ----------------------------------------------------------------- plumbing
 
     def _emit(self, type: str, **fields: Any) -> None:
+        if type in FINAL_STATES:
+            self.ended = True
         event = self.events.emit(type, **fields)
         if type in ("warning", "failed"):
             self.log.warning("%s: %s", type, fields.get("message") or fields.get("error"))

@@ -14,6 +14,10 @@ SAMPLES_FOLDER = "samples"
 LORA_FOLDER = "lora"
 STATE_FOLDER = "state"
 TENSORBOARD_FOLDER = "tensorboard"
+# How a detached or multi-GPU run was launched (gpus, cpu, command), so resume relaunches alike.
+LAUNCH_FILE = "launch.json"
+# `kiln cancel` leaves this; the trainer checks it every heartbeat and stops after the step.
+CANCEL_FILE = "cancel.request"
 
 
 def runs_folder(config: TrainConfig) -> Path:

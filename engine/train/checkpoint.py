@@ -1,0 +1,196 @@
+"""Resume state on disk: ``state/step-NNNNNN/`` folders written atomically, checked before use.
+
+A save is written into ``state/tmp-NNNNNN-<pid>/`` (the trainer's tensors as ``trainer.pt``,
+fsynced), then ``manifest.json`` (step, epoch, the config, each file's size and SHA-256) is
+written last, and the folder is renamed to ``state/step-NNNNNN``. A kill at any moment
+leaves either the previous saves untouched beside a ``tmp-*`` folder, or the new complete
+save. Reading checks the manifest against the files and falls back to the previous save when
+the newest is damaged. The last :data:`KEEP` saves are kept.
+
+Only :func:`write_save` and :func:`load_save` import torch; the manifest functions stay light
+so ``kiln resume`` can check a run before any model code loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.fsutil import fsync_dir
+
+MANIFEST = "manifest.json"
+PAYLOAD = "trainer.pt"
+KEEP = 2
+SAVE_LAYOUT = 1
+_SAVE_NAME = re.compile(r"^step-(\d{6,})$")
+# Test hook: "STEP:FLAG" pauses the save of STEP after its payload is written, creating FLAG,
+# so a test can SIGKILL the process inside a save deterministically.
+PAUSE_ENV = "KILN_TEST_SAVE_PAUSE"
+
+
+def save_name(step: int) -> str:
+    """``step-000123``: the folder of the save made after ``step`` optimizer steps."""
+    return f"step-{step:06d}"
+
+
+def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: dict[str, Any]) -> Path:
+    """Write one save atomically and prune older ones; returns the ``step-NNNNNN`` folder.
+
+    Args:
+        state_dir: The run's ``state/`` folder.
+        step: Optimizer steps done (names the folder).
+        payload: Tensors and plain values for :func:`torch.save` (the trainer's resume state).
+        manifest: JSON-ready facts about the save (epoch, config...); ``files``, ``step``,
+            ``layout`` and ``saved`` are added here.
+    """
+    import torch
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    final = state_dir / save_name(step)
+    if final.is_dir() and save_problem(final) is None:
+        return final  # nothing changed since: a save at the same step holds the same state
+    tmp = state_dir / f"tmp-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    _write_synced(tmp / PAYLOAD, data)
+    _pause_for_tests(step)
+    record = {
+        **manifest,
+        "layout": SAVE_LAYOUT,
+        "step": step,
+        "saved": round(time.time(), 3),
+        "files": {PAYLOAD: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+    }
+    _write_synced(tmp / MANIFEST, (json.dumps(record, indent=2, default=str) + "\n").encode())
+    fsync_dir(tmp)
+    if final.exists():  # an incomplete leftover of the same step: make room
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(state_dir)
+    prune(state_dir)
+    return final
+
+
+def load_save(path: Path) -> dict[str, Any]:
+    """The payload of a save (tensors on the CPU); no code runs while reading it."""
+    import torch
+
+    return torch.load(Path(path) / PAYLOAD, map_location="cpu", weights_only=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """A save's manifest, or None when missing or unreadable."""
+    try:
+        data = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_problem(path: Path) -> str | None:
+    """Why a save cannot be used (one phrase), or None when it is complete and intact."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        return "no manifest (the save did not finish)"
+    if manifest.get("layout") != SAVE_LAYOUT:
+        return f"save layout {manifest.get('layout')!r} is not {SAVE_LAYOUT}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or PAYLOAD not in files:
+        return "the manifest lists no payload"
+    for name, expected in files.items():
+        file = Path(path) / name
+        try:
+            size = file.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != expected.get("bytes"):
+            return f"{name} has {size} bytes, the manifest says {expected.get('bytes')}"
+        if _sha256(file) != expected.get("sha256"):
+            return f"{name} does not match its checksum"
+    return None
+
+
+def saves(state_dir: Path) -> list[Path]:
+    """The ``step-NNNNNN`` folders, newest (highest step) first, complete or not."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in state_dir.iterdir() if (m := _SAVE_NAME.match(p.name))]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_complete(state_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact save, and each newer damaged one with why it was passed over."""
+    skipped = []
+    for path in saves(state_dir):
+        problem = save_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def remove_save(path: Path) -> None:
+    """Delete one save folder (a damaged one, or one pruned as too old)."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose value differs between two ``TrainConfig.to_dict()`` tables."""
+    current = json.loads(json.dumps(current))  # tuples as lists, as a manifest holds them
+    keys = []
+    for section in sorted(set(current) | set(saved)):
+        now, then = current.get(section) or {}, saved.get(section) or {}
+        keys += [f"{section}.{key}" for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
+    return keys
+
+
+def prune(state_dir: Path, keep: int = KEEP) -> None:
+    """Remove saves older than the newest ``keep`` and leftover ``tmp-*`` folders of dead writes."""
+    for path in saves(state_dir)[keep:]:
+        remove_save(path)
+    for path in Path(state_dir).glob("tmp-*"):
+        if not path.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pause_for_tests(step: int) -> None:
+    hook = os.environ.get(PAUSE_ENV)
+    if not hook:
+        return
+    target, _, flag = hook.partition(":")
+    if target.strip() != str(step) or not flag:
+        return
+    Path(flag).write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):  # pragma: no cover - the test kills the process first
+        Path(flag).unlink()
