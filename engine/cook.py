@@ -331,9 +331,10 @@ def cook_signs(
         if reference is None and high is None:
             return
         if reference is not None:
-            if points and value < reference + points:
+            if points and not value >= reference + points:
                 return
-            if not points and (value < reference * ratio or value - reference < floor):
+            # Strictly above: a figure of 0 against a baseline of 0 is no sign of anything.
+            if not points and not (value > reference * ratio and value - reference >= floor):
                 return
         if high is not None:
             bound = high + points if points else high * th.dataset_margin

@@ -42,6 +42,26 @@ def _dataset(app: KilnApp) -> Screen:
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
+def _runs(app: KilnApp) -> Screen:
+    from tui.screens.runs import RunsScreen
+
+    return RunsScreen(
+        app.curation.root,
+        app.runs_dirs,
+        app.images,
+        app.watch_files,
+        app.poll,
+        app.curation.dataset.caption_extension,
+    )
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
+    Section(
+        "runs",
+        "5",
+        "Runs",
+        "Follow runs live: loss, samples, cook hints; start, cancel, resume, sweeps",
+        _runs,
+    ),
 ]

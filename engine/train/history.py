@@ -58,7 +58,7 @@ class RunHistory:
         warnings: Warning messages in order.
         start: The latest ``start`` event.
         end: The ``done``, ``failed`` or ``cancelled`` event, if the run ended (cleared by a
-            later ``start``: a resumed run).
+            later ``start`` or ``resumed``: a resumed run).
         last: The latest event of any type.
         count: Events folded in.
     """
@@ -89,6 +89,8 @@ class RunHistory:
         self.last = event
         if kind == "start":
             self.start = event
+            self.end = None
+        elif kind == "resumed":
             self.end = None
         elif kind == "step":
             self._add_step(event)

@@ -49,3 +49,46 @@ class UnsavedEditScreen(ModalScreen[str]):
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question: ``y`` (or enter) dismisses with True, ``n`` or escape with False."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen {
+        align: center middle;
+    }
+    ConfirmScreen > Vertical {
+        width: 64;
+        max-width: 90%;
+        height: auto;
+        border: thick $warning;
+        background: $surface;
+        padding: 1 2;
+    }
+    ConfirmScreen .keys {
+        color: $text-muted;
+        margin-top: 1;
+    }
+    """
+
+    BINDINGS = [
+        Binding("y", "choose(True)", "Yes", id="confirm.yes", tooltip="Go ahead"),
+        Binding("enter", "choose(True)", "Yes", show=False, id="confirm.yes_enter", tooltip="Go ahead"),
+        Binding("n", "choose(False)", "No", id="confirm.no", tooltip="Leave it"),
+        Binding("escape", "choose(False)", "No", show=False, id="confirm.no_escape", tooltip="Leave it"),
+    ]
+
+    def __init__(self, title: str, question: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"[b]{self.title_text}[/b]")
+            yield Static(self.question)
+            yield Static("[b]y[/b] yes   [b]n[/b] no", classes="keys")
+
+    def action_choose(self, choice: bool) -> None:
+        self.dismiss(choice)
