@@ -127,22 +127,25 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
         sparkline,
     )
 
+    from engine.train.history import current_progress
+
     width = max(20, width)
     state = info.state
+    now = current_progress(info, history, state in ("running", "starting"))
     header = Text(no_wrap=True, overflow="ellipsis")
     header.append(info.name or Path(info.run_dir).name, style="bold")
     header.append(" ")
     header.append(state, style=STATE_STYLES.get(state, "bold"))
     if info.epochs:
-        header.append(f"  e{info.epoch}/{info.epochs}")
+        header.append(f"  e{now.epoch}/{info.epochs}")
     if info.readonly:
         header.append("  read-only", style="dim")
-    counts = progress_text(info.step, info.total)
+    counts = progress_text(now.step, now.total)
     bar = Table.grid(expand=True)
     bar.add_column(ratio=1)
     bar.add_column(no_wrap=True, justify="right")
     bar.add_row(
-        ProgressBar(total=max(1, info.total), completed=min(info.step, max(1, info.total))),
+        ProgressBar(total=max(1, now.total), completed=min(now.step, max(1, now.total))),
         f" {counts}",
     )
     smoothed = history.smoothed_losses()
@@ -154,9 +157,9 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
         loss.append(" ")
         loss.append(sparkline(smoothed, spark_width), style="cyan")
     figures = Text(no_wrap=True, overflow="ellipsis")
-    figures.append(rate_text(info.it_s))
+    figures.append(rate_text(now.it_s) if state in ("running", "starting") else "-")
     figures.append("  ETA ")
-    figures.append(duration(info.eta_s) if state in ("running", "starting") else "-", style="bold")
+    figures.append(duration(now.eta_s) if state in ("running", "starting") else "-", style="bold")
     if history.lr is not None:
         figures.append(f"  lr {lr_text(history.lr)}")
     if history.validation:

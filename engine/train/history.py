@@ -60,6 +60,7 @@ class RunHistory:
         end: The ``done``, ``failed`` or ``cancelled`` event, if the run ended (cleared by a
             later ``start`` or ``resumed``: a resumed run).
         last: The latest event of any type.
+        last_step: The latest step event.
         count: Events folded in.
     """
 
@@ -76,6 +77,7 @@ class RunHistory:
     start: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
+    last_step: dict[str, Any] | None = None
     count: int = 0
 
     def add(self, events: list[dict[str, Any]]) -> None:
@@ -127,6 +129,7 @@ class RunHistory:
             # A resumed run went back to a saved state: its steps replace the ones after it.
             keep = next((i for i, value in enumerate(self.steps) if value >= step), len(self.steps))
             del self.steps[keep:], self.losses[keep:], self.lrs[keep:]
+        self.last_step = event
         self.steps.append(step)
         self.losses.append(loss)
         self.lrs.append(_float(event.get("lr")) or 0.0)
@@ -188,3 +191,37 @@ def _float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: step, total, epoch, rate and time left."""
+
+    step: int
+    total: int
+    epoch: int
+    it_s: float | None
+    eta_s: float | None
+
+
+def current_progress(info: Any, history: RunHistory, live: bool) -> Progress:
+    """The run's progress from its latest step event when that is newer than ``status.json``.
+
+    ``status.json`` is rewritten at most once a second on steps; the events file has every
+    step as it happens, so a monitor following the events is ahead of the status.
+
+    Args:
+        info: The run's status (a ``RunInfo``: step, total, epoch, it_s, eta_s).
+        history: Its events so far.
+        live: Whether the run is still going (a finished run's status is final).
+    """
+    last = history.last_step
+    if live and last is not None and _int(last.get("step")) >= info.step:
+        return Progress(
+            step=_int(last.get("step")),
+            total=_int(last.get("total")) or info.total,
+            epoch=_int(last.get("epoch")) or info.epoch,
+            it_s=_float(last.get("it_s")) if "it_s" in last else info.it_s,
+            eta_s=_float(last.get("eta_s")) if "eta_s" in last else info.eta_s,
+        )
+    return Progress(info.step, info.total, info.epoch, info.it_s, info.eta_s)

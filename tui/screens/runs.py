@@ -30,7 +30,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import KilnError
 from engine.train.events import LIVE_STATES
-from engine.train.history import RunFeed, RunHistory
+from engine.train.history import Progress, RunFeed, RunHistory, current_progress
 from engine.train.readout import duration, event_text, loss_text, lr_text, rate_text
 from engine.train.sweep import is_sweep_dir
 from tui.messages import RunFilesChanged, RunLoaded, RunsListed, SamplesLoaded
@@ -406,22 +406,32 @@ class RunsScreen(Screen):
         if info.error and info.state in ("failed", "stale"):
             head.append(f"\n{info.error}", style="red")
         self.query_one("#run-head", Static).update(head)
-        total = max(1, info.total)
-        self.query_one(ProgressBar).update(total=total, progress=min(info.step, total))
-        epoch = f"e{info.epoch}/{info.epochs}" if info.epochs else ""
-        self.query_one("#progress-text", Static).update(f" {info.step}/{info.total or '?'} {epoch}")
+        self._show_progress(info)
+
+    def _show_progress(self, info: Any) -> None:
+        now = self._now(info)
+        step, total, epoch = now.step, now.total, now.epoch
+        self.query_one(ProgressBar).update(total=max(1, total), progress=min(step, max(1, total)))
+        epochs = f"e{epoch}/{info.epochs}" if info.epochs else ""
+        self.query_one("#progress-text", Static).update(f" {step}/{total or '?'} {epochs}")
         self._show_figures(info)
+
+    def _now(self, info: Any) -> Progress:
+        history = self.feed.history if self.feed is not None else RunHistory()
+        return current_progress(info, history, info.state in LIVE_STATES)
 
     def _show_figures(self, info: Any) -> None:
         history = self.feed.history if self.feed is not None else RunHistory()
         smooth = history.smoothed_losses()
         live = info.state in LIVE_STATES
+        now = self._now(info)
+        it_s, eta_s = now.it_s, now.eta_s
         parts = [
             f"loss {loss_text(history.losses[-1] if history.losses else info.loss)}",
             f"smoothed {loss_text(smooth[-1] if smooth else None)}",
             f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
-            rate_text(info.it_s) if live else "",
-            f"ETA {duration(info.eta_s)}" if live else "",
+            rate_text(it_s) if live else "",
+            f"ETA {duration(eta_s)}" if live else "",
             f"val {loss_text(history.validation[-1][2])}" if history.validation else "",
         ]
         self.query_one("#figures", Static).update("  ".join(part for part in parts if part))
@@ -433,7 +443,7 @@ class RunsScreen(Screen):
             return
         info = self.infos.get(self.selected or "")
         if info is not None:
-            self._show_figures(info)
+            self._show_progress(info)
         history = feed.history
         last = Text(event_text(history.last), style="dim")
         if feed.missing and history.count == 0:
