@@ -117,6 +117,7 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from engine.train.history import current_progress
     from engine.train.readout import (
         duration,
         event_text,
@@ -126,8 +127,6 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
         rate_text,
         sparkline,
     )
-
-    from engine.train.history import current_progress
 
     width = max(20, width)
     state = info.state
