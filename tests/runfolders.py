@@ -41,6 +41,8 @@ def write_run(
     dataset: Path | None = None,
 ) -> Path:
     """Write a run folder that ended in ``state`` after ``steps`` steps; its path."""
+    if state == "failed" and error is None:
+        error = "CUDA out of memory"
     run_dir = Path(folder) / f"{stamp}-{name}"
     run_dir.mkdir(parents=True)
     losses = loss_curve(steps)
@@ -76,7 +78,7 @@ def write_run(
     if state == "done":
         emit("done", step=done_steps, epoch=epochs, seconds=round(t - t0, 3))
     elif state == "failed":
-        emit("failed", step=done_steps, epoch=epochs, error=error or "CUDA out of memory")
+        emit("failed", step=done_steps, epoch=epochs, error=error)
     elif state == "cancelled":
         emit("cancelled", step=done_steps, epoch=epochs)
     (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")

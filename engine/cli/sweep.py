@@ -139,7 +139,9 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
             path = run_path(sweep_dir, entry)
             where = f" {path}" if path is not None and state == "starting" else ""
             reason = f": {entry['error']}" if entry.get("error") else ""
-            err.print(f"run {index}/{total} {state}{where}{reason}", markup=False, highlight=False)
+            err.print(
+                f"run {index}/{total} {state}{where}{reason}", markup=False, highlight=False, soft_wrap=True
+            )
 
     try:
         record = run_queue(
@@ -200,7 +202,7 @@ def report(args: argparse.Namespace) -> int:
         return 0
     print_report(result, sheet=False)
     if sheet is not None:
-        console().print(f"contact sheet: {sheet}", markup=False, highlight=False)
+        console().print(f"contact sheet: {sheet}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -243,13 +245,13 @@ def print_report(result: Any, sheet: bool) -> None:
     out.print(table)
     for row in result.rows:
         if row.run_dir is not None:
-            out.print(f"  #{row.index} {row.run_dir}", markup=False, highlight=False)
+            out.print(f"  #{row.index} {row.run_dir}", markup=False, highlight=False, soft_wrap=True)
     if sheet:
         from engine.train.sweep_report import contact_sheet
 
         path = contact_sheet(result)
         if path is not None:
-            out.print(f"contact sheet: {path}", markup=False, highlight=False)
+            out.print(f"contact sheet: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _value(value: Any) -> str:

@@ -131,14 +131,15 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     width = max(20, width)
     state = info.state
     now = current_progress(info, history, state in ("running", "starting"))
+    # State first: in a narrow pane the name is what gets cut, never the state.
     header = Text(no_wrap=True, overflow="ellipsis")
-    header.append(info.name or Path(info.run_dir).name, style="bold")
-    header.append(" ")
     header.append(state, style=STATE_STYLES.get(state, "bold"))
     if info.epochs:
-        header.append(f"  e{now.epoch}/{info.epochs}")
+        header.append(f" e{now.epoch}/{info.epochs}")
     if info.readonly:
-        header.append("  read-only", style="dim")
+        header.append(" read-only", style="dim")
+    header.append(" ")
+    header.append(info.name or Path(info.run_dir).name, style="bold")
     counts = progress_text(now.step, now.total)
     bar = Table.grid(expand=True)
     bar.add_column(ratio=1)

@@ -175,6 +175,7 @@ class RunsScreen(Screen):
         self._chart_drawn = 0.0
         self._listed_once = False
         self._pending_select: str | None = None
+        self.samples_shown_for: str | None = None
         self._cook_text: str | None = None
 
     # -- layout ------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class RunsScreen(Screen):
         table.set_rows(rows)
         empty = self.query_one("#empty", Static)
         if not rows:
-            folders = ", ".join(str(folder) for folder in self.folders)
+            folders = ", ".join(self._shown_folder(folder) for folder in self.folders)
             empty.update(
                 f"No runs yet in {escape(folders)}.\n\n"
                 "[b]n[/b] starts one on this dataset with the plan's settings; "
@@ -274,6 +275,13 @@ class RunsScreen(Screen):
             self.show_head()
         self._listed_once = True
 
+    def _shown_folder(self, folder: Path) -> str:
+        """A runs folder as the user knows it: ``runs/`` inside the dataset, else its path."""
+        try:
+            return folder.relative_to(self.dataset_root.resolve()).as_posix() + "/"
+        except ValueError:
+            return str(folder)
+
     @on(DataTable.RowHighlighted, "#runs")
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # A rebuild highlights row 0 on its way back to the run it was on: follow where the
@@ -286,6 +294,7 @@ class RunsScreen(Screen):
         """Follow another run: its history is read in a worker, then shown."""
         self.selected = key
         self.feed = None
+        self.samples_shown_for = None
         self.prompt_index = 0
         self.epoch_choice = None
         self.show_head()
@@ -541,6 +550,7 @@ class RunsScreen(Screen):
             return
         self._cook_text = f"cook hint: {message.hint}" if message.hint else None
         self.query_one(SampleGrid).show(message.title, message.items)
+        self.samples_shown_for = message.key
         if self.feed is not None:
             self.show_files(self.feed.history)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.markup import escape
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -99,7 +99,7 @@ class SweepScreen(Screen[str | None]):
         done = sum(1 for row in report.rows if row.state == "done")
         head = Text()
         head.append(f"sweep {report.name}", style="bold")
-        head.append(f"  {done}/{len(report.rows)} done  {report.sweep_dir}", style="dim")
+        head.append(f"  {done}/{len(report.rows)} done  {report.sweep_dir.name}", style="dim")
         for warning in report.warnings:
             head.append(f"\n⚠ {warning}", style="yellow")
         self.query_one("#sweep-head", Static).update(head)
@@ -183,6 +183,11 @@ class SweepScreen(Screen[str | None]):
     def action_next_page(self) -> None:
         self.page += 1
         self.show_samples()
+
+    @on(DataTable.RowSelected)
+    def row_selected(self) -> None:
+        # The table takes enter itself: choosing a row is following its run.
+        self.action_open_run()
 
     def action_open_run(self) -> None:
         report = self.report
