@@ -178,6 +178,9 @@ class Curation:
     def rescan(self, moves: dict[str, str] | None = None) -> ScanDiff:
         """Rescan the folder and apply what changed; changed images go back to pending.
 
+        New paths take a valid cached analysis when the store has one (a renamed folder,
+        whose state ``move_folder_state`` carried over).
+
         Args:
             moves: Renames seen by a file watcher (old path -> new path); a renamed image
                 keeps its selection and cached figures instead of starting over.
@@ -193,6 +196,8 @@ class Curation:
                 self._uncount(self.rows.pop(path))
                 diff.removed.append(path)
         excluded = excluded_paths(self.store)
+        # New paths (a renamed file or folder) whose cache rows moved with them: read those,
+        # so a rename costs no re-analysis.
         cached = load_cached(
             self.store, [r for r in fresh.images if r.rel_path not in self.rows], self.method, self.exact
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -95,6 +96,7 @@ class KilnApp(App):
 
     def _build_section(self, section: Section) -> Screen:
         screen = section.factory(self)
+        screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
         self.section_screens[section.name] = screen
         return screen
 
@@ -102,13 +104,15 @@ class KilnApp(App):
         """Open a section (its screen keeps its state between visits)."""
         if self.current_mode != name:
             self.switch_mode(name)
+            # ScreenResume does not reach the app: size the section here (the terminal may
+            # have been resized while another section was shown).
+            for screen in self.screen_stack:
+                screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # The event's size: this handler runs before App's own, so self.size is still the old one.
         for screen in self.screen_stack:
-            screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
-
-    def on_screen_resume(self) -> None:
-        self.screen.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+            screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from engine.analysis.measure import ImageAnalysis
+
+if TYPE_CHECKING:
+    from engine.plan.buckets import BucketSpec
+    from engine.plan.loads import DatasetLoad
 
 
 @dataclass
@@ -29,6 +33,22 @@ class FilesChanged(Message):
 
 
 @dataclass
+class DatasetLoaded(Message):
+    """The plan screen's worker bucketed the included images for ``spec`` (or failed: ``error``)."""
+
+    spec: BucketSpec
+    load: DatasetLoad | None
+    error: str | None = None
+
+
+@dataclass
+class ConceptRenamed(Message):
+    """A concept folder was renamed (new repeats) and the curation rescanned: screens refill."""
+
+    old_folder: str
+    new_folder: str
+
+
 class RunFilesChanged(Message):
     """Files of run folders changed (absolute paths): events, status, log, samples, LoRA files."""
 

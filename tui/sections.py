@@ -42,6 +42,12 @@ def _dataset(app: KilnApp) -> Screen:
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
+def _plan(app: KilnApp) -> Screen:
+    from tui.screens.plan import PlanScreen
+
+    return PlanScreen(app.curation)
+
+
 def _runs(app: KilnApp) -> Screen:
     from tui.screens.runs import RunsScreen
 
@@ -57,6 +63,9 @@ def _runs(app: KilnApp) -> Screen:
 
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
+    Section(
+        "plan", "2", "Plan", "Plan the run: steps, repeats, epochs, aspect buckets, the guide's advice", _plan
+    ),
     Section(
         "runs",
         "5",

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "tags": "tags",
     "lint": "lint",
     "calc": "calc",
+    "tec": "tec",
     "train": "train",
     "watch": "watch",
     "sweep": "sweep",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from engine.errors import DatasetError, UsageError
 if TYPE_CHECKING:
     from engine.plan.buckets import BucketSpec
     from engine.plan.loads import DatasetLoad
+    from engine.plan.solve import Solution
     from engine.plan.steps import StepPlan
 
 # The guide's minimum, used when --epochs is not given and not solved for.
@@ -84,16 +84,6 @@ def non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number, at least 0")
     return value
-
-
-@dataclass(frozen=True)
-class _Solution:
-    """What the arguments leave to solve, solved: the mode, repeats, epochs and samples."""
-
-    mode: str
-    repeats: int | None
-    epochs: int
-    bucket_items: dict
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,32 +183,14 @@ def _dataset(
     from engine.analysis.tones import DEFAULT_METHOD
     from engine.dataset.selection import included_records
     from engine.dataset.store import Store
-    from engine.plan.loads import dataset_load
+    from engine.plan.loads import dataset_load, load_notices
 
     dataset = load_dataset(path)
-    notices: list[dict[str, str]] = []
     with Store(dataset.root) as store:
         load = dataset_load(dataset, store, spec, repeats)
         included = included_records(dataset.images, store)
         cached = load_cached(store, included, DEFAULT_METHOD, False)
-    if load.skipped:
-        notices.append(
-            {
-                "id": "kohya-skips",
-                "message": f"{len(load.skipped)} included image(s) sit where Kohya skips them (the root, "
-                "a folder without an N_ prefix or a 0_ folder) and are not counted; move them into "
-                "a folder such as 10_name/",
-            }
-        )
-    if load.unreadable:
-        first, reason = load.unreadable[0]
-        notices.append(
-            {
-                "id": "unreadable-images",
-                "message": f"{len(load.unreadable)} image(s) could not be bucketed and are not counted, "
-                f"e.g. {first}: {reason}",
-            }
-        )
+    notices = [notice.to_json() for notice in load_notices(load)]
     if load.images == 0:
         raise DatasetError(
             f"{path}: no included image that Kohya would train; include some, or put them in "
@@ -235,33 +207,34 @@ def _dataset(
     return load, verdict, notices
 
 
-def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None) -> _Solution:
+def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None) -> Solution:
     """Solve for whatever the arguments leave open: steps, repeats or epochs."""
-    from engine.plan.steps import epochs_for_target, repeats_for_target
+    from engine.plan.solve import solve_plan
 
     if args.target_steps is not None and args.epochs is not None:
-        repeats = repeats_for_target(
-            args.target_steps, bucket_images, args.batch, args.epochs, args.grad_accumulation, args.gpus
-        )
-        items = {key: count * repeats for key, count in bucket_images.items()}
-        return _Solution("repeats", repeats, args.epochs, items)
-    # Repeats are known: given, or (with a dataset) the folders' own.
-    if args.repeats is not None:
-        repeats: int | None = args.repeats
-        items = {key: count * args.repeats for key, count in bucket_images.items()}
-    elif load is not None:
-        repeats = _uniform(concept.repeats for concept in load.concepts)
-        items = load.bucket_items()
+        mode = "repeats"
     elif args.target_steps is not None:
-        raise UsageError(
-            "with --target-steps give --epochs E (to solve repeats) or --repeats R (to solve epochs)"
-        )
+        mode = "epochs"
+        if args.repeats is None and load is None:
+            raise UsageError(
+                "with --target-steps give --epochs E (to solve repeats) or --repeats R (to solve epochs)"
+            )
     else:
-        raise UsageError("give --repeats R, or --target-steps S with --epochs E to solve for repeats")
-    if args.target_steps is None:
-        return _Solution("steps", repeats, args.epochs if args.epochs is not None else DEFAULT_EPOCHS, items)
-    epochs = epochs_for_target(args.target_steps, items, args.batch, args.grad_accumulation, args.gpus)
-    return _Solution("epochs", repeats, epochs, items)
+        mode = "steps"
+        if args.repeats is None and load is None:
+            raise UsageError("give --repeats R, or --target-steps S with --epochs E to solve for repeats")
+    return solve_plan(
+        mode,
+        bucket_images,
+        repeats=args.repeats,
+        epochs=DEFAULT_EPOCHS if mode == "steps" and args.epochs is None else args.epochs,
+        target_steps=args.target_steps,
+        batch=args.batch,
+        grad_accumulation=args.grad_accumulation,
+        processes=args.gpus,
+        folder_items=None if load is None else load.bucket_items(),
+        folder_repeats=None if load is None else _uniform(concept.repeats for concept in load.concepts),
+    )
 
 
 def _uniform(values) -> int | None:

@@ -149,3 +149,22 @@ def clip_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         out[CLIP_PREFIX + bare] = value
     return out
+
+
+# Before the ``text_model`` level existed in transformers, SD 1.x files held CLIP directly here.
+CLIP_OLD_PREFIX = "cond_stage_model.transformer."
+
+
+def clip_key_from_ldm(key: str) -> str | None:
+    """The bare ``CLIPTextModel`` name (no ``text_model.`` level) of a single-file key, if it is CLIP's.
+
+    The inverse of ``clip_to_ldm`` for one name, so a reader can pick the text encoder's keys
+    out of a checkpoint without loading the rest. Both SD 1.x layouts are read:
+    ``cond_stage_model.transformer.text_model.*`` and the older ``cond_stage_model.transformer.*``.
+    Returns None for keys outside the text encoder.
+    """
+    if key.startswith(CLIP_PREFIX):
+        return key[len(CLIP_PREFIX) :]
+    if key.startswith(CLIP_OLD_PREFIX):
+        return key[len(CLIP_OLD_PREFIX) :]
+    return None

@@ -17,6 +17,7 @@ from engine.dataset.scan import Dataset, ImageRecord
 from engine.dataset.selection import included_records
 from engine.dataset.store import Store
 from engine.errors import ImageError
+from engine.plan.advisor import Advice
 from engine.plan.buckets import BucketSpec, Size, assign_bucket
 
 
@@ -126,6 +127,34 @@ def dataset_load(
         skipped=skipped,
         unreadable=tuple(sorted(unreadable.items())),
     )
+
+
+def load_notices(load: DatasetLoad) -> list[Advice]:
+    """Notices about included images the count leaves out, each with a stable id.
+
+    Why: an image Kohya skips (wrong folder) or cannot read silently changes the run; the
+    user must see that the count excludes it and how to fix it.
+    """
+    notices: list[Advice] = []
+    if load.skipped:
+        notices.append(
+            Advice(
+                "kohya-skips",
+                f"{len(load.skipped)} included image(s) sit where Kohya skips them (the root, a folder "
+                "without an N_ prefix or a 0_ folder) and are not counted; move them into a folder "
+                "such as 10_name/",
+            )
+        )
+    if load.unreadable:
+        first, reason = load.unreadable[0]
+        notices.append(
+            Advice(
+                "unreadable-images",
+                f"{len(load.unreadable)} image(s) could not be bucketed and are not counted, "
+                f"e.g. {first}: {reason}",
+            )
+        )
+    return notices
 
 
 def image_sizes(

@@ -21,6 +21,30 @@ def sample_copy(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def analysed_sample(tmp_path_factory) -> Path:
+    """sample_data analysed once per session (the template for ``analysed_copy``)."""
+    from engine.analysis.run import analyse_dataset
+    from engine.analysis.tones import DEFAULT_METHOD
+    from engine.dataset.scan import scan_dataset
+    from engine.dataset.store import Store
+
+    target = tmp_path_factory.mktemp("analysed") / "data"
+    shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns(".kiln"))
+    with Store(target) as store:
+        analyse_dataset(scan_dataset(target), store, DEFAULT_METHOD, workers=1)
+    return target
+
+
+@pytest.fixture
+def analysed_copy(analysed_sample: Path, tmp_path: Path) -> Path:
+    """A private copy of sample_data whose analysis cache is filled: the app starts measured,
+    with no analysis pool to wait for. copytree keeps mtimes, so the cache stays valid."""
+    target = tmp_path / "data"
+    shutil.copytree(analysed_sample, target)
+    return target
+
+
 def make_app(path: Path, **kwargs) -> KilnApp:
     """The app as tests drive it: no terminal images, no watcher unless asked."""
     kwargs.setdefault("images", "none")

@@ -23,7 +23,7 @@ from engine.analysis.run import iter_analyses
 from engine.curate import Curation, Row
 from engine.dataset.captions import caption_preview
 from engine.errors import ImageError, KilnError
-from tui.messages import AnalysisProgress, FilesChanged
+from tui.messages import AnalysisProgress, ConceptRenamed, FilesChanged
 from tui.screens.confirm import UnsavedEditScreen
 from tui.screens.rebalance import RebalanceScreen
 from tui.watch import DatasetWatcher
@@ -242,11 +242,15 @@ class DatasetScreen(Screen):
         rows = self.curation.rows
         return sorted(paths, key=lambda path: key(rows[path]), reverse=self.sort_reverse)
 
-    def refill_table(self) -> None:
-        """Rebuild the table from the model (after a sort, filter or rescan), keeping the cursor."""
+    def refill_table(self, keep: str | None = None) -> None:
+        """Rebuild the table from the model (after a sort, filter or rescan), keeping the cursor.
+
+        Args:
+            keep: The row to put the cursor on; default the one under it now.
+        """
         table = self.table
         rows = self.curation.rows
-        table.set_rows(self.visible_paths(), keep=self.current_path())
+        table.set_rows(self.visible_paths(), keep=keep or self.current_path())
         empty = self.query_one("#empty", Static)
         if not rows:
             empty.update(
@@ -554,7 +558,21 @@ class DatasetScreen(Screen):
 
         self.app.push_screen(UnsavedEditScreen(editor.rel_path or "", "Quit Kiln?"), decide)
 
-    # -- files changed by other programs -----------------------------------------------------
+    def has_unsaved_edit(self) -> bool:
+        """Whether the caption editor holds an edit not yet written."""
+        return self.editor.dirty
+
+    # -- files changed by Kiln's other screens or by other programs ----------------------------
+
+    def on_concept_renamed(self, message: ConceptRenamed) -> None:
+        """The plan screen renamed a folder and rescanned: show the new paths, cursor kept."""
+        current = self.current_path()
+        prefix = f"{message.old_folder}/"
+        if current is not None and current.startswith(prefix):
+            current = f"{message.new_folder}/{current[len(prefix) :]}"
+        self.refill_table(keep=current)
+        self.update_gauge()
+        self.start_analysis()
 
     def on_files_changed(self, message: FilesChanged) -> None:
         self._changed |= message.paths

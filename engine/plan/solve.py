@@ -1,0 +1,99 @@
+"""What a plan leaves open, solved: the steps of a run, or the repeats or epochs for a target.
+
+``kiln calc`` and the plan screen both ask "given these numbers, what is the run?", in one
+of three modes: count the steps (repeats and epochs known), solve the repeats that reach a
+target step count (epochs known), or solve the epochs (repeats known). One function answers
+for both, so the CLI and the screen never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.errors import UsageError
+from engine.plan.steps import BucketKey, epochs_for_target, repeats_for_target
+
+SOLVE_MODES: tuple[str, ...] = ("steps", "repeats", "epochs")
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A plan with nothing left open.
+
+    Attributes:
+        mode: What was solved: ``steps``, ``repeats`` or ``epochs``.
+        repeats: The repeats every image trains with; None when the folders' own repeats
+            differ.
+        epochs: The epochs.
+        bucket_items: Samples per bucket per epoch, repeats included, for
+            :func:`engine.plan.steps.plan_steps`.
+    """
+
+    mode: str
+    repeats: int | None
+    epochs: int
+    bucket_items: dict[BucketKey, int]
+
+
+def solve_plan(
+    mode: str,
+    bucket_images: Mapping[BucketKey, int],
+    *,
+    repeats: int | None = None,
+    epochs: int | None = None,
+    target_steps: int | None = None,
+    batch: int = 1,
+    grad_accumulation: int = 1,
+    processes: int = 1,
+    folder_items: Mapping[BucketKey, int] | None = None,
+    folder_repeats: int | None = None,
+) -> Solution:
+    """Fill in what ``mode`` leaves open.
+
+    Why: users plan forwards (repeats and epochs -> steps) and backwards from a step budget
+    (the guide's "10 images, 3500 steps, 10 epochs: 35 repeats"); both must count as Kohya
+    does.
+
+    Args:
+        mode: ``steps`` (needs epochs, and repeats or the folders'), ``repeats`` (needs a
+            target and epochs; every image gets the solved repeats) or ``epochs`` (needs a
+            target, and repeats or the folders').
+        bucket_images: Images per bucket, without repeats.
+        repeats: Repeats for every image; None to use the folders' (``folder_items``).
+        epochs: Epochs (ignored when solving them).
+        target_steps: The step count to reach (solving repeats or epochs).
+        batch, grad_accumulation, processes: As for :func:`engine.plan.steps.plan_steps`.
+        folder_items: Samples per bucket with each folder's own repeats (a dataset's
+            :meth:`~engine.plan.loads.DatasetLoad.bucket_items`), None without a dataset.
+        folder_repeats: The repeats all folders share, None when they differ.
+
+    Raises:
+        UsageError: an unknown mode, or a number the mode needs is missing or bad.
+    """
+    if mode not in SOLVE_MODES:
+        raise UsageError(f"cannot solve for {mode!r}; solve for one of {', '.join(SOLVE_MODES)}")
+    if mode == "repeats":
+        if target_steps is None or epochs is None:
+            raise UsageError("solving for repeats needs a target step count and the epochs")
+        solved = repeats_for_target(target_steps, bucket_images, batch, epochs, grad_accumulation, processes)
+        return Solution(mode, solved, epochs, _times(bucket_images, solved))
+    if repeats is not None:
+        items: dict[BucketKey, int] = _times(bucket_images, repeats)
+        used: int | None = repeats
+    elif folder_items is not None:
+        items, used = dict(folder_items), folder_repeats
+    else:
+        raise UsageError("no repeats: give the repeats, or a dataset whose folder names carry them")
+    if mode == "steps":
+        if epochs is None:
+            raise UsageError("counting steps needs the epochs")
+        return Solution(mode, used, epochs, items)
+    if target_steps is None:
+        raise UsageError("solving for epochs needs a target step count")
+    solved = epochs_for_target(target_steps, items, batch, grad_accumulation, processes)
+    return Solution(mode, used, solved, items)
+
+
+def _times(bucket_images: Mapping[BucketKey, int], repeats: int) -> dict[BucketKey, int]:
+    return {key: count * repeats for key, count in bucket_images.items()}

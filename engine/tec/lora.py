@@ -1,0 +1,132 @@
+"""Merge a Kohya LoRA's text-encoder weights into a copy of a base text encoder, at a scale.
+
+Kohya names each adapted layer ``lora_te_<module path with underscores>`` (SD 1.5; diffusers'
+converter writes ``lora_te1_``, read too) and stores ``.lora_down.weight`` (rank x in),
+``.lora_up.weight`` (out x rank) and ``.alpha``; the layer's weight becomes
+``W + scale * alpha / rank * up @ down``, which is what AUTO1111 and ComfyUI apply.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.errors import ModelError
+from engine.train.network import TEXT_ENCODER_PREFIX, text_encoder_targets
+
+DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
+_DIFFUSERS_PREFIX = "lora_te1_"
+
+
+@dataclass(frozen=True)
+class LoraLayer:
+    """One adapted text-encoder layer of a LoRA file.
+
+    Attributes:
+        module: The layer's name inside the text encoder (``encoder.layers.0.self_attn.q_proj``).
+        down: ``lora_down`` (rank x in), float32.
+        up: ``lora_up`` (out x rank), float32.
+        alpha: The stored alpha (rank when the file has none: scale 1, as Kohya reads it).
+    """
+
+    module: str
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float
+
+    @property
+    def rank(self) -> int:
+        """The adapter's rank."""
+        return int(self.down.shape[0])
+
+    def delta(self, scale: float) -> torch.Tensor:
+        """``scale * alpha / rank * up @ down``: what merging adds to the layer's weight."""
+        return (scale * self.alpha / self.rank) * (self.up @ self.down)
+
+
+def text_encoder_lora_layers(
+    tensors: Mapping[str, torch.Tensor], model: nn.Module, path: Path
+) -> list[LoraLayer]:
+    """The LoRA's text-encoder layers, matched to ``model``'s modules by Kohya name.
+
+    An empty list means the LoRA trained the U-Net only.
+
+    Raises:
+        ModelError: A text-encoder key of a kind Kiln cannot merge (LyCORIS, DoRA...), a name
+            that matches no layer of the model, or shapes that do not fit it.
+    """
+    modules = {target.kohya: target.module for target in text_encoder_targets(model, 1, 1.0)}
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("lora_te2_"):
+            raise ModelError(f"{path}: an SDXL LoRA ({key}); the TEC meter reads SD 1.x LoRAs only")
+        if not key.startswith((TEXT_ENCODER_PREFIX + "_", _DIFFUSERS_PREFIX)):
+            continue
+        stem, part = _split(key)
+        if part is None:
+            raise ModelError(
+                f"{path}: {key}: only plain LoRA text-encoder weights (lora_down/lora_up/alpha) can be "
+                "merged; LyCORIS and DoRA files are not supported by the TEC meter"
+            )
+        stem = (
+            TEXT_ENCODER_PREFIX + "_" + stem.removeprefix(_DIFFUSERS_PREFIX)
+            if stem.startswith(_DIFFUSERS_PREFIX)
+            else stem
+        )
+        grouped.setdefault(stem, {})[part] = value
+    layers = []
+    for stem, parts in sorted(grouped.items()):
+        module = modules.get(stem)
+        if module is None:
+            raise ModelError(f"{path}: {stem} names no text-encoder layer of an SD 1.x CLIP model")
+        if DOWN not in parts or UP not in parts:
+            raise ModelError(
+                f"{path}: {stem} lacks {DOWN if DOWN not in parts else UP}; the LoRA file is incomplete"
+            )
+        down = parts[DOWN].float().reshape(parts[DOWN].shape[0], -1)
+        up = parts[UP].float().reshape(parts[UP].shape[0], -1)
+        weight = model.get_submodule(module).weight
+        if up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != tuple(weight.shape):
+            raise ModelError(
+                f"{path}: {stem}: up {tuple(up.shape)} @ down {tuple(down.shape)} does not fit the layer's "
+                f"weight {tuple(weight.shape)}; the LoRA was trained for another model size"
+            )
+        alpha = float(parts[ALPHA]) if ALPHA in parts else float(down.shape[0])
+        layers.append(LoraLayer(module, down, up, alpha))
+    return layers
+
+
+def lora_trains_text_encoder(path: Path | str) -> bool:
+    """Whether a LoRA file holds text-encoder weights, from its key names alone (no tensor read).
+
+    The runs and sweep views use it to decide whether a run has a TEC series worth computing.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    return any(key.startswith((TEXT_ENCODER_PREFIX + "_", _DIFFUSERS_PREFIX)) for key in keys)
+
+
+def _split(key: str) -> tuple[str, str | None]:
+    for part in (DOWN, UP, ALPHA):
+        if key.endswith(part):
+            return key[: -len(part)], part
+    return key.split(".", 1)[0], None
+
+
+def merged_text_encoder(model: nn.Module, layers: list[LoraLayer], scale: float) -> nn.Module:
+    """A copy of ``model`` with each LoRA layer merged at ``scale``; ``model`` is left as it was."""
+    merged = copy.deepcopy(model)
+    if scale == 0:
+        return merged
+    with torch.no_grad():
+        for layer in layers:
+            weight = merged.get_submodule(layer.module).weight
+            weight.add_(layer.delta(scale).to(weight.device, weight.dtype))
+    return merged
