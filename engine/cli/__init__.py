@@ -26,7 +26,10 @@ COMMANDS: dict[str, str] = {
     "calc": "calc",
     "tec": "tec",
     "train": "train",
+    "runs": "runs",
     "watch": "watch",
+    "cancel": "cancel",
+    "resume": "resume",
     "sweep": "sweep",
     "tiny-model": "tiny_model",
 }

@@ -1,15 +1,14 @@
-"""``kiln train``: train a LoRA from a TOML config in the foreground, or the built-in demo."""
+"""``kiln train``: train a LoRA from a TOML config (foreground, detached, on N GPUs), or the demo."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add_example, console
+from engine.cli.common import add_example, console, positive_int
 from engine.errors import KilnError, UsageError
 
 
@@ -18,9 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a LoRA from a config file (or --demo)",
-        description="Train an SD 1.5 LoRA in the foreground with a progress bar. The run folder "
-        "(runs/<time>-<name>/) gets config.toml, events.jsonl, status.json, train.log, samples/ "
-        "and lora/. Ctrl+C stops after the current step and saves a LoRA.",
+        description="Train an SD 1.5 LoRA in the foreground with a progress bar, or --detach it "
+        "from the terminal. The run folder (runs/<time>-<name>/) gets config.toml, events.jsonl, "
+        "status.json, train.log, samples/, lora/ and state/ (resume). Ctrl+C, SIGTERM or `kiln "
+        "cancel` stop after the current step and save a LoRA and the resume state; a second one "
+        "within 5 s stops at once. The run folder is the last line on stdout.",
     )
     parser.add_argument("config", type=Path, nargs="?", help="TOML config (see --print-config)")
     parser.add_argument(
@@ -41,6 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, help="folder for the run folder (default: output.dir)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="train in the background (survives the terminal and SSH); print the run folder and return",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train on N GPUs with accelerate (with --cpu: N CPU processes)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no progress bar; print the run folder at the end"
     )
     add_example(
@@ -48,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln train --print-config > run.toml",
         "kiln train run.toml",
         "kiln train run.toml --set train.unet_lr=3e-4 --set train.max_steps=800",
+        "kiln train run.toml --detach          # then: kiln runs, kiln watch RUN, kiln cancel RUN",
+        "kiln train run.toml --gpus 2 --detach",
         "kiln train --demo",
     )
     parser.set_defaults(func=run)
@@ -81,42 +96,62 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, overrides)
         require_paths(config, str(args.config))
-    return train(config, quiet=args.quiet, cpu=args.cpu)
+    return train(config, quiet=args.quiet, cpu=args.cpu, detach=args.detach, gpus=args.gpus)
 
 
-def train(config, quiet: bool = False, cpu: bool = False) -> int:
-    """Check inputs, make the run folder, train with a progress bar; 1 when the run failed."""
-    from engine.train.data import training_set
-    from engine.train.loop import Trainer
-    from engine.train.model import model_source
-    from engine.train.rundir import create_run_dir
+def train(config, quiet: bool = False, cpu: bool = False, detach: bool = False, gpus: int = 1) -> int:
+    """Check inputs, make the run folder, then train here, detached, or on N processes."""
+    from engine.train import runner
 
-    # Fail on a bad path before a run folder exists for it.
-    model_source(config.model.base, config.model.allow_pickle)
-    training_set(config.dataset)
-    run_dir = create_run_dir(config)
+    # A bad path or GPU count fails before a run folder exists for it.
+    run_dir = runner.new_run_dir(config, gpus=gpus, cpu=cpu)
+    if detach:
+        process = runner.spawn(run_dir, gpus=gpus, cpu=cpu)
+        if not quiet:
+            # Plain writes: Rich would wrap the paths, and these lines are meant to be copied.
+            sys.stderr.write(
+                f"training in the background (pid {process.pid}); output in {run_dir / 'train.log'}\n"
+                f"  kiln runs --runs {run_dir.parent}\n  kiln cancel {run_dir}\n"
+            )
+        sys.stdout.write(f"{run_dir}\n")
+        return 0
+    return train_foreground(run_dir, quiet=quiet, cpu=cpu, gpus=gpus)
+
+
+def train_foreground(
+    run_dir: Path,
+    quiet: bool = False,
+    cpu: bool = False,
+    gpus: int = 1,
+    resume: bool = False,
+    force: bool = False,
+) -> int:
+    """Train (or resume) a run folder with a progress bar until it ends; the run folder is the
+    last line on stdout, and a failed run exits 1."""
+    from engine.train import runner
+    from engine.train.runs import read_run
+
     out = console(stderr=True)
     progress = _Progress(out, enabled=not quiet and out.is_terminal)
-    trainer = Trainer(config, run_dir, listeners=[progress.on_event], cpu=cpu)
-    previous = signal.getsignal(signal.SIGINT)
 
-    def stop(signum: int, frame: object) -> None:
-        # First Ctrl+C: finish the step, save, end with `cancelled`; a second one interrupts.
-        trainer.request_stop()
-        out.print("[yellow]stopping after the current step (Ctrl+C again to abort)[/]")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def say(message: str) -> None:
+        out.print(f"[yellow]{message}[/]")
 
-    signal.signal(signal.SIGINT, stop)
-    try:
-        with progress:
-            result = trainer.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    sys.stdout.write(f"{result.run_dir}\n")
-    if result.state == "failed":
-        raise KilnError(f"training failed: {result.error} (see {result.run_dir / 'train.log'})")
-    if result.lora is not None and not quiet:
-        out.print(f"{result.state}: {result.lora}")
+    with progress:
+        if gpus > 1:
+            offset = runner.events_size(run_dir)
+            process = runner.spawn(run_dir, resume=resume, force=force, gpus=gpus, cpu=cpu)
+            runner.follow(run_dir, process, listeners=[progress.on_event], on_message=say, offset=offset)
+        else:
+            runner.train_here(
+                run_dir, resume=resume, force=force, cpu=cpu, listeners=[progress.on_event], on_message=say
+            )
+    info = read_run(run_dir)
+    sys.stdout.write(f"{run_dir}\n")
+    if info.state not in ("done", "cancelled"):
+        raise KilnError(f"training {info.state}: {info.error} (see {run_dir / 'train.log'})")
+    if not quiet:
+        out.print(f"{info.state} at step {info.step}/{info.total}: {run_dir / 'lora'}")
     return 0
 
 
@@ -148,9 +183,16 @@ class _Progress:
 
     def on_event(self, event: dict) -> None:
         kind = event["type"]
-        if kind == "start":
+        if kind in ("start", "resumed"):
+            if self.task is not None:
+                self.progress.remove_task(self.task)
             self.task = self.progress.add_task(
-                event.get("name", "train"), total=event["total"], epoch=event["epoch"], loss="-", it_s="-"
+                event.get("name", "train"),
+                total=event["total"],
+                completed=event.get("step", 0),
+                epoch=event["epoch"],
+                loss="-",
+                it_s="-",
             )
         elif kind == "step" and self.task is not None:
             self.progress.update(

@@ -13,7 +13,6 @@ so ``kiln resume`` can check a run before any model code loads.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -25,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.fsutil import fsync_dir
+from engine.train import testhooks
 
 MANIFEST = "manifest.json"
 PAYLOAD = "trainer.pt"
 KEEP = 2
 SAVE_LAYOUT = 1
 _SAVE_NAME = re.compile(r"^step-(\d{6,})$")
-# Test hook: "STEP:FLAG" pauses the save of STEP after its payload is written, creating FLAG,
-# so a test can SIGKILL the process inside a save deterministically.
-PAUSE_ENV = "KILN_TEST_SAVE_PAUSE"
 
 
 def save_name(step: int) -> str:
@@ -65,7 +62,7 @@ def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: di
     torch.save(payload, buffer)
     data = buffer.getvalue()
     _write_synced(tmp / PAYLOAD, data)
-    _pause_for_tests(step)
+    testhooks.pause_in_save(step)  # a test may kill the process here
     record = {
         **manifest,
         "layout": SAVE_LAYOUT,
@@ -179,18 +176,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _pause_for_tests(step: int) -> None:
-    hook = os.environ.get(PAUSE_ENV)
-    if not hook:
-        return
-    target, _, flag = hook.partition(":")
-    if target.strip() != str(step) or not flag:
-        return
-    Path(flag).write_text(str(os.getpid()), encoding="utf-8")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(OSError):  # pragma: no cover - the test kills the process first
-        Path(flag).unlink()

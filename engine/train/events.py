@@ -66,7 +66,7 @@ class EventWriter:
         resume: Continue an existing status (step, total, started...) instead of a fresh one.
         heartbeat_s: Rewrite ``status.json`` at least this often; 0 = no heartbeat thread.
         on_beat: Called on each heartbeat from the heartbeat thread (the trainer checks for
-            a cancel request there).
+            a cancel request there); also settable later as the ``on_beat`` attribute.
     """
 
     def __init__(
@@ -106,7 +106,7 @@ class EventWriter:
             self.status.update({key: previous[key] for key in _RESUMED_KEYS if key in previous})
         self._status_written = 0.0
         self.write_status()
-        self._on_beat = on_beat
+        self.on_beat = on_beat
         self._stopping = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if heartbeat_s > 0:
@@ -120,9 +120,9 @@ class EventWriter:
             # A full disk or a vanished folder must not kill the heartbeat: the next beat retries.
             with contextlib.suppress(OSError):
                 self.write_status(force=True)
-            if self._on_beat is not None:
+            if self.on_beat is not None:
                 with contextlib.suppress(Exception):
-                    self._on_beat()
+                    self.on_beat()
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         """Write one event (``t`` and ``type`` first) and update the status from it."""
@@ -180,6 +180,7 @@ class NullEventWriter:
 
     def __init__(self) -> None:
         self.status: dict[str, Any] = {}
+        self.on_beat: Callable[[], None] | None = None
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         """Build the event without writing it."""

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from engine import __version__
 from engine.errors import KilnError, RunError
-from engine.train import checkpoint, rundir
+from engine.train import checkpoint, rundir, testhooks
 from engine.train.config import MIXED_PRECISION, TrainConfig
 from engine.train.data import (
     LatentCache,
@@ -450,6 +450,7 @@ class Trainer:
                 mean_loss = loss_total / (window_end - index)
                 self.state.losses.append(mean_loss)
                 self._after_step(mean_loss, time.perf_counter() - started)
+                testhooks.hold_after_step(self.state.step, self.stop_requested)
                 if self.state.step >= self.total_steps:
                     break  # the run is over: finishing it is only its last saves
                 if every and self.state.step % every == 0 and self.state.batch_in_epoch < len(batches):

@@ -143,15 +143,7 @@ def spawn(
             close_fds=True,
         )
     now = time.time()
-    launch = {
-        "layout": RUN_LAYOUT,
-        "gpus": gpus,
-        "cpu": cpu,
-        "pid": process.pid,
-        "launched": round(now, 3),
-        "command": command,
-    }
-    atomic_write_text(run_dir / rundir.LAUNCH_FILE, json.dumps(launch, indent=2) + "\n")
+    record_launch(run_dir, gpus=gpus, cpu=cpu, pid=process.pid, command=command)
     status = read_status(run_dir) or {}
     config = load_config(run_dir / rundir.CONFIG_FILE)
     status.update(
@@ -178,6 +170,19 @@ def spawn(
     return process
 
 
+def record_launch(run_dir: Path, *, gpus: int, cpu: bool, pid: int, command: list[str]) -> None:
+    """Write ``launch.json``: how the run's process was started, so a resume starts it alike."""
+    launch = {
+        "layout": RUN_LAYOUT,
+        "gpus": gpus,
+        "cpu": cpu,
+        "pid": pid,
+        "launched": round(time.time(), 3),
+        "command": command,
+    }
+    atomic_write_text(Path(run_dir) / rundir.LAUNCH_FILE, json.dumps(launch, indent=2) + "\n")
+
+
 def train_here(
     run_dir: Path,
     *,
@@ -198,6 +203,7 @@ def train_here(
     run_dir = Path(run_dir)
     config = load_config(run_dir / rundir.CONFIG_FILE)
     (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
+    record_launch(run_dir, gpus=1, cpu=cpu, pid=os.getpid(), command=[sys.executable, *sys.argv])
     trainer = Trainer(config, run_dir, listeners=listeners, cpu=cpu, resume=resume, force=force)
     signals = StopSignals(trainer.request_stop, on_message=on_message, on_hard_exit=trainer.emit_aborted)
     with signals:

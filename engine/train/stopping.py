@@ -4,15 +4,14 @@ one within :data:`ABORT_WINDOW_S` stops at once.
 Python runs signal handlers only between bytecodes of the main thread, so a handler alone
 waits as long as the C call in progress (a long kernel, a barrier waiting on another GPU).
 Here the C-level handler also writes each signal to a socket (``signal.set_wakeup_fd``) that
-a watcher thread reads: the stop request lands at once, and an abort raises
-KeyboardInterrupt in the main thread and, if that thread does not answer within
-:data:`ABORT_GRACE_S`, ends the process. Saves are atomic (see :mod:`engine.train.checkpoint`),
-so an abort never damages the last complete one.
+a watcher thread reads: the stop request lands at once, and an abort signals the main thread
+(waking it from a sleep or a blocking read) to raise KeyboardInterrupt and, if that thread
+does not answer within :data:`ABORT_GRACE_S`, ends the process. Saves are atomic (see
+:mod:`engine.train.checkpoint`), so an abort never damages the last complete one.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
 import signal
@@ -137,8 +136,9 @@ class StopSignals:
     def _abort(self) -> None:
         self.aborting = True
         self._say("stopping at once; the last complete save is kept")
-        # Runs our Python-level handler in the main thread, which raises KeyboardInterrupt.
-        _thread.interrupt_main(signal.SIGINT)
+        # A signal aimed at the main thread interrupts a sleep or a blocking read there, and
+        # our Python-level handler, now aborting, raises KeyboardInterrupt.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         self._timer = threading.Timer(self.grace, self._hard_exit)
         self._timer.daemon = True
         self._timer.start()

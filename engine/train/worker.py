@@ -20,7 +20,7 @@ from engine.errors import KilnError
 from engine.train import rundir
 from engine.train.config import load_config
 from engine.train.events import EventWriter
-from engine.train.stopping import StopSignals
+from engine.train.stopping import ABORT_EXIT_CODE, StopSignals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         trainer.request_stop()
     try:
         result = trainer.run()
+    except KeyboardInterrupt:  # an abort landing just as the run ended
+        trainer.emit_aborted()  # (nothing when the final event is written)
+        return ABORT_EXIT_CODE
     finally:
         signals.uninstall()
+    if result.state != "failed" and not signals.aborting:
+        # Every process ends done or cancelled at the same step; a failed or aborted one may
+        # be alone (the others wait in a collective), and the launcher ends the others.
         _end_process_group()
     _say(f"{result.state} at step {result.step}" + (f": {result.error}" if result.error else ""))
     return 1 if result.state == "failed" else 0
@@ -88,14 +94,12 @@ def _fail_early(
 
 
 def _end_process_group() -> None:
+    """Leave the process group together: gloo aborts a process that leaves while a peer is still in."""
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
-    try:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    except Exception:  # best effort at exit
-        pass
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _say(message: str) -> None:

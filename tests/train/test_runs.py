@@ -211,7 +211,8 @@ def test_cancel_signals_the_training_process_and_leaves_a_request(tmp_path: Path
     flag = tmp_path / "got-term"
     code = (
         "import signal, sys, time, pathlib\n"
-        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(flag)!r}).write_text('1'), sys.exit(0)))\n"
+        f"flag = pathlib.Path({str(flag)!r})\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (flag.write_text('1'), sys.exit(0)))\n"
         "print('ready', flush=True)\n"
         "time.sleep(30)\n"
     )
@@ -234,3 +235,14 @@ def test_cancel_of_a_multi_gpu_launcher_only_leaves_the_request(tmp_path: Path) 
     run_dir = make_run(tmp_path, "launching", state="starting", launcher=True)
     cancel_run(run_dir)  # our own pid: a signal here would end the test run
     assert (run_dir / rundir.CANCEL_FILE).is_file()
+
+
+def test_runs_api_and_commands_load_no_torch() -> None:
+    # `kiln runs` and the TUI's runs screen list runs many times a second: no model code.
+    code = (
+        "import sys, engine.train.runs, engine.train.runner, engine.train.checkpoint, engine.cli.runs\n"
+        "from engine.cli import build_parser; build_parser()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'accelerate'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

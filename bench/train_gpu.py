@@ -1,0 +1,309 @@
+"""Benchmark: Kiln's training loop on a GPU against a plain diffusers + peft loop, in one run.
+
+An SD 1.5-sized pipeline is built from the configs Kiln ships (``engine/train/sd15``) with
+seeded random weights (no download; speed and memory do not depend on the weights). Both
+loops train LoRA rank 32 (alpha 16) on the same modules (Kohya's 192 U-Net + 72 text-encoder
+layers), at 512 px, in bf16 mixed precision with cached latents, AdamW, clipping at 1.0, at
+batch 1 and batch 4. Per loop and batch: the median step time after a warm-up (it/s) and the
+peak GPU memory (``torch.cuda.max_memory_allocated``, weights included). The loops alternate
+(baseline, Kiln) per batch size, each on a fresh copy of the pipeline.
+
+Run from the repository root:  python -m bench.train_gpu [--steps 30] [--batches 1 4]
+Smoke run without a GPU:       python -m bench.train_gpu --device cpu --tiny --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+RANK = 32
+ALPHA = 16.0
+UNET_LR = 1e-4
+TE_LR = 2e-5
+IMAGES = 8
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="default: cuda")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test model at 64 px (smoke runs)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per loop and batch size")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser.parse_args(argv)
+
+
+def build_pipeline(tiny: bool):
+    """The pipeline in memory on the CPU: SD 1.5's shapes (or the tiny model's), random weights."""
+    import torch
+
+    if tiny:
+        from engine.models.tiny import build_tiny_pipeline
+
+        return build_tiny_pipeline()
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from engine.train.model import SD15_CONFIG_DIR
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIG_DIR / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15_CONFIG_DIR / "vae"))
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(SD15_CONFIG_DIR / "text_encoder"))
+    tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG_DIR / "tokenizer")
+    scheduler = PNDMScheduler.from_config(PNDMScheduler.load_config(SD15_CONFIG_DIR / "scheduler"))
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def make_dataset(root: Path, resolution: int) -> Path:
+    folder = root / "data" / "20_bench"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(IMAGES):
+        pixels = rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+        (folder / f"{index:03d}.txt").write_text(f"bench image {index}, red, blue", encoding="utf-8")
+    return folder.parent
+
+
+def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
+    """Kiln's Trainer on a copy of ``pipe`` (loaded from memory instead of disk)."""
+    import engine.train.loop as loop
+    from engine.train.config import config_from_mapping
+    from engine.train.rundir import create_run_dir
+
+    config = config_from_mapping(
+        {
+            "model": {"base": str(base)},
+            "dataset": {
+                "path": str(data),
+                "resolution": resolution,
+                "min_bucket_reso": min(256, resolution),
+                "max_bucket_reso": max(1024, resolution),
+            },
+            "network": {"rank": RANK, "alpha": ALPHA},
+            "train": {
+                "epochs": 1,
+                "max_steps": args.warmup + args.steps,
+                "batch_size": batch,
+                "precision": args.precision,
+                "unet_lr": UNET_LR,
+                "text_encoder_lr": TE_LR,
+            },
+            "output": {"dir": str(runs), "name": f"bench-b{batch}"},
+        }
+    )
+    stamps: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "step":
+            stamps.append(time.perf_counter())
+
+    load_pipeline = loop.load_pipeline
+    loop.load_pipeline = lambda base, allow_pickle=False: copy.deepcopy(pipe)  # the bench times the loop
+    try:
+        _reset_memory(args.device)
+        trainer = loop.Trainer(config, create_run_dir(config), listeners=[on_event], cpu=args.device == "cpu")
+        result = trainer.run()
+    finally:
+        loop.load_pipeline = load_pipeline
+    if result.state != "done":
+        raise SystemExit(f"bench.train_gpu: Kiln's run {result.state}: {result.error}")
+    peak = _peak_memory(args.device)
+    del trainer
+    return _figures(stamps, args.warmup, peak)
+
+
+def baseline_run(pipe, data: Path, args, batch: int) -> dict:
+    """A plain loop as the diffusers examples write it: peft adapters, cached latents, AdamW."""
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from engine.train.network import text_encoder_targets, unet_targets
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    _reset_memory(args.device)
+    pipe = copy.deepcopy(pipe)
+    unet, text_encoder, vae, tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
+    for module in (unet, text_encoder, vae):
+        module.requires_grad_(False)
+    unet_names = [t.module for t in unet_targets(unet, RANK, ALPHA)]
+    te_names = [t.module for t in text_encoder_targets(text_encoder, RANK, ALPHA)]
+    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=unet_names), unet)
+    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=te_names), text_encoder)
+    vae.to(device, torch.float32)
+    for model in (unet, text_encoder):
+        model.to(device)
+        for name, param in model.named_parameters():
+            # Frozen weights in the training dtype, adapters in float32 (as Kohya and Kiln keep them).
+            param.data = param.data.to(torch.float32 if "lora_" in name else dtype)
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    te_params = [p for p in text_encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": unet_params, "lr": UNET_LR}, {"params": te_params, "lr": TE_LR}], weight_decay=0.01
+    )
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    files = sorted(data.rglob("*.png"))
+    with torch.no_grad():
+        latents = []
+        for path in files:
+            pixels = torch.from_numpy(
+                np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1
+            )
+            encoded = vae.encode(pixels.permute(2, 0, 1)[None].to(device)).latent_dist.mode()
+            latents.append(encoded[0] * vae.config.scaling_factor)
+        captions = [path.with_suffix(".txt").read_text(encoding="utf-8") for path in files]
+    unet.train()
+    text_encoder.train()
+    stamps = []
+    for step in range(args.warmup + args.steps):
+        picks = [(step * batch + i) % len(files) for i in range(batch)]
+        sample = torch.stack([latents[i] for i in picks])
+        ids = tokenizer(
+            [captions[i] for i in picks],
+            padding="max_length",
+            max_length=77,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        noise = torch.randn_like(sample)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            hidden = text_encoder(ids).last_hidden_state
+            prediction = unet(
+                scheduler.add_noise(sample, noise, timesteps).to(dtype), timesteps, hidden
+            ).sample
+        loss = F.mse_loss(prediction.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet_params + te_params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        stamps.append(time.perf_counter())
+    peak = _peak_memory(args.device)
+    del pipe, unet, text_encoder, vae, optimizer, latents
+    return _figures(stamps, args.warmup, peak)
+
+
+def _figures(stamps: list[float], warmup: int, peak: int | None) -> dict:
+    times = np.diff(np.array(stamps[warmup - 1 :])) if warmup >= 1 else np.diff(np.array(stamps))
+    median = statistics.median(times.tolist())
+    return {
+        "ms_per_step": round(median * 1000, 2),
+        "it_s": round(1 / median, 3),
+        "peak_gib": peak and round(peak / 2**30, 2),
+        "steps": len(times),
+    }
+
+
+def _reset_memory(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(device: str) -> int | None:
+    import torch
+
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.stderr.write(
+            "bench.train_gpu: no CUDA GPU on this machine; run it on a GPU server, "
+            "or use --device cpu --tiny for a smoke run\n"
+        )
+        return 2
+    if args.warmup < 1 or args.steps < 2:
+        sys.stderr.write("bench.train_gpu: --warmup must be at least 1 and --steps at least 2\n")
+        return 2
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    resolution = 64 if args.tiny else 512
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-gpu-") as tmp:
+        root = Path(tmp)
+        pipe = build_pipeline(args.tiny)
+        if args.tiny:
+            from engine.models.tiny import write_tiny_model
+
+            base = write_tiny_model(root / "tiny")
+        else:
+            from engine.train.model import SD15_CONFIG_DIR
+
+            base = SD15_CONFIG_DIR  # configs only: the weights come from memory
+        data = make_dataset(root, resolution)
+        for batch in args.batches:
+            base_figures = baseline_run(pipe, data, args, batch)
+            kiln_figures = kiln_run(pipe, base, data, root / "runs", args, batch, resolution)
+            results.append({"batch": batch, "baseline": base_figures, "kiln": kiln_figures})
+    report = {
+        "device": card,
+        "model": "tiny" if args.tiny else "sd15-random",
+        "resolution": resolution,
+        "precision": args.precision,
+        "rank": RANK,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, text encoder trained")
+    for row in results:
+        base, kiln = row["baseline"], row["kiln"]
+        memory = (
+            f", peak {base['peak_gib']} GiB vs {kiln['peak_gib']} GiB" if base["peak_gib"] is not None else ""
+        )
+        ratio = kiln["it_s"] / base["it_s"]
+        print(
+            f"batch {row['batch']}: plain diffusers+peft {base['it_s']:.2f} it/s, "
+            f"kiln {kiln['it_s']:.2f} it/s (ratio kiln/baseline {ratio:.3f}, {kiln['steps']} steps){memory}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
