@@ -194,6 +194,10 @@ def report(args: argparse.Namespace) -> int:
     from engine.train.sweep_report import contact_sheet, sweep_report
 
     result = sweep_report(args.sweep, cook=not args.no_cook, tec=args.tec)
+    err = console(stderr=True)
+    for row in result.rows:
+        if args.tec and row.tec_note and row.run_dir is not None:
+            err.print(f"run {row.index}: no TEC figure: {row.tec_note}", markup=False, highlight=False)
     sheet = None if args.no_sheet else contact_sheet(result)
     if args.json:
         data = result.to_json()

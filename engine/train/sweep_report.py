@@ -37,6 +37,7 @@ class SweepRow:
         cook: The latest epoch's cook hint (``overcooked? noise ...``), None when nothing
             points either way or there are no samples yet.
         tec: The text-encoder drift of its last LoRA (None unless asked for and available).
+        tec_note: Why ``tec`` is None when it was asked for.
         samples: Its newest epoch's sample files, in prompt order.
         sample_epoch: The epoch of ``samples``.
         baseline: Its epoch-0 samples.
@@ -54,6 +55,7 @@ class SweepRow:
     seconds: float | None = None
     cook: str | None = None
     tec: float | None = None
+    tec_note: str | None = None
     samples: tuple[Path, ...] = ()
     sample_epoch: int | None = None
     baseline: tuple[Path, ...] = ()
@@ -114,6 +116,7 @@ def sweep_report(
     cook: bool = True,
     tec: bool = False,
     state_of: Callable[[Path], str] | None = None,
+    tec_options: Any = None,
 ) -> SweepReport:
     """Read a sweep folder into a report.
 
@@ -124,6 +127,7 @@ def sweep_report(
             exists (loads the text encoder: slow); left None otherwise.
         state_of: A run folder's state; defaults to :func:`engine.train.runs.read_run`
             (which also notices a run whose process died).
+        tec_options: The TEC meter's ``ProbeOptions`` (None: its defaults).
 
     Raises:
         RunError: The folder is not a sweep folder.
@@ -137,7 +141,7 @@ def sweep_report(
             return read_run(path).state
 
     rows = [
-        _row(sweep_dir, entry, position, cook, tec, state_of)
+        _row(sweep_dir, entry, position, cook, tec, state_of, tec_options)
         for position, entry in enumerate(record["runs"], 1)
     ]
     return SweepReport(
@@ -156,6 +160,7 @@ def _row(
     cook: bool,
     tec: bool,
     state_of: Callable[[Path], str],
+    tec_options: Any = None,
 ) -> SweepRow:
     index = int(entry.get("index") or position)
     overrides = dict(entry.get("overrides") or {})
@@ -182,6 +187,7 @@ def _row(
 
         found = latest_cook_hint(path)
         hint = found.summary() if found is not None else None
+    drift, note = tec_drift(path, tec_options) if tec else (None, None)
     return SweepRow(
         index=index,
         run_dir=path,
@@ -193,7 +199,8 @@ def _row(
         validation_loss=history.validation[-1][2] if history.validation else None,
         seconds=seconds,
         cook=hint,
-        tec=tec_drift(path) if tec else None,
+        tec=drift,
+        tec_note=note,
         samples=tuple(Path(p) for p in history.samples.get(latest, [])) if latest is not None else (),
         sample_epoch=latest,
         baseline=tuple(Path(p) for p in history.samples.get(0, [])),
@@ -201,21 +208,24 @@ def _row(
     )
 
 
-def tec_drift(run_dir: Path) -> float | None:
-    """The TEC score the run's last LoRA adds to its base, when :mod:`engine.tec` is installed.
+def tec_drift(run_dir: Path, options: Any = None) -> tuple[float | None, str | None]:
+    """The TEC score the run's last LoRA adds to its base, and why not when there is none.
 
-    The hook for the TEC meter: None when the module is missing, the run saved no LoRA yet,
-    or the measure fails (a report never fails for want of a TEC figure).
+    The hook for the TEC meter (:mod:`engine.tec`): the score is None when the module is
+    missing, the run saved no LoRA yet, or the measure fails; the note says which, so a
+    report never fails for want of a TEC figure.
     """
     try:
-        from engine.tec.meter import run_tec_series
+        from engine.tec.meter import ProbeOptions, run_tec_series
     except ImportError:
-        return None
+        return None, "the TEC meter (engine.tec) is not installed"
     try:
-        series = run_tec_series(run_dir)
-    except Exception:
-        return None
-    return round(float(series[-1].report.score), 6) if series else None
+        series = run_tec_series(run_dir, options=options if options is not None else ProbeOptions())
+    except Exception as exc:
+        return None, str(exc)
+    if not series:
+        return None, "no saved LoRA yet"
+    return round(float(series[-1].report.score), 6), None
 
 
 # ---------------------------------------------------------------- samples side by side

@@ -16,6 +16,7 @@ import engine
 from engine.cli import main
 from engine.train.events import LIVE_STATES
 from engine.train.runs import read_run, start_detached
+from engine.train.sweep_report import sweep_report
 from tests.tui.conftest import make_app, wait_for
 from tui.screens.runs import RunsScreen
 from tui.widgets.run_table import RunTable
@@ -172,3 +173,15 @@ def test_two_entry_sweep_runs_both_shares_the_latent_cache_and_reports(
     assert main(["sweep", "--report", str(sweep_dir)]) == 0
     table = capsys.readouterr().out
     assert "unet_lr" in table and "contact sheet:" in table
+    # The TEC hook: the meter's built-in words do not survive the tiny byte tokenizer, which
+    # the report says per run; probing the whole (tiny) vocabulary gives each run its drift.
+    assert main(["sweep", "--report", str(sweep_dir), "--json", "--tec", "--no-cook", "--no-sheet"]) == 0
+    out, err = capsys.readouterr()
+    assert [run["tec"] for run in json.loads(out)["runs"]] == [None, None]
+    assert "run 1: no TEC figure: only 0 of the" in err
+    from engine.tec.meter import ProbeOptions
+
+    report = sweep_report(sweep_dir, cook=False, tec=True, tec_options=ProbeOptions(full_vocab=True))
+    assert all(isinstance(row.tec, float) and row.tec > 0 for row in report.rows), [
+        r.tec_note for r in report.rows
+    ]
