@@ -49,6 +49,7 @@ class ConceptRenamed(Message):
     new_folder: str
 
 
+@dataclass
 class RunFilesChanged(Message):
     """Files of run folders changed (absolute paths): events, status, log, samples, LoRA files."""
 

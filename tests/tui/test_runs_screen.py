@@ -281,3 +281,39 @@ def test_opening_the_runs_section_imports_no_torch(sample_copy: Path) -> None:
     ).stdout
     loaded = set(json.loads(out.strip().splitlines()[-1]))
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
+
+
+async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monkeypatch) -> None:
+    from textual.widgets import Select
+
+    started: list[Path] = []
+    monkeypatch.setattr(
+        "engine.train.runs.start_detached",
+        lambda config_path, **kwargs: started.append(Path(config_path)) or sample_copy / "runs" / "x",
+    )
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        plan = app.screen
+        plan.query_one("#batch", Input).value = "2"
+        plan.query_one("#epochs", Input).value = "12"
+        plan.query_one("#unet_lr", Input).value = "3e-4"
+        plan.query_one("#te_lr", Input).value = "1/4"
+        plan.query_one("#precision", Select).value = "bf16"
+        await pilot.pause()
+        await pilot.press("escape")  # leave the form: digits switch sections again
+        await open_runs(pilot)
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        settings = str(form.query_one("#settings", Static).render())
+        assert "settings from the plan section" in settings
+        assert "batch 2  ·  epochs 12  ·  U-Net LR 0.0003  ·  text-encoder LR 7.5e-05  ·  bf16" in settings
+        form.query_one("#base", Input).value = "/models/base"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(started))
+    from engine.train.config import load_config
+
+    config = load_config(started[0])
+    assert (config.train.batch_size, config.train.epochs, config.train.unet_lr) == (2, 12, 3e-4)
+    assert config.train.text_encoder_lr_ratio == 0.25 and config.train.precision == "bf16"
