@@ -164,6 +164,12 @@ def dataset_run_config(
     return config_from_mapping(data, source="new run", overrides=dict(overrides or {}))
 
 
+def nvidia_gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU, without importing torch (device files only)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return Path("/dev/nvidia0").exists() or (gpus.is_dir() and any(gpus.iterdir()))
+
+
 def run_name(text: str) -> str:
     """A name fit for a folder and a LoRA file: letters, digits, ``_``, ``-``, ``.``."""
     name = _NAME.sub("-", text.strip()).strip("-.")
