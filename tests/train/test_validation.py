@@ -42,12 +42,15 @@ def test_run_reports_the_same_validation_loss_for_the_same_weights(make_config) 
     run_dir = create_run_dir(config)
     trainer = Trainer(config, run_dir)
     trainer.setup()
-    held = {image.rel_path for image in trainer.validation_images}
-    assert held and not held & {image.rel_path for image in trainer.data.images}
-    before = trainer.validation_losses()
-    assert list(before) == list(VALIDATION_TIMESTEPS)
-    assert trainer.validation_losses() == before  # fixed noise: same weights, same figure
-    result = trainer.run()
+    try:
+        held = {image.rel_path for image in trainer.validation_images}
+        assert held and not held & {image.rel_path for image in trainer.data.images}
+        before = trainer.validation_losses()
+        assert list(before) == list(VALIDATION_TIMESTEPS)
+        assert trainer.validation_losses() == before  # fixed noise: same weights, same figure
+        result = trainer.run()
+    finally:
+        trainer.events.close()  # stops the heartbeat even when an assertion failed before run()
     assert result.state == "done", result.error
     events = [e for e in read_events(run_dir) if e["type"] == "validation"]
     assert [e["epoch"] for e in events] == [0, 1]

@@ -260,7 +260,8 @@ class RunsScreen(Screen):
         live = sum(1 for info, _ in message.runs if info.state in LIVE_STATES)
         self.query_one("#list-pane").border_title = f"{len(rows)} run(s) · {live} running"
         if self.watcher is not None:
-            self.watcher.watch(self.folders + [Path(key).parent for key in self.infos])
+            # Watches are recursive; a runs folder made since the last listing joins here.
+            self.watcher.watch(self.folders)
         if self._pending_select in self.infos:
             key, self._pending_select = self._pending_select, None
             table.move_to(key)
@@ -273,7 +274,18 @@ class RunsScreen(Screen):
             self.show_nothing()
         elif self.selected is not None:
             self.show_head()
+            self._poll_selected()
         self._listed_once = True
+
+    def _poll_selected(self) -> None:
+        """Read the followed run's new events (the periodic safety net for missed file events)."""
+        if self.feed is None:
+            return
+        read = self.feed.poll()
+        if read.events or read.restarted:
+            self.show_feed()
+            if any(event.get("type") == "sample" for event in read.events):
+                self.load_samples()
 
     def _shown_folder(self, folder: Path) -> str:
         """A runs folder as the user knows it: ``runs/`` inside the dataset, else its path."""
@@ -314,6 +326,8 @@ class RunsScreen(Screen):
         if message.key != self.selected:
             return
         self.feed = message.feed
+        # Events written while the worker read were announced to a screen with no feed yet.
+        self.feed.poll()
         self.show_feed()
         self.show_log(message.log)
         self.load_samples()
@@ -349,8 +363,7 @@ class RunsScreen(Screen):
             read = self.feed.poll()
             if read.events or read.restarted or read.missing:
                 self.show_feed()
-                if any(event.get("type") == "sample" for event in read.events):
-                    samples = True
+                samples |= any(event.get("type") == "sample" for event in read.events)
         if log and selected is not None:
             self.show_log(log_tail(selected / "train.log"))
         if samples:

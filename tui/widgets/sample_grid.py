@@ -87,13 +87,6 @@ class SampleGrid(Widget):
     def on_mount(self) -> None:
         self.query_one("#sample-message", Static).display = False
 
-    def set_panes(self, count: int) -> None:
-        """Use ``count`` panes (rebuilds the row; a sweep view has one per run plus the baseline)."""
-        if count == self.panes:
-            return
-        self.panes = max(1, count)
-        self.refresh(recompose=True)
-
     def show(self, title: str, items: list[tuple[str, Path | None, PILImage.Image | None]]) -> None:
         """Fill the panes: per pane a label, its file, and its picture (None: missing or off)."""
         self.query_one("#sample-title", Static).update(title)
