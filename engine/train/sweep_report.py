@@ -319,7 +319,11 @@ def _paste(sheet: Any, draw: Any, path: Path | None, corner: tuple[int, int], ce
         draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=(160, 60, 60))
         draw.text((x + 6, y + cell // 2 - 6), "unreadable", fill=(200, 100, 100))
         return
-    picture.thumbnail((cell, cell))
+    # Fit the cell both ways: small samples (a test model's 64 px) are enlarged, pixel for pixel.
+    scale = cell / max(picture.size)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    picture = picture.resize(size, resample)
     sheet.paste(picture, (x + (cell - picture.width) // 2, y + (cell - picture.height) // 2))
 
 

@@ -392,7 +392,7 @@ class RunsScreen(Screen):
             strict=True,
         ):
             try:
-                table.update_cell(key, column, cell)
+                table.update_cell(key, column, cell, update_width=True)
             except Exception:  # the row went away in a rebuild meanwhile
                 return
         if key == self.selected:
@@ -452,8 +452,8 @@ class RunsScreen(Screen):
             f"loss {loss_text(history.losses[-1] if history.losses else info.loss)}",
             f"smoothed {loss_text(smooth[-1] if smooth else None)}",
             f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
-            rate_text(it_s) if live else "",
-            f"ETA {duration(eta_s)}" if live else "",
+            rate_text(it_s) if live and it_s else "",
+            f"ETA {duration(eta_s)}" if live and eta_s is not None else "",
             f"val {loss_text(history.validation[-1][2])}" if history.validation else "",
         ]
         self.query_one("#figures", Static).update("  ".join(part for part in parts if part))

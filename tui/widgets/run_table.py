@@ -80,7 +80,8 @@ class RunTable(DataTable):
                 for column, cell in zip(COLUMNS, cells, strict=True):
                     index = COLUMNS.index(column)
                     if old is None or old[index] != cell:
-                        self.update_cell(key, column, cell)
+                        # A figure may outgrow the column it had ("-" when the run started).
+                        self.update_cell(key, column, cell, update_width=True)
                 self._cells[key] = cells
             return False
         current = self.current_key
