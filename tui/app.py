@@ -111,7 +111,8 @@ class KilnApp(App):
 
     def on_resize(self, event: events.Resize) -> None:
         # The event's size: this handler runs before App's own, so self.size is still the old one.
-        for screen in self.screen_stack:
+        # Every section's screen, not only the shown one: a section opened later fits too.
+        for screen in {*self.screen_stack, *self.section_screens.values()}:
             screen.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def action_help(self) -> None:

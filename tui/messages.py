@@ -50,6 +50,17 @@ class ConceptRenamed(Message):
 
 
 @dataclass
+class CaptionsChanged(Message):
+    """Captions of these images (paths relative to the root) changed outside the receiving section.
+
+    The dataset section sends it to the other sections when the user saves a caption or
+    another program changes one, so their figures (tag counts, lint) never go stale.
+    """
+
+    paths: set[str]
+
+
+@dataclass
 class RunFilesChanged(Message):
     """Files of run folders changed (absolute paths): events, status, log, samples, LoRA files."""
 

@@ -48,6 +48,12 @@ def _plan(app: KilnApp) -> Screen:
     return PlanScreen(app.curation)
 
 
+def _captions(app: KilnApp) -> Screen:
+    from tui.screens.captions import CaptionsScreen
+
+    return CaptionsScreen(app.curation)
+
+
 def _runs(app: KilnApp) -> Screen:
     from tui.screens.runs import RunsScreen
 
@@ -65,6 +71,13 @@ SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
     Section(
         "plan", "2", "Plan", "Plan the run: steps, repeats, epochs, aspect buckets, the guide's advice", _plan
+    ),
+    Section(
+        "captions",
+        "3",
+        "Captions",
+        "Caption tools: auto-caption (BLIP/WD14), tag frequencies, batch tag edits with undo, lint",
+        _captions,
     ),
     Section(
         "runs",

@@ -306,6 +306,29 @@ def _write_one(
     return CaptionOutcome(record.rel_path, record.caption_path, WRITTEN, text=text)
 
 
+class IdleCaptioner:
+    """Stands in for a captioner when no image needs a caption, so no model is loaded.
+
+    The runner never asks it for a caption: every image is skipped before that.
+    """
+
+    batch_size = 1
+
+    def __init__(self, style: str) -> None:
+        self.style = style
+
+    def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:  # pragma: no cover - never called
+        raise AssertionError("no image needed a caption")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def any_needs_caption(records: Iterable[ImageRecord], mode: str) -> bool:
+    """Whether any of ``records`` gets a caption in ``mode`` (else no model need be loaded)."""
+    return any(needs_caption(read_caption(record.caption_path).text, mode) for record in records)
+
+
 def load_captioner(style: str, folder: Path, settings: object | None = None) -> Captioner:
     """Load the captioner of ``style`` from ``folder``; imports its heavy libraries only now.
 

@@ -17,13 +17,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from engine.caption.model_folders import check_blip_folder
 from engine.caption.settings import BlipSettings
 from engine.errors import ModelError, UsageError
-
-# transformers < 5 saves the image settings as preprocessor_config.json, 5.x inside
-# processor_config.json; hub copies of BLIP hold the former.
-_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -33,34 +29,6 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def check_blip_folder(folder: Path, allow_pickle: bool = False) -> None:
-    """Fail early, naming the missing file, before transformers gives a longer error.
-
-    Raises:
-        ModelError: The folder or one of its files is missing, or it has pickle weights only.
-    """
-    if not folder.is_dir():
-        raise ModelError(f"{folder}: no such model folder; pass a folder saved by save_pretrained")
-    if not (folder / "config.json").is_file():
-        raise ModelError(f"{folder / 'config.json'}: missing; copy the whole BLIP model folder")
-    if not any((folder / name).is_file() for name in _PROCESSOR_FILES):
-        raise ModelError(
-            f"{folder / _PROCESSOR_FILES[0]}: missing (the image settings); copy the whole BLIP folder"
-        )
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise ModelError(f"{folder}: no tokenizer (tokenizer.json or vocab.txt); copy the whole BLIP folder")
-    if any(folder.glob("*.safetensors")):
-        return
-    if any(folder.glob("*.bin")):
-        if allow_pickle:
-            return
-        raise ModelError(
-            f"{folder}: only pickle weights (*.bin); convert them to .safetensors or pass "
-            "--allow-pickle if you trust the file"
-        )
-    raise ModelError(f"{folder}: no weights (model.safetensors); copy the whole BLIP folder")
 
 
 def strip_prefix(text: str, prefix: str) -> str:

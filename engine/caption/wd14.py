@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.caption.model_folders import WD14_MODEL_FILE, WD14_TAGS_FILE
 from engine.caption.settings import Wd14Settings
 from engine.caption.tagtext import join_tags
 from engine.errors import ModelError
 
-MODEL_FILE = "model.onnx"
-TAGS_FILE = "selected_tags.csv"
+MODEL_FILE = WD14_MODEL_FILE
+TAGS_FILE = WD14_TAGS_FILE
 DEFAULT_SIZE = 448
 
 CATEGORY_GENERAL = 0

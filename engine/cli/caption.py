@@ -95,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
         UNCHANGED,
         WRITTEN,
         CaptionOptions,
+        IdleCaptioner,
+        any_needs_caption,
         caption_images,
         default_trigger_position,
         load_captioner,
-        needs_caption,
     )
-    from engine.dataset.captions import read_caption
     from engine.dataset.selection import included_records
     from engine.dataset.store import Store
 
@@ -114,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     err = console(stderr=True)
     with Store(dataset.root) as store:
         records = list(dataset.images) if args.all else included_records(dataset.images, store)
-        if any(needs_caption(read_caption(record.caption_path).text, args.mode) for record in records):
+        if any_needs_caption(records, args.mode):
             with err.status(f"loading {args.style} model from {args.model} ..."):
                 captioner = load_captioner(args.style, args.model, settings)
         else:
-            captioner = _Idle(args.style)  # nothing to caption: do not spend time loading a model
+            captioner = IdleCaptioner(args.style)  # nothing to caption: do not spend time loading a model
         try:
             progress = Progress(
                 TextColumn("captioning"),
@@ -194,18 +194,3 @@ def _settings(args: argparse.Namespace) -> object:
         device=args.device,
         allow_pickle=args.allow_pickle,
     )
-
-
-class _Idle:
-    """Stands in for a captioner when every image is skipped; never asked for a caption."""
-
-    batch_size = 1
-
-    def __init__(self, style: str) -> None:
-        self.style = style
-
-    def caption_batch(self, images: list) -> list[str]:  # pragma: no cover - never called
-        raise AssertionError("no image needed a caption")
-
-    def close(self) -> None:
-        pass

@@ -65,3 +65,13 @@ async def analysed(pilot) -> None:
     """Wait until every image of the app's dataset is measured."""
     await wait_for(pilot, lambda: not pilot.app.curation.pending())
     await pilot.pause()
+
+
+async def ready(pilot) -> None:
+    """Wait until every image is measured and the caption editor counts CLIP tokens."""
+    from tui.widgets.caption_editor import CaptionEditor
+
+    await analysed(pilot)
+    editors = pilot.app.screen.query(CaptionEditor)
+    await wait_for(pilot, lambda: all(editor.tokens_ready for editor in editors))
+    await pilot.pause()

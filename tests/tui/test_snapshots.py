@@ -6,19 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.conftest import analysed, make_app, wait_for
+from tests.caption_models import write_wd14_model
+from tests.tui.conftest import analysed, make_app, ready, wait_for
 
 SIZE = (100, 30)
 
 
 @pytest.mark.parametrize("theme", ["kiln-dark", "kiln-light", "kiln-contrast"])
 def test_dataset_screen(snap_compare, sample_copy: Path, theme: str) -> None:
-    assert snap_compare(make_app(sample_copy, theme_name=theme), terminal_size=SIZE, run_before=analysed)
+    assert snap_compare(make_app(sample_copy, theme_name=theme), terminal_size=SIZE, run_before=ready)
 
 
 def test_dataset_screen_after_toggle_and_sort(snap_compare, sample_copy: Path) -> None:
     async def prepare(pilot) -> None:
-        await analysed(pilot)
+        await ready(pilot)
         await pilot.press("j", "space", "s")
 
     assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
@@ -73,6 +74,61 @@ def test_plan_screen_validation_messages(snap_compare, analysed_copy: Path) -> N
         await pilot.press("tab", "tab", "x", "tab", "0", "tab", "tab", "tab", "tab", "9", "9")
 
     assert snap_compare(make_app(analysed_copy), terminal_size=SIZE, run_before=prepare)
+
+
+async def open_captions(pilot) -> None:
+    """The captions section with its tag counts and lint in, focus out of the form."""
+    await ready(pilot)
+    await pilot.press("3")
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "CaptionsScreen")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.tag_pane.stats is not None and screen.lint_pane.report is not None)
+    await pilot.press("escape")
+    await pilot.pause()
+
+
+def test_captions_screen_after_a_run(snap_compare, sample_copy: Path, tmp_path: Path, monkeypatch) -> None:
+    write_wd14_model(tmp_path / "wd14")
+    monkeypatch.chdir(tmp_path)  # the model path shows as typed: "wd14"
+
+    async def prepare(pilot) -> None:
+        await open_captions(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#model").value = "wd14"
+        screen.query_one("#mode").value = "overwrite"
+        screen.query_one("#trigger").value = "kilnpot"
+        await pilot.press("ctrl+r", "y")
+        await wait_for(pilot, lambda: not screen.run_pane.running)
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+
+
+def test_captions_tags_preview(snap_compare, sample_copy: Path) -> None:
+    async def prepare(pilot) -> None:
+        await open_captions(pilot)
+        screen = pilot.app.screen
+        await pilot.press("t")
+        screen.query_one("#first").value = "kilnpot"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: screen.tag_pane.plan is not None)
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+
+
+def test_captions_lint(snap_compare, sample_copy: Path, monkeypatch) -> None:
+    (sample_copy / "5_kilnstyle" / "hills_03.txt").write_text(
+        "sunset, orange sky, hill, sun", encoding="utf-8"
+    )
+    monkeypatch.chdir(sample_copy.parent)  # fixes name the dataset relative to here: "data"
+
+    async def prepare(pilot) -> None:
+        await open_captions(pilot)
+        await pilot.press("l")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
 
 
 @pytest.fixture

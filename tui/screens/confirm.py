@@ -1,10 +1,11 @@
-"""A small modal that asks what to do with an unsaved caption edit."""
+"""Small modals: what to do with an unsaved caption edit, and yes-or-no questions."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -52,7 +53,7 @@ class UnsavedEditScreen(ModalScreen[str]):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question: ``y`` (or enter) dismisses with True, ``n`` or escape with False."""
+    """A yes/no question; dismisses with True for ``y``, False for ``n`` or escape."""
 
     DEFAULT_CSS = """
     ConfirmScreen {
@@ -74,21 +75,28 @@ class ConfirmScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("y", "choose(True)", "Yes", id="confirm.yes", tooltip="Go ahead"),
-        Binding("enter", "choose(True)", "Yes", show=False, id="confirm.yes_enter", tooltip="Go ahead"),
-        Binding("n", "choose(False)", "No", id="confirm.no", tooltip="Leave it"),
-        Binding("escape", "choose(False)", "No", show=False, id="confirm.no_escape", tooltip="Leave it"),
+        Binding("n", "choose(False)", "No", id="confirm.no", tooltip="Leave things as they are"),
+        Binding(
+            "escape",
+            "choose(False)",
+            "No",
+            show=False,
+            id="confirm.escape",
+            tooltip="Leave things as they are",
+        ),
     ]
 
-    def __init__(self, title: str, question: str) -> None:
+    def __init__(self, title: str, message: str, yes: str = "go ahead") -> None:
         super().__init__()
         self.title_text = title
-        self.question = question
+        self.message = message
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]{self.title_text}[/b]")
-            yield Static(self.question)
-            yield Static("[b]y[/b] yes   [b]n[/b] no", classes="keys")
+            yield Static(f"[b]{escape(self.title_text)}[/b]")
+            yield Static(escape(self.message))
+            yield Static(f"[b]y[/b] {escape(self.yes)}   [b]n[/b]/[b]esc[/b] no", classes="keys")
 
     def action_choose(self, choice: bool) -> None:
         self.dismiss(choice)

@@ -6,7 +6,7 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.text import Text
@@ -23,7 +23,7 @@ from engine.analysis.run import iter_analyses
 from engine.curate import Curation, Row
 from engine.dataset.captions import caption_preview
 from engine.errors import ImageError, KilnError
-from tui.messages import AnalysisProgress, ConceptRenamed, FilesChanged
+from tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged
 from tui.screens.confirm import UnsavedEditScreen
 from tui.screens.rebalance import RebalanceScreen
 from tui.watch import DatasetWatcher
@@ -488,6 +488,7 @@ class DatasetScreen(Screen):
             return
         editor.mark_saved()
         self.update_row(path)
+        self.tell_sections({path})
 
     def action_cancel(self) -> None:
         box = self.query_one("#filter", Input)
@@ -538,6 +539,7 @@ class DatasetScreen(Screen):
         self._current = None
         self._load_row(path)
         self.update_row(path)
+        self.tell_sections({path})
 
     def confirm_leave(self, then: Callable[[], None]) -> None:
         """Run ``then`` once no caption edit would be lost (asking the user if needed)."""
@@ -604,6 +606,7 @@ class DatasetScreen(Screen):
                     if items
                 ]
                 self.notify("Images on disk changed: " + ", ".join(parts))
+                self.tell_sections(set(diff.added) | set(diff.removed) | set(diff.changed))
         by_caption = {
             Path(row.record.caption_path).relative_to(self.curation.root).as_posix(): path
             for path, row in self.curation.rows.items()
@@ -613,8 +616,13 @@ class DatasetScreen(Screen):
             if path is not None:
                 self.caption_changed_on_disk(path)
 
-    def caption_changed_on_disk(self, path: str) -> None:
-        """Show another program's caption edit, unless it would overwrite the user's own."""
+    def caption_changed_on_disk(self, path: str, tell: bool = True) -> None:
+        """Show another program's caption edit, unless it would overwrite the user's own.
+
+        Args:
+            path: The image whose caption changed.
+            tell: Tell the other sections (not when one of them made the change).
+        """
         row = self.curation.rows[path]
         before = row.caption.text
         editor = self.editor
@@ -655,3 +663,54 @@ class DatasetScreen(Screen):
         if editor.rel_path == path:
             editor.load(path, caption)
             editor.update_status("reloaded: changed on disk")
+        if tell:
+            self.tell_sections({path})
+
+    # -- the other sections ------------------------------------------------------------------
+
+    def tell_sections(self, paths: set[str]) -> None:
+        """Let the other sections know these images' captions (or files) changed."""
+        for screen in getattr(self.app, "section_screens", {}).values():
+            if screen is not self:
+                screen.post_message(CaptionsChanged(set(paths)))
+
+    def unsaved_caption(self) -> str | None:
+        """The image whose caption has an unsaved edit in the editor, or None."""
+        editor = self.editor
+        return editor.rel_path if editor.dirty else None
+
+    def settle_unsaved(self, choice: str) -> None:
+        """Save (``"save"``) or throw away (``"discard"``) the editor's unsaved edit."""
+        if choice == "save":
+            self._save_editor()
+        elif choice == "discard":
+            self.editor.revert()
+
+    def captions_written(self, paths: Iterable[str]) -> None:
+        """Show captions another section just wrote: the rows, and the editor when it shows one.
+
+        An unsaved edit of one of them is never replaced silently: the editor asks, as it
+        does for any change made on disk behind it.
+        """
+        changed = False
+        for path in paths:
+            if path in self.curation.rows:
+                self.caption_changed_on_disk(path, tell=False)
+                changed = True
+        # The filter and the caption sort read the captions: the row set or order may move.
+        if changed and (self.filter_text or self.sort_column == "caption"):
+            self.refill_table()
+
+    def reveal(self, path: str) -> bool:
+        """Put the cursor on an image, clearing the filter if it hides it; False when unknown."""
+        if path not in self.curation.rows:
+            return False
+        if self.table.index_of(path) is None:
+            box = self.query_one("#filter", Input)
+            box.value = ""  # its Changed handler refills the table
+            box.display = False
+            self.filter_text = ""
+            self.refill_table()
+        self.table.move_to(path)
+        self.table.focus()
+        return True

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Static, TextArea
 
+from engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
 from engine.dataset.captions import Caption
+
+# The CLIP tokenizer, loaded once per process off the UI thread (about 0.2 s): None until
+# then, and for good when the vocabulary is not installed (the editor counts words instead).
+_tokenizer: ClipTokenizer | None = None
+_tokenizer_loaded = False
+
+
+def token_count_text(text: str, tokenizer: ClipTokenizer | None) -> tuple[str, bool]:
+    """``23/75 tokens`` and whether it is past CLIP's window; the word count without a tokenizer."""
+    if tokenizer is None:
+        return f"{len(text.split())} words", False
+    count = tokenizer.count(text).tokens
+    if count > WINDOW:
+        return f"{count}/{WINDOW} tokens: over the window", True
+    return f"{count}/{WINDOW} tokens", False
 
 
 class CaptionEditor(Vertical):
@@ -30,7 +47,14 @@ class CaptionEditor(Vertical):
         height: 1;
         color: $text-muted;
     }
+    CaptionEditor #caption-status.-over {
+        color: $warning;
+        text-style: bold;
+    }
     """
+
+    tokens_ready = False
+    """Whether token counting is settled: the tokenizer loaded, or known to be unavailable."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -41,6 +65,32 @@ class CaptionEditor(Vertical):
     def compose(self) -> ComposeResult:
         yield TextArea("", id="caption-text", soft_wrap=True, show_line_numbers=False)
         yield Static("", id="caption-status")
+
+    def on_mount(self) -> None:
+        if _tokenizer_loaded:
+            self.tokens_ready = True
+        else:
+            self.run_worker(self._load_tokenizer, thread=True, exclusive=True, group="tokenizer")
+
+    def _load_tokenizer(self) -> None:
+        """Build the CLIP tokenizer in a thread, then count the shown caption's tokens."""
+        global _tokenizer, _tokenizer_loaded
+        tokenizer, _ = try_load_tokenizer()
+        _tokenizer, _tokenizer_loaded = tokenizer, True
+        self.post_message(self.TokensReady())
+
+    class TokensReady(Message):
+        """The tokenizer finished loading (or is known to be missing)."""
+
+    def on_caption_editor_tokens_ready(self, event: TokensReady) -> None:
+        event.stop()
+        self.tokens_ready = True
+        self.update_status()
+
+    @property
+    def tokenizer(self) -> ClipTokenizer | None:
+        """The CLIP tokenizer once loaded (None before, or when the vocabulary is missing)."""
+        return _tokenizer
 
     @property
     def text_area(self) -> TextArea:
@@ -78,18 +128,29 @@ class CaptionEditor(Vertical):
         self.update_status()
 
     def update_status(self, note: str | None = None) -> None:
-        """Refresh the status line under the editor."""
+        """Refresh the status line under the editor: the length in CLIP tokens, and the state.
+
+        The count is exact (CLIP's own BPE) once the tokenizer is loaded, so the user sees
+        when a caption runs past the 75 tokens SD 1.x reads; without the vocabulary it is
+        the word count.
+        """
+        over = False
         if self.rel_path is None:
             message = "no image selected"
         elif self.dirty:
-            message = "modified: ctrl+s saves, esc cancels"
-        elif note:
-            message = note
-        elif self.lossy:
+            message, over = token_count_text(self.text, _tokenizer)
+            message += " · modified: ctrl+s saves, esc cancels"
+        elif self.lossy and not note:
             message = "not valid UTF-8: shown with replacement characters; saved only if you edit it"
+        elif self.saved_text.strip():
+            message, over = token_count_text(self.saved_text, _tokenizer)
+            if note:
+                message += f" · {note}"
         else:
-            message = f"{len(self.saved_text.split())} words" if self.saved_text.strip() else "no caption"
-        self.query_one("#caption-status", Static).update(message)
+            message = note or "no caption"
+        status = self.query_one("#caption-status", Static)
+        status.update(message)
+        status.set_class(over, "-over")
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         event.stop()
