@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     folder = args.runs.expanduser() if args.runs else default_runs_dir()
     runs = list_runs(folder)
+    if not runs and (folder / "runs").is_dir():  # a dataset folder: its runs are in runs/
+        folder = folder / "runs"
+        runs = list_runs(folder)
     if args.json:
         print_json({"runs_dir": str(folder.resolve()), "runs": [run_json(info) for info in runs]})
         return 0

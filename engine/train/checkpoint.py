@@ -14,14 +14,13 @@ so ``kiln resume`` can check a run before any model code loads.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine.fsutil import fsync_dir
 from engine.train import testhooks
@@ -58,17 +57,18 @@ def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: di
     tmp = state_dir / f"tmp-{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    _write_synced(tmp / PAYLOAD, data)
+    with open(tmp / PAYLOAD, "wb") as handle:
+        writer = _HashingWriter(handle)
+        torch.save(payload, writer)
+        handle.flush()
+        os.fsync(handle.fileno())
     testhooks.pause_in_save(step)  # a test may kill the process here
     record = {
         **manifest,
         "layout": SAVE_LAYOUT,
         "step": step,
         "saved": round(time.time(), 3),
-        "files": {PAYLOAD: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+        "files": {PAYLOAD: {"bytes": writer.size, "sha256": writer.digest.hexdigest()}},
     }
     _write_synced(tmp / MANIFEST, (json.dumps(record, indent=2, default=str) + "\n").encode())
     fsync_dir(tmp)
@@ -161,6 +161,23 @@ def prune(state_dir: Path, keep: int = KEEP) -> None:
     for path in Path(state_dir).glob("tmp-*"):
         if not path.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+class _HashingWriter:
+    """A binary file that hashes what passes through it (one pass: no re-read, no copy)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _write_synced(path: Path, data: bytes) -> None:

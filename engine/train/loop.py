@@ -947,6 +947,11 @@ class Trainer:
             return
         self.tensorboard = SummaryWriter(str(self.run_dir / rundir.TENSORBOARD_FOLDER))
 
+    def close(self) -> None:
+        """Release the event writer (and its heartbeat thread), TensorBoard and the log of a
+        trainer that was set up but will not run; :meth:`run` does this itself."""
+        self._close()
+
     def _close(self) -> None:
         tensorboard = getattr(self, "tensorboard", None)
         if tensorboard is not None:

@@ -57,7 +57,8 @@ class StopSignals:
         self._previous: dict[int, object] = {}
         self._previous_fd = -1
         self._sockets: tuple[socket.socket, socket.socket] | None = None
-        self._timer: threading.Timer | None = None
+        self._raised = threading.Event()
+        self._released = threading.Event()  # uninstalled: the run ended, no hard exit
         self._installed = False
 
     def install(self) -> bool:
@@ -76,8 +77,7 @@ class StopSignals:
 
     def uninstall(self) -> None:
         """Give the signals back as they were (the run ended: no hard exit any more)."""
-        if self._timer is not None:
-            self._timer.cancel()
+        self._released.set()
         if not self._installed:
             return
         self._installed = False
@@ -98,7 +98,8 @@ class StopSignals:
 
     # The Python-level handler: runs in the main thread when it next executes Python code.
     def _handler(self, signum: int, frame: object) -> None:
-        if self.aborting:
+        if self.aborting and not self._raised.is_set():
+            self._raised.set()
             raise KeyboardInterrupt
 
     def _watch(self, reader: socket.socket) -> None:
@@ -136,12 +137,25 @@ class StopSignals:
     def _abort(self) -> None:
         self.aborting = True
         self._say("stopping at once; the last complete save is kept")
+        threading.Thread(target=self._interrupt_main, name="kiln-abort", daemon=True).start()
+
+    def _interrupt_main(self) -> None:
+        """Signal the main thread until it raises; end the process if it never does."""
+        deadline = time.monotonic() + self.grace
         # A signal aimed at the main thread interrupts a sleep or a blocking read there, and
-        # our Python-level handler, now aborting, raises KeyboardInterrupt.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-        self._timer = threading.Timer(self.grace, self._hard_exit)
-        self._timer.daemon = True
-        self._timer.start()
+        # our Python-level handler, now aborting, raises KeyboardInterrupt. It is sent again
+        # because one landing just before a blocking call starts does not interrupt it.
+        while not self._raised.is_set() and not self._released.is_set():
+            if time.monotonic() > deadline:
+                self._hard_exit()
+                return
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            self._raised.wait(0.25)
+        # Raised: the main thread unwinds (a cancelled event, saves left as they were); it
+        # still gets the grace period to finish before the process ends itself.
+        if not self._released.wait(max(0.0, deadline - time.monotonic())):
+            self._hard_exit()
 
     def _hard_exit(self) -> None:
         if self.on_hard_exit is not None:

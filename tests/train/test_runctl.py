@@ -328,4 +328,6 @@ def test_cancel_request_file_alone_stops_the_run_on_its_next_heartbeat(
     result = Trainer(config, run_dir, cpu=True).run()
     thread.join()
     assert result.state == "cancelled" and result.step == 2
+    # The run closed its event writer: no heartbeat goes on rewriting status.json.
+    assert not [t for t in threading.enumerate() if t.name == "kiln-heartbeat"]
     assert Path(read_events(run_dir)[-1]["state"]).name == "step-000002"

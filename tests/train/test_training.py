@@ -296,17 +296,13 @@ def test_batches_and_losses_are_reproducible_from_the_seed(make_config) -> None:
     checkpointed = make_config(train={"gradient_checkpointing": True})
     second = Trainer(checkpointed, create_run_dir(checkpointed))
     second.setup()
-    try:
-        batch = first.process_batches(1)[0]
-        assert batch == second.process_batches(1)[0]
-        one, two = first.batch_loss(1, 0, batch), second.batch_loss(1, 0, batch)
-        assert torch.allclose(one, two)
-        one.backward()
-        two.backward()
-        grads = [p.grad for p in second.unet_params if p.grad is not None]
-        assert grads and any(g.abs().sum() > 0 for g in grads)
-    finally:
-        # Trainers set up but never run keep a heartbeat thread rewriting status.json;
-        # left running it writes through later tests (and their os.replace spies).
-        first.events.close()
-        second.events.close()
+    batch = first.process_batches(1)[0]
+    assert batch == second.process_batches(1)[0]
+    one, two = first.batch_loss(1, 0, batch), second.batch_loss(1, 0, batch)
+    assert torch.allclose(one, two)
+    one.backward()
+    two.backward()
+    grads = [p.grad for p in second.unet_params if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    first.close()  # set up but never run: stop their status heartbeats
+    second.close()

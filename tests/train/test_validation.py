@@ -50,7 +50,7 @@ def test_run_reports_the_same_validation_loss_for_the_same_weights(make_config) 
         assert trainer.validation_losses() == before  # fixed noise: same weights, same figure
         result = trainer.run()
     finally:
-        trainer.events.close()  # stops the heartbeat even when an assertion failed before run()
+        trainer.close()  # stops the heartbeat even when an assertion failed before run()
     assert result.state == "done", result.error
     events = [e for e in read_events(run_dir) if e["type"] == "validation"]
     assert [e["epoch"] for e in events] == [0, 1]
