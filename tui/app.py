@@ -32,6 +32,7 @@ class KilnApp(App):
         poll: Use a polling file watcher (network file systems).
         method: Desaturation method for the shares.
         caption_extension: Caption sidecar extension.
+        runs: More runs folders for the runs section (beside the dataset's ``runs/``).
     """
 
     CSS_PATH = "app.tcss"
@@ -72,6 +73,7 @@ class KilnApp(App):
         poll: bool = False,
         method: str = DEFAULT_METHOD,
         caption_extension: str = ".txt",
+        runs: list[Path] | tuple[Path, ...] = (),
     ) -> None:
         super().__init__()
         start_pool_server()
@@ -82,6 +84,7 @@ class KilnApp(App):
         self.images = images
         self.watch_files = watch
         self.poll = poll
+        self.runs_dirs = [Path(folder) for folder in runs]
         self.sub_title = str(self.curation.root)
         self.dataset_name = self.curation.root.name
         self.section_screens: dict[str, Screen] = {}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
@@ -93,3 +94,43 @@ class TecFailed(Message):
 
     job_id: int
     error: str
+
+
+@dataclass
+class RunFilesChanged(Message):
+    """Files of run folders changed (absolute paths): events, status, log, samples, LoRA files."""
+
+    paths: set[Path]
+
+
+@dataclass
+class RunsListed(Message):
+    """Every run found, newest first, as ``(RunInfo, sweep name or None)``."""
+
+    runs: list[tuple[Any, str | None]]
+
+
+@dataclass
+class RunLoaded(Message):
+    """A run's whole history, read in a worker, and its log tail."""
+
+    key: str
+    feed: Any
+    log: list[str]
+
+
+@dataclass
+class SamplesLoaded(Message):
+    """Sample pictures decoded for the runs screen: ``(label, file, picture)`` per pane."""
+
+    key: str
+    title: str
+    items: list[tuple[str, Path | None, Any]]
+    hint: str | None
+
+
+@dataclass
+class SweepLoaded(Message):
+    """A sweep's report, read in a worker."""
+
+    report: Any

@@ -66,6 +66,19 @@ def _tec(app: KilnApp) -> Screen:
     return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
 
 
+def _runs(app: KilnApp) -> Screen:
+    from tui.screens.runs import RunsScreen
+
+    return RunsScreen(
+        app.curation.root,
+        app.runs_dirs,
+        app.images,
+        app.watch_files,
+        app.poll,
+        app.curation.dataset.caption_extension,
+    )
+
+
 SECTIONS: list[Section] = [
     Section("dataset", "1", "Dataset", "Curate: the images, the DSB gauge, captions", _dataset),
     Section(
@@ -84,6 +97,13 @@ SECTIONS: list[Section] = [
         "Clean",
         "Quality flags and near-duplicates; cut a large image into tiles (style precision method)",
         _clean,
+    ),
+    Section(
+        "runs",
+        "5",
+        "Runs",
+        "Follow runs live: loss, samples, cook hints; start, cancel, resume, sweeps",
+        _runs,
     ),
     Section(
         "tec",

@@ -1,4 +1,4 @@
-"""Watch a dataset folder with watchdog and report changed image and caption files.
+"""Watch a dataset folder, and runs folders, with watchdog and report changed files.
 
 Only created, modified, moved and deleted *files* are reported; opening and closing files
 (which the app's own reads cause) are filtered out so nothing echoes back. An atomic write
@@ -93,3 +93,68 @@ class DatasetWatcher:
         """Stop the observer thread."""
         self.observer.stop()
         self.observer.join(timeout=2)
+
+
+# Files of a run folder whose change the runs section shows (samples and LoRA files by suffix).
+RUN_FILES = frozenset({"events.jsonl", "status.json", "train.log", "config.toml", "sweep.json"})
+RUN_SUFFIXES = (".png", ".safetensors")
+
+
+class _RunsHandler(FileSystemEventHandler):
+    def __init__(self, report: Callable[[set[Path]], None]) -> None:
+        self.report = report
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        paths = {event.src_path}
+        if getattr(event, "dest_path", ""):
+            paths.add(event.dest_path)
+        relevant = set()
+        for raw in paths:
+            path = Path(raw.decode() if isinstance(raw, bytes) else raw)
+            # Atomic writes go through ".name.tmp" files first: only the final name matters.
+            if path.name.startswith("."):
+                continue
+            if path.name in RUN_FILES or path.suffix.lower() in RUN_SUFFIXES:
+                relevant.add(path)
+        if relevant:
+            self.report(relevant)
+
+
+class RunsWatcher:
+    """Watches runs folders (recursively) and reports changed run files.
+
+    ``report`` receives absolute paths of changed ``events.jsonl``, ``status.json``,
+    ``train.log``, ``config.toml``, ``sweep.json``, sample PNGs and LoRA files, on the
+    observer's thread: pass something thread-safe such as a screen's ``post_message``.
+    Folders that do not exist yet are skipped; :meth:`watch` adds them once they do.
+    """
+
+    def __init__(self, report: Callable[[set[Path]], None], poll: bool = False) -> None:
+        self.observer = PollingObserver(timeout=0.5) if poll else Observer()
+        self.observer.daemon = True
+        self.handler = _RunsHandler(report)
+        self.watched: set[Path] = set()
+        self.started = False
+
+    def watch(self, folders: list[Path]) -> None:
+        """Watch each existing folder not watched yet (safe to call again with the same list)."""
+        for folder in folders:
+            folder = Path(folder).resolve()
+            if folder in self.watched or not folder.is_dir():
+                continue
+            try:
+                self.observer.schedule(self.handler, str(folder), recursive=True, event_filter=WATCHED_EVENTS)
+            except OSError:  # out of inotify watches, or the folder vanished meanwhile
+                continue
+            self.watched.add(folder)
+        if not self.started:
+            self.observer.start()
+            self.started = True
+
+    def stop(self) -> None:
+        """Stop the observer thread."""
+        if self.started:
+            self.observer.stop()
+            self.observer.join(timeout=2)

@@ -27,8 +27,10 @@ COMMANDS: dict[str, str] = {
     "tec": "tec",
     "train": "train",
     "runs": "runs",
+    "watch": "watch",
     "cancel": "cancel",
     "resume": "resume",
+    "sweep": "sweep",
     "tiny-model": "tiny_model",
 }
 

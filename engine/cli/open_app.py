@@ -38,7 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="desaturation method")
     parser.add_argument("--caption-extension", default=".txt", help="caption sidecar extension")
-    add_example(parser, "kiln sample_data", "kiln ~/datasets/cat --images halfcell --theme kiln-light")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also list the runs in DIR in the runs section (repeatable; the dataset's runs/ always)",
+    )
+    add_example(
+        parser,
+        "kiln sample_data",
+        "kiln ~/datasets/cat --images halfcell --theme kiln-light",
+        "kiln ~/datasets/cat --runs /scratch/runs",
+    )
     return parser
 
 
@@ -60,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         poll=args.poll,
         method=args.method,
         caption_extension=args.caption_extension,
+        runs=args.runs,
     )
     app.run()
     return 0

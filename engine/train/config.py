@@ -169,6 +169,13 @@ class TrainParams:
     )
     seed: int = field(default=42, metadata=_help("seed for noise, timesteps, data order", _at_least(0)))
     gradient_checkpointing: bool = field(default=False, metadata=_help("less memory, about 20% slower"))
+    validation_split: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of images held out for a validation loss at fixed timesteps each epoch; 0 = off",
+            _within(0, 0.5),
+        ),
+    )
     cache_latents: bool = field(default=True, metadata=_help("encode each image once (no per-step VAE)"))
     cache_latents_to_disk: bool = field(
         default=False, metadata=_help("keep cached latents in <dataset>/.kiln/latents (shared by runs)")
@@ -424,6 +431,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return key, value
+
+
+def suggest_key(key: str) -> str:
+    """A hint for an unknown key: Kohya's name for it in Kiln, the closest known key, or them all."""
+    return _suggest(key)
 
 
 def _suggest(key: str) -> str:

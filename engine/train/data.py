@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -306,3 +306,32 @@ class LatentCache:
 def disk_cache_folder(root: Path, fingerprint: str) -> Path:
     """Where disk-cached latents for a dataset and model live."""
     return root / STATE_FOLDER / "latents" / fingerprint
+
+
+def split_validation(
+    data: TrainingSet, share: float, seed: int
+) -> tuple[TrainingSet, tuple[TrainImage, ...]]:
+    """Hold out about ``share`` of the images for a validation loss; the rest train.
+
+    The held-out images are a pure function of the seed and the images' paths, so a resumed
+    run and every run of a sweep with the same seed hold out the same slice. At least one
+    image is held out and at least one trains.
+
+    Raises:
+        DatasetError: Fewer than two images, so nothing can be held out.
+    """
+    images = list(data.images)
+    if len(images) < 2:
+        raise DatasetError(
+            f"{data.root}: train.validation_split needs at least 2 images (1 to train, 1 to hold out); "
+            "set it to 0"
+        )
+    count = min(len(images) - 1, max(1, round(share * len(images))))
+
+    def rank(image: TrainImage) -> str:
+        return hashlib.sha256(f"kiln-validation:{seed}:{image.rel_path}".encode()).hexdigest()
+
+    held = {image.rel_path for image in sorted(images, key=rank)[:count]}
+    trained = tuple(image for image in images if image.rel_path not in held)
+    validation = tuple(image for image in images if image.rel_path in held)
+    return replace(data, images=trained), validation

@@ -44,6 +44,7 @@ from engine.train.data import (
     disk_cache_folder,
     epoch_batches,
     load_pixels,
+    split_validation,
     step_caption,
     training_set,
 )
@@ -54,6 +55,9 @@ from engine.train.network import LoraTarget, add_lora, lora_weights, text_encode
 from engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
 from engine.train.schedule import lr_factor
 
+# The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
+# moves only with the weights: comparable between epochs and between a sweep's runs.
+VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -219,6 +223,16 @@ class Trainer:
         self.data: TrainingSet = training_set(config.dataset)
         for warning in self.data.warnings:
             self._warn(warning)
+        self.validation_images: tuple[TrainImage, ...] = ()
+        if config.train.validation_split > 0:
+            self.data, self.validation_images = split_validation(
+                self.data, config.train.validation_split, config.train.seed
+            )
+            self.log.info(
+                "validation: %d image(s) held out: %s",
+                len(self.validation_images),
+                ", ".join(image.rel_path for image in self.validation_images),
+            )
 
         self.source = model_source(config.model.base, config.model.allow_pickle)
         self.log.info("loading %s (%s)", self.source.path, self.source.kind)
@@ -411,6 +425,7 @@ class Trainer:
         config = self.config
         epochs = config.train.epochs
         if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
+            self._maybe_validate(0)
             self._maybe_sample(0)
             self._barrier()
         every = config.save.state_every_n_steps
@@ -615,6 +630,7 @@ class Trainer:
         self.log.info("epoch %d done at step %d, mean loss %s", epoch, self.state.step, mean)
         if self.tensorboard is not None and mean is not None:
             self.tensorboard.add_scalar("loss/epoch", mean, epoch)
+        self._maybe_validate(epoch)
         if final or epoch % self.config.save.every_n_epochs == 0:
             self.save_lora(epoch)
         every = self.config.sample.every_n_epochs
@@ -807,6 +823,64 @@ class Trainer:
         out.update(modelspec_metadata(config.output.name, data.resolution, date, self.prediction_type))
         return out
 
+    @torch.no_grad()
+    def validation_losses(self) -> dict[int, float]:
+        """The plain MSE loss on the held-out images at each of :data:`VALIDATION_TIMESTEPS`.
+
+        Noise is fixed per image and timestep (seeded from the run's seed and the image's
+        path), captions are used as written, and min-SNR weighting is left out, so the
+        figure depends only on the weights.
+        """
+        limit = self.noise_scheduler.config.num_train_timesteps - 1
+        timesteps = [min(t, limit) for t in VALIDATION_TIMESTEPS]
+        totals = dict.fromkeys(VALIDATION_TIMESTEPS, 0.0)
+        for image in self.validation_images:
+            latent = self._latent(image).to(self.device, torch.float32)
+            seed = _validation_seed(self.config.train.seed, image.rel_path)
+            generator = torch.Generator("cpu").manual_seed(seed)
+            noise = torch.randn((len(timesteps), *latent.shape), generator=generator).to(self.device)
+            latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
+            steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
+            noisy = self.noise_scheduler.add_noise(latents, noise, steps)
+            ids = self.tokenizer(
+                [image.caption] * len(timesteps),
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
+            with self.accelerator.autocast():
+                hidden = self._encode_text(ids)
+                prediction = self.unet_train(noisy.to(self.weight_dtype), steps, hidden).sample
+            target = (
+                noise
+                if self.prediction_type == "epsilon"
+                else self.noise_scheduler.get_velocity(latents, noise, steps)
+            )
+            losses = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            for t, loss in zip(VALIDATION_TIMESTEPS, losses.tolist(), strict=True):
+                totals[t] += loss
+        count = max(1, len(self.validation_images))
+        return {t: total / count for t, total in totals.items()}
+
+    def _maybe_validate(self, epoch: int) -> None:
+        if not self.validation_images:
+            return
+        started = time.perf_counter()
+        losses = self.validation_losses()
+        mean = sum(losses.values()) / len(losses)
+        self._emit(
+            "validation",
+            epoch=epoch,
+            step=self.state.step,
+            loss=round(mean, 6),
+            timesteps={str(t): round(value, 6) for t, value in losses.items()},
+            images=len(self.validation_images),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("loss/validation", mean, self.state.step)
+
     def _maybe_sample(self, epoch: int) -> None:
         if not self.sample_prompts or not self.is_main:
             return
@@ -909,6 +983,11 @@ def _adamw(groups: list[dict[str, Any]], weight_decay: float, device: torch.devi
 
 def _batch_seed(seed: int, epoch: int, batch: int) -> int:
     digest = hashlib.sha256(f"kiln-noise:{seed}:{epoch}:{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _validation_seed(seed: int, rel_path: str) -> int:
+    digest = hashlib.sha256(f"kiln-validation-noise:{seed}:{rel_path}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 

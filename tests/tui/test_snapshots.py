@@ -161,3 +161,81 @@ def test_tec_screen_run_series(snap_compare, tec_dir: Path, tiny_encoder) -> Non
         await _tec_measured(pilot, "ctrl+t", words="letters.txt")
 
     assert snap_compare(make_app(tec_dir / "data"), terminal_size=SIZE, run_before=prepare)
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Start times print in local time: pin the zone so snapshots match everywhere."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def fake_runs(root: Path) -> None:
+    from tests.runfolders import write_run, write_sweep
+
+    runs = root / "runs"
+    write_run(runs, "pot", dataset=root)
+    write_run(runs, "pot-lr3", stamp="20260302-101500", state="failed", t0=1772446500.0, dataset=root)
+    write_run(runs, "old", stamp="20250101-101500", layout=None, samples=False, t0=1735726500.0)
+    write_sweep(runs, "lr", [({"train.unet_lr": 1e-4}, "done"), ({"train.unet_lr": 3e-4}, "queued")])
+
+
+async def runs_ready(pilot) -> None:
+    from tests.tui.conftest import wait_for
+
+    await pilot.press("5")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.feed is not None and screen.samples_shown_for == screen.selected)
+    await pilot.pause(0.3)
+
+
+def test_runs_screen(snap_compare, sample_copy: Path, utc) -> None:
+    fake_runs(sample_copy)
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=runs_ready)
+
+
+def test_runs_screen_on_a_failed_run(snap_compare, sample_copy: Path, utc) -> None:
+    fake_runs(sample_copy)
+
+    async def prepare(pilot) -> None:
+        from tests.tui.conftest import wait_for
+
+        await runs_ready(pilot)
+        await pilot.press("j")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: (screen.selected or "").endswith("pot-lr3"))
+        await wait_for(pilot, lambda: screen.feed is not None and screen.samples_shown_for == screen.selected)
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+
+
+def test_runs_screen_without_runs(snap_compare, sample_copy: Path) -> None:
+    async def prepare(pilot) -> None:
+        from tests.tui.conftest import wait_for
+
+        await pilot.press("5")
+        await wait_for(pilot, lambda: pilot.app.screen._listed_once)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
+
+
+def test_sweep_view(snap_compare, sample_copy: Path, utc) -> None:
+    fake_runs(sample_copy)
+
+    async def prepare(pilot) -> None:
+        from tests.tui.conftest import wait_for
+
+        await runs_ready(pilot)
+        await pilot.press("v")
+        view = pilot.app.screen
+        await wait_for(pilot, lambda: view.report is not None)
+        await wait_for(pilot, lambda: str(view.query_one("#label-1").render()).startswith("#1"))
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)

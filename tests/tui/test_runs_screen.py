@@ -1,0 +1,319 @@
+"""Pilot tests for the runs section: live updates, the list, samples, actions, the sweep view."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.binding import Binding
+from textual.widgets import DataTable, Input, Static
+
+from engine.train.events import RUN_LAYOUT, EventWriter
+from engine.train.procinfo import HOST, process_start
+from tests.runfolders import write_run, write_sweep
+from tests.tui.conftest import make_app, wait_for
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.new_run import NewRunScreen
+from tui.screens.runs import RunsScreen
+from tui.screens.sweep import SweepScreen
+from tui.widgets.run_table import RunTable
+from tui.widgets.sample_grid import SampleGrid
+
+
+async def open_runs(pilot) -> RunsScreen:
+    await pilot.press("5")
+    screen = pilot.app.screen
+    assert isinstance(screen, RunsScreen)
+    await wait_for(pilot, lambda: screen._listed_once)
+    return screen
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+def notes(app) -> list[str]:
+    return [str(notification.message) for notification in app._notifications]
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])
+async def test_a_new_event_shows_within_a_second(sample_copy: Path, poll: bool) -> None:
+    run_dir = sample_copy / "runs" / "20260301-140500-live"
+    (run_dir.parent).mkdir()
+    writer = EventWriter(run_dir, name="live", heartbeat_s=0)
+    (run_dir / "config.toml").write_text('[output]\nname = "live"\n')
+    writer.emit("start", total=100, epochs=2, step=0, epoch=1)
+    app = make_app(sample_copy, watch=True, poll=poll)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_runs(pilot)
+            await wait_for(pilot, lambda: screen.feed is not None and screen.feed.history.start is not None)
+            for step in (1, 2, 3):
+                writer.emit(
+                    "step", step=step, total=100, epoch=1, loss=0.5 / step, lr=1e-4, it_s=2.0, eta_s=50
+                )
+                written = time.monotonic()
+                await wait_for(
+                    pilot, lambda step=step: f"step {step} loss" in text_of(screen, "#last-event"), 1.0
+                )
+                assert time.monotonic() - written < 1.0
+            assert screen.feed.history.steps == [1, 2, 3]
+            assert "3/100" in text_of(screen, "#progress-text")
+            writer.emit("done", step=3)
+            await wait_for(pilot, lambda: "done at step 3" in text_of(screen, "#last-event"), 1.0)
+    finally:
+        writer.close()
+
+
+async def test_list_holds_dataset_extra_and_sweep_runs_newest_first(
+    sample_copy: Path, tmp_path: Path
+) -> None:
+    runs = sample_copy / "runs"
+    write_run(runs, "pot", dataset=sample_copy)
+    write_run(runs, "old", stamp="20250101-101500", layout=None, samples=False, t0=1735726500.0)
+    write_sweep(runs, "lr", [({"train.unet_lr": 1e-4}, "done"), ({"train.unet_lr": 3e-4}, "queued")])
+    extra = tmp_path / "scratch"
+    write_run(extra, "far", stamp="20260310-080000", state="failed", t0=1773129600.0)
+    app = make_app(sample_copy, runs=[extra])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        table = screen.query_one(RunTable)
+        names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert names == ["far", "lr/lr-01", "pot", "old"]
+        states = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert states == ["failed", "done", "done", "done (ro)"]
+        assert screen.query_one("#list-pane").border_title == "4 run(s) · 0 running"
+        # The newest run is followed: its failure is in the head line.
+        assert "CUDA out of memory" in text_of(screen, "#run-head")
+
+
+async def test_samples_show_baseline_beside_an_epoch_and_cycle(sample_copy: Path) -> None:
+    write_run(sample_copy / "runs", "pot", dataset=sample_copy)
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        grid = screen.query_one(SampleGrid)
+
+        def labels() -> tuple[str, str, str]:
+            return (
+                str(grid.query_one("#sample-title", Static).render()),
+                str(grid.query_one("#label-0", Static).render()),
+                str(grid.query_one("#label-1", Static).render()),
+            )
+
+        await wait_for(pilot, lambda: labels()[2] == "epoch 3")
+        title, left, _ = labels()
+        assert title == "prompt 1/2: a kilnpot on a table" and left == "epoch 0 (baseline)"
+        assert str(grid.query_one("#picture-1", Static).render()).strip() == "00.png"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: labels()[0].startswith("prompt 2/2: kilnstyle"))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: labels()[2] == "epoch 2")
+        await pilot.press("e", "e")
+        await wait_for(pilot, lambda: labels()[2] == "epoch 3")  # wraps to the newest
+        files = text_of(screen, "#files")
+        assert "pot-e003.safetensors" in files and "1 warning(s)" in files
+        assert "epoch 3 done" in text_of(screen, "#log")
+
+
+async def test_read_only_and_finished_runs_refuse_cancel_and_resume(sample_copy: Path) -> None:
+    write_run(sample_copy / "runs", "old", layout=None)
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        assert "read-only" in text_of(screen, "#run-head")
+        await pilot.press("c")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("read-only" in note for note in notes(app))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("cannot be resumed" in note for note in notes(app)))
+
+
+async def test_cancel_asks_then_stops_the_training_process(sample_copy: Path) -> None:
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_dir = write_run(sample_copy / "runs", "busy", state="done")
+        status = json.loads((run_dir / "status.json").read_text())
+        status.update(
+            state="running",
+            pid=trainer.pid,
+            host=HOST,
+            proc_start=process_start(trainer.pid),
+            layout=RUN_LAYOUT,
+            updated=time.time(),
+        )
+        (run_dir / "status.json").write_text(json.dumps(status))
+        app = make_app(sample_copy)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_runs(pilot)
+            assert screen.infos[str(run_dir)].state == "running"
+            await pilot.press("c")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert trainer.poll() is None and not (run_dir / "cancel").exists()
+            await pilot.press("c", "y")
+            assert trainer.wait(timeout=10) != 0  # SIGTERM: the trainer saves and stops
+            assert any(path.name.startswith("cancel") for path in run_dir.iterdir())
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        trainer.wait()
+
+
+async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
+    sample_copy: Path, monkeypatch
+) -> None:
+    write_run(sample_copy / "runs", "pot", dataset=sample_copy)
+    started: list[Path] = []
+
+    def fake_start(config_path: Path, **kwargs) -> Path:
+        started.append(Path(config_path))
+        return sample_copy / "runs" / "20260301-140500-pot"
+
+    monkeypatch.setattr("engine.train.runs.start_detached", fake_start)
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_runs(pilot)
+        await pilot.press("n")
+        assert isinstance(app.screen, NewRunScreen)
+        form = app.screen
+        # The base model comes from the dataset's latest run.
+        assert form.query_one("#base", Input).value == "/models/sd15"
+        form.query_one("#name", Input).value = "pot test"
+        form.query_one("#steps", Input).value = "800"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(started))
+    from engine.train.config import load_config
+
+    config = load_config(started[0])
+    assert started[0].parent == sample_copy / ".kiln" / "configs"
+    assert config.dataset.path == str(sample_copy.resolve()) and config.output.name == "pot-test"
+    assert config.train.max_steps == 800 and config.train.cache_latents_to_disk
+    assert config.model.base == "/models/sd15"
+    # Sample prompts are the concepts' own captions, with fixed seeds.
+    assert len(config.sample.prompts) == 2 and all("--d 10" in p for p in config.sample.prompts)
+
+
+async def test_new_run_form_insists_on_a_base_model(sample_copy: Path) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_runs(pilot)
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen) and form.query_one("#base", Input).value == ""
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, NewRunScreen)
+        assert "base model" in str(form.query_one("#problem", Static).render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_sweep_view_compares_runs_and_enter_follows_one(sample_copy: Path) -> None:
+    runs = sample_copy / "runs"
+    write_run(runs, "pot", dataset=sample_copy)
+    sweep = write_sweep(runs, "lr", [({"train.unet_lr": 1e-4}, "done"), ({"train.unet_lr": 3e-4}, "failed")])
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        await pilot.press("v")
+        assert isinstance(app.screen, SweepScreen)
+        view = app.screen
+        await wait_for(pilot, lambda: view.report is not None)
+        table = view.query_one(DataTable)
+        assert table.row_count == 2
+        assert [str(table.get_row_at(0)[i]) for i in range(3)] == ["1", "0.0001", "done"]
+        await wait_for(pilot, lambda: "#2 unet_lr=0.0003" in str(view.query_one("#label-2", Static).render()))
+        await pilot.press("down", "enter")
+        assert app.screen is screen
+        assert screen.selected == str(sweep / "20260303-090002-lr-02")
+
+
+async def test_quitting_leaves_a_running_run_alone(sample_copy: Path) -> None:
+    run_dir = sample_copy / "runs" / "20260301-140500-live"
+    writer = EventWriter(run_dir, name="live", heartbeat_s=0)
+    (run_dir / "config.toml").write_text('[output]\nname = "live"\n')
+    writer.emit("start", total=10)
+    try:
+        app = make_app(sample_copy, watch=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_runs(pilot)
+            await pilot.press("q")
+        assert not (run_dir / "cancel").exists()
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
+    finally:
+        writer.close()
+
+
+def test_every_runs_binding_has_an_id_and_a_tooltip() -> None:
+    for owner in (RunsScreen, SweepScreen, NewRunScreen, ConfirmScreen, RunTable):
+        for binding in owner.BINDINGS:
+            assert isinstance(binding, Binding)
+            assert binding.id and binding.tooltip, (owner.__name__, binding.key)
+
+
+def test_opening_the_runs_section_imports_no_torch(sample_copy: Path) -> None:
+    write_run(sample_copy / "runs", "pot", dataset=sample_copy)
+    code = (
+        "import asyncio, sys, json\n"
+        "from tui.app import KilnApp\n"
+        f"app = KilnApp({str(sample_copy)!r}, images='none', watch=True)\n"
+        "async def main():\n"
+        "    async with app.run_test() as pilot:\n"
+        "        await pilot.press('5')\n"
+        "        await pilot.pause(1.5)\n"
+        "        assert app.screen.feed is not None, 'no run loaded'\n"
+        "asyncio.run(main())\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout
+    loaded = set(json.loads(out.strip().splitlines()[-1]))
+    assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
+
+
+async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monkeypatch) -> None:
+    from textual.widgets import Select
+
+    started: list[Path] = []
+    monkeypatch.setattr(
+        "engine.train.runs.start_detached",
+        lambda config_path, **kwargs: started.append(Path(config_path)) or sample_copy / "runs" / "x",
+    )
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        plan = app.screen
+        plan.query_one("#batch", Input).value = "2"
+        plan.query_one("#epochs", Input).value = "12"
+        plan.query_one("#unet_lr", Input).value = "3e-4"
+        plan.query_one("#te_lr", Input).value = "1/4"
+        plan.query_one("#precision", Select).value = "bf16"
+        await pilot.pause()
+        await pilot.press("escape")  # leave the form: digits switch sections again
+        await open_runs(pilot)
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        settings = str(form.query_one("#settings", Static).render())
+        assert "settings from the plan section" in settings
+        assert "batch 2  ·  epochs 12  ·  U-Net LR 0.0003  ·  text-encoder LR 7.5e-05  ·  bf16" in settings
+        form.query_one("#base", Input).value = "/models/base"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(started))
+    from engine.train.config import load_config
+
+    config = load_config(started[0])
+    assert (config.train.batch_size, config.train.epochs, config.train.unet_lr) == (2, 12, 3e-4)
+    assert config.train.text_encoder_lr_ratio == 0.25 and config.train.precision == "bf16"

@@ -1,0 +1,100 @@
+"""The table of runs: one row per run folder, cells rewritten only where a figure changed."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from engine.train.readout import duration, loss_text, progress_text, rate_text, started_text
+
+COLUMNS = ("name", "state", "progress", "epoch", "loss", "it/s", "ETA", "started")
+STATE_STYLES = {
+    "running": "bold green",
+    "starting": "cyan",
+    "done": "blue",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "stale": "magenta",
+    "queued": "dim",
+}
+
+
+def run_cells(info, label: str | None = None, now: float | None = None) -> list[Text]:
+    """The cells of one run (a ``RunInfo``): what the table shows for it."""
+    state = info.state + (" (ro)" if getattr(info, "readonly", False) else "")
+    epoch = f"{info.epoch}/{info.epochs}" if info.epochs else "-"
+    live = info.state in ("running", "starting")
+    return [
+        Text(label or info.name or info.run_dir.name, no_wrap=True, overflow="ellipsis"),
+        Text(state, style=STATE_STYLES.get(info.state, "")),
+        Text(progress_text(info.step, info.total), justify="right"),
+        Text(epoch, justify="right"),
+        Text(loss_text(info.loss), justify="right"),
+        Text(rate_text(info.it_s) if live else "-", justify="right"),
+        Text(duration(info.eta_s) if live else "-", justify="right"),
+        Text(started_text(info.started, now), justify="right"),
+    ]
+
+
+class RunTable(DataTable):
+    """Runs, newest first; rows are keyed by the run folder's path."""
+
+    DEFAULT_CSS = """
+    RunTable {
+        height: 1fr;
+    }
+    """
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="runs.table.down", tooltip="Next run"),
+        Binding("k", "cursor_up", "Up", show=False, id="runs.table.up", tooltip="Previous run"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._keys: list[str] = []
+        self._cells: dict[str, list[Text]] = {}
+
+    def on_mount(self) -> None:
+        for name in COLUMNS:
+            self.add_column(name, key=name)
+
+    @property
+    def current_key(self) -> str | None:
+        """The run folder (as a string) under the cursor."""
+        if not self._keys or self.cursor_row >= len(self._keys):
+            return None
+        return self._keys[self.cursor_row]
+
+    def set_rows(self, rows: list[tuple[str, list[Text]]]) -> bool:
+        """Show these rows in this order; returns whether the set or order of rows changed.
+
+        Same rows: only changed cells are rewritten. Other rows: the table is rebuilt and
+        the cursor stays on the run it was on.
+        """
+        keys = [key for key, _ in rows]
+        if keys == self._keys:
+            for key, cells in rows:
+                old = self._cells.get(key)
+                for column, cell in zip(COLUMNS, cells, strict=True):
+                    index = COLUMNS.index(column)
+                    if old is None or old[index] != cell:
+                        # A figure may outgrow the column it had ("-" when the run started).
+                        self.update_cell(key, column, cell, update_width=True)
+                self._cells[key] = cells
+            return False
+        current = self.current_key
+        self.clear()
+        self._keys = keys
+        self._cells = dict(rows)
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        if current in keys:
+            self.move_cursor(row=keys.index(current))
+        return True
+
+    def move_to(self, key: str) -> None:
+        """Put the cursor on a run."""
+        if key in self._keys:
+            self.move_cursor(row=self._keys.index(key))
