@@ -337,9 +337,12 @@ class DatasetScreen(Screen):
             if row is None or (row.record.size, row.record.mtime_ns) != (record.size, record.mtime_ns):
                 continue
             self.curation.set_analysis(record.rel_path, analysis)
-            self.update_row(record.rel_path)
+            if len(message.results) <= 64:
+                self.update_row(record.rel_path)
             if record.rel_path == self._current:
                 self.show_row_info(record.rel_path)
+        if len(message.results) > 64:
+            self.table.refresh_all()  # one repaint for a big batch, not one per row
         self.update_gauge()
         if message.results:
             self.schedule_quality()
@@ -372,6 +375,8 @@ class DatasetScreen(Screen):
         changed = self.curation.apply_quality(message.quality)
         if split_query(self.filter_text)[1] and changed:
             self.refill_table()  # a flag filter's rows changed
+        elif len(changed) > 64:
+            self.table.refresh_all()  # one repaint, not one per row
         else:
             for path in changed:
                 self.update_row(path)
