@@ -45,6 +45,22 @@ def analysed_copy(analysed_sample: Path, tmp_path: Path) -> Path:
     return target
 
 
+def add_small_duplicate(root: Path) -> str:
+    """Add a shrunken copy of pot_05: a near-duplicate that is also too small to train at 512.
+
+    The sample images themselves are big enough and distinct, so tests that need these flags
+    make them. Returns the new image's relative path.
+    """
+    from PIL import Image
+
+    source = root / "10_kilnpot" / "pot_05.jpg"
+    with Image.open(source) as image:
+        image.resize((400, 500), Image.Resampling.LANCZOS).save(
+            root / "10_kilnpot" / "pot_05_small.jpg", quality=92
+        )
+    return "10_kilnpot/pot_05_small.jpg"
+
+
 def make_app(path: Path, **kwargs) -> KilnApp:
     """The app as tests drive it: no terminal images, no watcher unless asked."""
     kwargs.setdefault("images", "none")

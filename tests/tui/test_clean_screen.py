@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.widgets import Input, Tree
 
 from tests.imagegen import photo_like
-from tests.tui.conftest import analysed, make_app, wait_for
+from tests.tui.conftest import add_small_duplicate, analysed, make_app, wait_for
 from tui.screens.clean import CleanScreen, FlagRef, ImageRef
 from tui.screens.dataset import DatasetScreen
 from tui.screens.yes_no import YesNoScreen
@@ -95,6 +95,7 @@ def status_line(screen: CleanScreen) -> str:
 
 
 async def test_overview_counts_flags_and_lists_duplicate_groups(analysed_copy: Path) -> None:
+    small = add_small_duplicate(analysed_copy)
     app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_clean(pilot)
@@ -102,7 +103,7 @@ async def test_overview_counts_flags_and_lists_duplicate_groups(analysed_copy: P
         flags = {node.data.flag: node for node in tree.root.children if isinstance(node.data, FlagRef)}
         assert list(flags) == ["blurry", "transparency", "low_resolution", "duplicate", "groups"]
         assert not flags["blurry"].children  # filled when opened
-        await tree_node(pilot, screen, ImageRef("10_kilnpot/pot_03.jpg", "duplicate", group=1))
+        await tree_node(pilot, screen, ImageRef(small, "duplicate", group=1))
         assert "2 images" in str(flags["blurry"].label)
         assert [child.data.path for child in flags["blurry"].children] == [
             "10_kilnpot/pot_04.png",
@@ -110,27 +111,28 @@ async def test_overview_counts_flags_and_lists_duplicate_groups(analysed_copy: P
         ]
         (group,) = flags["groups"].children
         members = [child.data.path for child in group.children]
-        assert members == ["10_kilnpot/pot_05.jpg", "10_kilnpot/pot_03.jpg"]  # the original first
-        assert "12 of 12 images measured" in str(screen.query_one("#quality-summary").render())
+        assert members == ["10_kilnpot/pot_05.jpg", small]  # the original (the larger) first
+        assert "13 of 13 images measured" in str(screen.query_one("#quality-summary").render())
 
 
 async def test_enter_on_a_duplicate_jumps_to_its_dataset_row_even_when_filtered_out(
     analysed_copy: Path,
 ) -> None:
+    small = add_small_duplicate(analysed_copy)
     app = make_app(analysed_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         await analysed(pilot)
         await pilot.press("slash", *"hills", "enter")  # a filter that hides the duplicate
         screen = await open_clean(pilot)
         tree = screen.query_one("#quality-tree", Tree)
-        node = await tree_node(pilot, screen, ImageRef("10_kilnpot/pot_03.jpg", "duplicate", group=1))
+        node = await tree_node(pilot, screen, ImageRef(small, "duplicate", group=1))
         await pilot.pause()
         tree.move_cursor(node)
         tree.focus()
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, DatasetScreen)
-        assert app.screen.current_path() == "10_kilnpot/pot_03.jpg"
+        assert app.screen.current_path() == small
         assert app.screen.filter_text == ""
         assert "near-duplicate of 10_kilnpot/pot_05.jpg" in str(app.screen.query_one("#row-info").render())
 
@@ -178,6 +180,7 @@ async def test_tiles_default_to_the_dataset_image_and_plan_flags_the_spoiled_sec
 
 async def test_bad_tile_inputs_say_what_to_fix_and_keep_nothing(dataset_and_painting) -> None:
     data, _ = dataset_and_painting
+    Image.new("RGB", (256, 256), (120, 90, 60)).save(data / "small.png")  # 8x8 tiles of 32 px
     app = make_app(data)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_clean(pilot)
@@ -187,7 +190,7 @@ async def test_bad_tile_inputs_say_what_to_fix_and_keep_nothing(dataset_and_pain
             ("nothing.png", "4x4", "0", "no such image file"),
             ("../painting.png", "four", "0", "ROWSxCOLS"),
             ("../painting.png", "16x16", "0", "up to 8x8"),
-            ("10_kilnpot/pot_01.jpg", "8x8", "0", "at least 64 px"),
+            ("small.png", "8x8", "0", "at least 64 px"),
             ("../painting.png", "4x4", "300", "not smaller than"),
         ):
             form["source"].value, form["grid"].value, form["overlap"].value = source, grid, overlap
@@ -277,6 +280,8 @@ def test_every_clean_binding_has_an_id_and_a_tooltip() -> None:
 
 
 def test_clean_overview_snapshot(snap_compare, analysed_copy: Path) -> None:
+    add_small_duplicate(analysed_copy)
+
     async def prepare(pilot) -> None:
         screen = await open_clean(pilot)
         screen.query_one("#quality-tree", Tree).move_cursor(await tree_node(pilot, screen, FlagRef("groups")))

@@ -120,7 +120,10 @@ def test_captions_tags_preview(snap_compare, sample_copy: Path) -> None:
 def test_captions_lint(snap_compare, sample_copy: Path, monkeypatch) -> None:
     (sample_copy / "5_kilnstyle" / "hills_03.txt").write_text(
         "sunset, orange sky, hill, sun", encoding="utf-8"
-    )
+    )  # no trigger
+    (sample_copy / "5_kilnstyle" / "hills_01.txt").write_text(
+        "kilnstyle, sky, hill, sky, grass", encoding="utf-8"
+    )  # a duplicate tag
     monkeypatch.chdir(sample_copy.parent)  # fixes name the dataset relative to here: "data"
 
     async def prepare(pilot) -> None:
