@@ -120,11 +120,16 @@ class KilnApp(App):
             self.push_screen(HelpScreen(self.screen))
 
     async def action_quit(self) -> None:
-        """Quit once no section would lose unsaved work (each one asks in turn)."""
+        """Quit once no section would lose unsaved work (each one that would asks in turn).
+
+        A section with something to lose has ``confirm_leave(then)`` and ``leave_needs_asking()``;
+        only those that need to ask are shown, so a plain ``q`` quits from where the user is.
+        """
         pending = [
             (name, screen)
             for name, screen in self.section_screens.items()
             if getattr(screen, "confirm_leave", None) is not None
+            and getattr(screen, "leave_needs_asking", lambda: True)()
         ]
 
         def next_or_exit() -> None:

@@ -409,3 +409,15 @@ async def test_f_cycles_the_flag_filter_and_slash_accepts_flag_terms(analysed_co
         assert table.keys == ["5_kilnstyle/hills_05.png"]
         await pilot.press("escape")
         assert table.row_count == 13
+
+
+async def test_quit_from_another_section_with_nothing_unsaved_quits_at_once(sample_copy: Path) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.current_mode == "plan")
+        await pilot.press("escape")
+        await app.action_quit()
+        await pilot.pause()
+        assert app.current_mode == "plan"  # no detour through the dataset section
+    assert not app.is_running

@@ -625,6 +625,10 @@ class CaptionsScreen(Screen):
 
     # -- leaving -----------------------------------------------------------------------------
 
+    def leave_needs_asking(self) -> bool:
+        """Quitting must ask first only while a caption run is going."""
+        return self.run_pane.running
+
     def confirm_leave(self, then: Callable[[], None]) -> None:
         """Run ``then`` (quit) once no caption run would be cut off without asking."""
         if not self.run_pane.running:

@@ -666,6 +666,10 @@ class DatasetScreen(Screen):
         """Whether the caption editor holds an edit not yet written."""
         return self.editor.dirty
 
+    def leave_needs_asking(self) -> bool:
+        """Quitting must ask first only when a caption edit would be lost."""
+        return self.has_unsaved_edit()
+
     # -- files changed by Kiln's other screens or by other programs ----------------------------
 
     def on_concept_renamed(self, message: ConceptRenamed) -> None:
