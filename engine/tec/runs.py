@@ -15,6 +15,7 @@ from engine.errors import ConfigError, ModelError
 from engine.tec.checks import safetensors_header, trains_text_encoder
 from engine.train.config import load_config
 from engine.train.rundir import CONFIG_FILE, LORA_FOLDER
+from engine.train.runs import is_run_folder
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def tec_run(run_dir: Path | str) -> TecRun:
 def tec_runs(folders: Iterable[Path | str]) -> list[TecRun]:
     """The runs in these runs folders, newest first (run folders start with their start time).
 
-    A subfolder counts as a run when it holds ``config.toml`` or ``lora/``; missing folders
-    are skipped (a dataset that has never trained has no ``runs/``).
+    A subfolder counts as a run when run control says so (:func:`engine.train.runs.is_run_folder`)
+    or it holds ``lora/``; missing folders are skipped (a dataset that has never trained has no
+    ``runs/``).
     """
     seen: set[Path] = set()
     runs = []
@@ -90,7 +92,7 @@ def tec_runs(folders: Iterable[Path | str]) -> list[TecRun]:
         for child in folder.iterdir():
             if child in seen or not child.is_dir():
                 continue
-            if (child / CONFIG_FILE).is_file() or (child / LORA_FOLDER).is_dir():
+            if is_run_folder(child) or (child / LORA_FOLDER).is_dir():
                 seen.add(child)
                 runs.append(tec_run(child))
     runs.sort(key=lambda run: (run.name, str(run.path)), reverse=True)
