@@ -41,6 +41,7 @@ from engine.tiles import (
     tile_image,
     write_tiles,
 )
+from tui.form_keys import field_tab_bindings
 from tui.messages import FilesChanged, QualityJudged
 from tui.screens.yes_no import YesNoScreen
 from tui.widgets.image_preview import image_widget_class
@@ -121,20 +122,7 @@ class CleanScreen(Screen):
             id="clean.leave_field",
             tooltip="Leave the text field, so that o, t, w and the tile keys work again",
         ),
-        # Priority: over SSH "path<tab>3x3" can arrive in one read; handled at once, the tab
-        # moves the focus before the 3 is delivered, so it lands in the grid field.
-        Binding(
-            "tab", "app.focus_next", "Next", show=False, priority=True, id="clean.next", tooltip="Next field"
-        ),
-        Binding(
-            "shift+tab",
-            "app.focus_previous",
-            "Previous",
-            show=False,
-            priority=True,
-            id="clean.previous",
-            tooltip="Previous field",
-        ),
+        *field_tab_bindings("clean"),
         Binding(
             "w",
             "write_tiles",

@@ -27,6 +27,7 @@ from engine.plan.advisor import cuda_bf16_supported
 from engine.plan.buckets import BucketSpec
 from engine.plan.loads import DatasetLoad, dataset_load
 from engine.plan.repeats import rename_concept_repeats, renamed_folder
+from tui.form_keys import form_bindings
 from tui.messages import ConceptRenamed, DatasetLoaded
 from tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
 from tui.screens.rename import RenameConceptScreen
@@ -79,30 +80,7 @@ class PlanScreen(Screen):
             id="plan.source",
             tooltip="Take images and repeats from the dataset's included images, or type them",
         ),
-        Binding(
-            "escape",
-            "leave_form",
-            "Leave form",
-            id="plan.leave_form",
-            tooltip="Leave the form for the results (then digits switch sections again)",
-        ),
-        Binding(
-            "e", "edit_form", "Edit", id="plan.edit", tooltip="Back into the form (tab moves between fields)"
-        ),
-        # Priority: over SSH, "4<tab>9" can arrive in one read; handled at once, the tab moves
-        # focus before the 9 is delivered, so the 9 lands in the next field, not this one.
-        Binding(
-            "tab", "app.focus_next", "Next", show=False, priority=True, id="plan.next", tooltip="Next field"
-        ),
-        Binding(
-            "shift+tab",
-            "app.focus_previous",
-            "Previous",
-            show=False,
-            priority=True,
-            id="plan.previous",
-            tooltip="Previous field",
-        ),
+        *form_bindings("plan"),
     ]
 
     def __init__(self, curation: Curation) -> None:

@@ -25,6 +25,7 @@ from textual.worker import Worker, get_current_worker
 from engine.errors import KilnError
 from engine.tec.reading import READINGS, SCORE_BANDS, THRESHOLDS_NOTE
 from engine.tec.runs import TecRun, tec_runs
+from tui.form_keys import form_bindings
 from tui.messages import TecFailed, TecFinished, TecProgress
 from tui.path_suggester import PathSuggester
 from tui.tec_form import (
@@ -117,29 +118,7 @@ class TecScreen(Screen):
             id="tec.mode",
             tooltip="Measure a checkpoint or LoRA against a reference, or each saved epoch of a run",
         ),
-        Binding(
-            "escape",
-            "leave_form",
-            "Leave form",
-            id="tec.leave_form",
-            tooltip="Leave the form for the results (then digits switch sections again)",
-        ),
-        Binding(
-            "e", "edit_form", "Edit", id="tec.edit", tooltip="Back into the form (tab moves between fields)"
-        ),
-        # Priority: over SSH "4<tab>9" can arrive in one read; the tab must move focus first.
-        Binding(
-            "tab", "app.focus_next", "Next", show=False, priority=True, id="tec.next", tooltip="Next field"
-        ),
-        Binding(
-            "shift+tab",
-            "app.focus_previous",
-            "Previous",
-            show=False,
-            priority=True,
-            id="tec.previous",
-            tooltip="Previous field",
-        ),
+        *form_bindings("tec"),
     ]
 
     def __init__(self, root: Path | str, runs_dirs: Sequence[Path | str] = ()) -> None:
