@@ -528,6 +528,27 @@ class Trainer:
             0, self.noise_scheduler.config.num_train_timesteps, (len(images),), generator=generator
         )
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
+        loss = self._per_sample_loss(latents, noise, timesteps, captions)
+        if config.train.min_snr_gamma:
+            loss = loss * self._min_snr_weights(timesteps)
+        loss = loss.mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {epoch}); "
+                "lower train.unet_lr, "
+                'or use train.precision = "bf16" or "fp32"'
+            )
+        return loss
+
+    def _per_sample_loss(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str]
+    ) -> torch.Tensor:
+        """MSE between the U-Net's prediction and its target, one value per sample.
+
+        The one forward pass both training and the validation loss use: noise the latents at
+        ``timesteps``, encode the captions, predict, and compare with the noise (epsilon) or
+        the velocity (v-prediction).
+        """
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         ids = self.tokenizer(
             captions,
@@ -544,17 +565,7 @@ class Trainer:
             if self.prediction_type == "epsilon"
             else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         )
-        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if config.train.min_snr_gamma:
-            loss = loss * self._min_snr_weights(timesteps)
-        loss = loss.mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {epoch}); "
-                "lower train.unet_lr, "
-                'or use train.precision = "bf16" or "fp32"'
-            )
-        return loss
+        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
 
     def _latent(self, image: TrainImage) -> torch.Tensor:
         latent = self.latents.get(image)
@@ -841,23 +852,7 @@ class Trainer:
             noise = torch.randn((len(timesteps), *latent.shape), generator=generator).to(self.device)
             latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
             steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
-            noisy = self.noise_scheduler.add_noise(latents, noise, steps)
-            ids = self.tokenizer(
-                [image.caption] * len(timesteps),
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
-            with self.accelerator.autocast():
-                hidden = self._encode_text(ids)
-                prediction = self.unet_train(noisy.to(self.weight_dtype), steps, hidden).sample
-            target = (
-                noise
-                if self.prediction_type == "epsilon"
-                else self.noise_scheduler.get_velocity(latents, noise, steps)
-            )
-            losses = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            losses = self._per_sample_loss(latents, noise, steps, [image.caption] * len(timesteps))
             for t, loss in zip(VALIDATION_TIMESTEPS, losses.tolist(), strict=True):
                 totals[t] += loss
         count = max(1, len(self.validation_images))
