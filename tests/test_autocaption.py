@@ -227,13 +227,29 @@ def test_cli_wd14_json_only_included_images_and_exit_1_on_a_bad_image(
     assert "written" in capsys.readouterr().out
 
 
-def test_cli_loads_no_model_when_every_image_is_captioned(tmp_path: Path, make_dataset, capsys) -> None:
+def test_cli_loads_no_model_when_every_image_is_captioned(
+    tmp_path: Path, make_dataset, wd14_model: Path, capsys, monkeypatch
+) -> None:
+    import engine.caption.autocaption as autocaption
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded with nothing to caption")
+
+    monkeypatch.setattr(autocaption, "load_captioner", refuse)
     root = make_dataset({"1_x/a.png": 50}, {"1_x/a.txt": "done"})
-    argv = ["caption", str(root), "--style", "wd14", "--model", str(tmp_path / "absent"), "--json"]
-    assert main(argv) == 0  # the missing model folder is never opened
+    argv = ["caption", str(root), "--style", "wd14", "--model", str(wd14_model), "--json"]
+    assert main(argv) == 0  # the folder is checked, the model is never loaded
     assert json.loads(capsys.readouterr().out)["counts"]["skipped"] == 1
-    assert main([*argv, "--mode", "overwrite"]) == 1
+
+
+def test_cli_names_a_missing_model_folder_even_with_nothing_to_caption(
+    tmp_path: Path, make_dataset, capsys
+) -> None:
+    root = make_dataset({"1_x/a.png": 50}, {"1_x/a.txt": "done"})
+    argv = ["caption", str(root), "--style", "wd14", "--model", str(tmp_path / "absent")]
+    assert main(argv) == 1  # a typo in --model is an error, not a silent success
     assert "no such model folder" in capsys.readouterr().err
+    assert main([*argv, "--mode", "overwrite"]) == 1
 
 
 def test_cli_bad_model_and_bad_usage(red_dataset: Path, tmp_path: Path, capsys) -> None:

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         default_trigger_position,
         load_captioner,
     )
+    from engine.caption.model_folders import check_model_folder
     from engine.dataset.selection import included_records
     from engine.dataset.store import Store
 
@@ -118,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
             with err.status(f"loading {args.style} model from {args.model} ..."):
                 captioner = load_captioner(args.style, args.model, settings)
         else:
-            captioner = IdleCaptioner(args.style)  # nothing to caption: do not spend time loading a model
+            # Nothing to caption: no time spent loading a model, but a wrong folder is still an error.
+            check_model_folder(args.style, args.model, args.allow_pickle)
+            captioner = IdleCaptioner(args.style)
         try:
             progress = Progress(
                 TextColumn("captioning"),
