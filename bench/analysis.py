@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from kiln.engine.analysis.dsb import summarise
+from kiln.engine.analysis.measure import analyse_image
+from kiln.engine.analysis.run import analyse_dataset, default_workers, iter_analyses
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
 from PIL import Image
 
-from engine.analysis.dsb import summarise
-from engine.analysis.measure import analyse_image
-from engine.analysis.run import analyse_dataset, default_workers, iter_analyses
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
 from tests.imagegen import photo_like
 
 DATA = Path(__file__).resolve().parent / "_data"

@@ -19,14 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from kiln.engine.caption import tags
+from kiln.engine.caption.clip_tokens import _read_merges, load_tokenizer
+from kiln.engine.caption.lint import lint_dataset
+from kiln.engine.caption.undo import History
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
 from PIL import Image
-
-from engine.caption import tags
-from engine.caption.clip_tokens import _read_merges, load_tokenizer
-from engine.caption.history import History
-from engine.caption.lint import lint_dataset
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
 
 WORDS = [
     "1girl",

@@ -16,13 +16,14 @@ import shutil
 import statistics
 import time
 
+from kiln.engine.analysis.run import analyse_dataset
+from kiln.engine.caption.lint import lint_dataset
+from kiln.engine.caption.tags import tag_stats
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
+from kiln.tui.app import KilnApp
+
 from bench.captions import captions, make_dataset
-from engine.analysis.run import analyse_dataset
-from engine.caption.lint import lint_dataset
-from engine.caption.tags import tag_stats
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
-from tui.app import KilnApp
 
 
 async def key_latencies(table, count: int) -> list[float]:

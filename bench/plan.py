@@ -14,15 +14,15 @@ import argparse
 import shutil
 import time
 
+from kiln.engine.analysis.run import analyse_dataset
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
+from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.loads import dataset_load, header_size
+from kiln.engine.plan.steps import plan_steps
 from PIL import Image
 
 from bench.analysis import DATA, make_photos
-from engine.analysis.run import analyse_dataset
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
-from engine.plan.buckets import BucketSpec
-from engine.plan.loads import dataset_load, header_size
-from engine.plan.steps import plan_steps
 
 
 def naive_size(path) -> tuple[int, int]:

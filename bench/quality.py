@@ -15,8 +15,7 @@ import time
 
 import imagehash
 import numpy as np
-
-from engine.analysis.quality import QualityThresholds, judge_dataset
+from kiln.engine.analysis.quality import QualityThresholds, judge_dataset
 
 
 def random_figures(count: int, seed: int = 0) -> dict[str, dict]:

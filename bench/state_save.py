@@ -3,7 +3,7 @@
 The state is the size Kiln saves for SD 1.5 with LoRA rank 32 on Kohya's 192 U-Net and 72
 text-encoder modules: the adapters plus AdamW's two moments, float32 (the shapes come from
 the real SD 1.5 configs, built on the meta device, so no weights are made). Kiln's save
-(``engine.train.checkpoint.write_save``: temp folder, fsync, SHA-256 manifest, rename, prune)
+(``kiln.engine.train.checkpoint.write_save``: temp folder, fsync, SHA-256 manifest, rename, prune)
 and the check a resume makes (``save_problem``: sizes and SHA-256) are timed against a
 plain ``torch.save`` to one file, in alternating rounds; medians are reported.
 
@@ -24,10 +24,9 @@ def state_payload(rank: int) -> dict:
     """Random tensors shaped like Kiln's resume state for SD 1.5 at ``rank``."""
     import torch
     from diffusers import UNet2DConditionModel
+    from kiln.engine.models.loading import SD15_CONFIG_DIR
+    from kiln.engine.train.network import text_encoder_targets, unet_targets
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from engine.train.model import SD15_CONFIG_DIR
-    from engine.train.network import text_encoder_targets, unet_targets
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIG_DIR / "unet"))
@@ -64,8 +63,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp folder)")
     args = parser.parse_args()
     import torch
-
-    from engine.train.checkpoint import PAYLOAD, save_problem, write_save
+    from kiln.engine.train.checkpoint import PAYLOAD, save_problem, write_save
 
     payload = state_payload(args.rank)
     params = sum(t.numel() for t in payload["adapters"])

@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from engine.models.ldm_keys import CLIP_PREFIX
-from engine.tec.embed import padded_word_embeddings
-from engine.tec.meter import ProbeOptions, checkpoint_tec_report
-from engine.train.model import SD15_CONFIG_DIR
+from kiln.engine.models.ldm_keys import CLIP_PREFIX
+from kiln.engine.models.loading import SD15_CONFIG_DIR
+from kiln.engine.tec.embed import padded_word_embeddings
+from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report
 
 DATA = Path(__file__).resolve().parent / "_data" / "tec"
 SEED = 1234
@@ -74,8 +73,8 @@ def bench(sample: int, noise: float, device: str, batch: int) -> dict:
     kiln, kiln_cpu = time.perf_counter() - start, time.process_time() - cpu
     words = len(report.words)
 
-    from engine.tec.loading import load_text_encoder
-    from engine.tec.vocab import probe_set
+    from kiln.engine.tec.loading import load_text_encoder
+    from kiln.engine.tec.vocab import probe_set
 
     ref, cand = load_text_encoder(reference), load_text_encoder(candidate)
     probe = probe_set(ref.tokenizer)
@@ -89,7 +88,7 @@ def bench(sample: int, noise: float, device: str, batch: int) -> dict:
     naive_cpu_per_word = (time.process_time() - cpu) / len(ids)
 
     # Kiln's vectors for the same words, to show the shortcut changes nothing.
-    from engine.tec.embed import word_embeddings
+    from kiln.engine.tec.embed import word_embeddings
 
     kiln_ref = word_embeddings(ref.model, ids, tokenizer.bos_token_id, tokenizer.eos_token_id)
     kiln_cand = word_embeddings(cand.model, ids, tokenizer.bos_token_id, tokenizer.eos_token_id)

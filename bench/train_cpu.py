@@ -56,9 +56,9 @@ def step_times(stamps: list[tuple[float, float]]) -> Times:
 
 
 def kiln_step_times(model: Path, data: Path, runs: Path, steps: int) -> Times:
-    from engine.train.config import config_from_mapping
-    from engine.train.loop import Trainer
-    from engine.train.rundir import create_run_dir
+    from kiln.engine.runs.layout import create_run_dir
+    from kiln.engine.train.config import config_from_mapping
+    from kiln.engine.train.loop import Trainer
 
     config = config_from_mapping(
         {
@@ -86,9 +86,8 @@ def baseline_step_times(model: Path, data: Path, steps: int) -> Times:
     """A plain loop: diffusers pipeline, peft adapters, cached latents, AdamW."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from kiln.engine.train.network import text_encoder_targets, unet_targets
     from peft import LoraConfig, inject_adapter_in_model
-
-    from engine.train.network import text_encoder_targets, unet_targets
 
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
@@ -155,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
         root = Path(tmp)

@@ -52,13 +52,12 @@ def build_pipeline(tiny: bool):
     import torch
 
     if tiny:
-        from engine.models.tiny import build_tiny_pipeline
+        from kiln.engine.models.tiny import build_tiny_pipeline
 
         return build_tiny_pipeline()
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from kiln.engine.models.loading import SD15_CONFIG_DIR
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from engine.train.model import SD15_CONFIG_DIR
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIG_DIR / "unet"))
@@ -91,9 +90,9 @@ def make_dataset(root: Path, resolution: int) -> Path:
 
 def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
     """Kiln's Trainer on a copy of ``pipe`` (loaded from memory instead of disk)."""
-    import engine.train.loop as loop
-    from engine.train.config import config_from_mapping
-    from engine.train.rundir import create_run_dir
+    import kiln.engine.train.loop as loop
+    from kiln.engine.runs.layout import create_run_dir
+    from kiln.engine.train.config import config_from_mapping
 
     config = config_from_mapping(
         {
@@ -141,9 +140,8 @@ def baseline_run(pipe, data: Path, args, batch: int) -> dict:
     """A plain loop as the diffusers examples write it: peft adapters, cached latents, AdamW."""
     import torch
     import torch.nn.functional as F
+    from kiln.engine.train.network import text_encoder_targets, unet_targets
     from peft import LoraConfig, inject_adapter_in_model
-
-    from engine.train.network import text_encoder_targets, unet_targets
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
@@ -268,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         pipe = build_pipeline(args.tiny)
         if args.tiny:
-            from engine.models.tiny import write_tiny_model
+            from kiln.engine.models.tiny import write_tiny_model
 
             base = write_tiny_model(root / "tiny")
         else:
-            from engine.train.model import SD15_CONFIG_DIR
+            from kiln.engine.models.loading import SD15_CONFIG_DIR
 
             base = SD15_CONFIG_DIR  # configs only: the weights come from memory
         data = make_dataset(root, resolution)

@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from kiln.engine.analysis.dsb import summarise
+from kiln.tui.app import KilnApp
+from kiln.tui.widgets.dsb_gauge import DsbGauge
+
 from bench.analysis import bench_warm
-from engine.analysis.dsb import summarise
-from tui.app import KilnApp
-from tui.widgets.dsb_gauge import DsbGauge
 
 DATA = Path(__file__).resolve().parent / "_data"
 

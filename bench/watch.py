@@ -5,7 +5,7 @@
 * poll: a run with ``--steps`` step events gets 5 more; the baseline re-reads and re-parses
   the whole ``events.jsonl`` (``read_events``), Kiln's ``RunFeed.poll`` reads the new bytes.
 * chart: the loss chart's plotext build for the whole curve against the downsampled one
-  (:data:`tui.widgets.loss_chart.MAX_POINTS` points) the runs section draws.
+  (:data:`kiln.tui.widgets.loss_chart.MAX_POINTS` points) the runs section draws.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def append_steps(run_dir: Path, first: int, count: int) -> None:
 
 
 def bench_poll(steps: int, polls: int) -> tuple[float, float]:
-    from engine.train.events import read_events
-    from engine.train.history import RunFeed, RunHistory
+    from kiln.engine.runs.events import read_events
+    from kiln.engine.runs.feed import RunFeed, RunHistory
 
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder)
@@ -61,9 +61,8 @@ def bench_poll(steps: int, polls: int) -> tuple[float, float]:
 
 
 def bench_chart(steps: int, rounds: int = 5) -> tuple[float, float]:
+    from kiln.tui.widgets.loss_chart import downsampled
     from textual_plotext.plot import Plot
-
-    from tui.widgets.loss_chart import downsampled
 
     xs = list(range(1, steps + 1))
     ys = [0.1 + 0.1 * math.exp(-x / steps) + 0.01 * math.sin(x) for x in xs]

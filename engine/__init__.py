@@ -1,3 +1,5 @@
 """Kiln's engine: everything that is not drawing, importable and testable headless."""
 
-__version__ = "0.1.0"
+from kiln import __version__
+
+__all__ = ["__version__"]

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.analysis.cache import load_cached
-from engine.analysis.dsb import DsbAccumulator, DsbSummary, Target
-from engine.analysis.measure import ImageAnalysis
-from engine.analysis.quality import FLAG_IDS, DatasetQuality, Flag, QualityThresholds, judge_dataset
-from engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Rebalance, rebalance
-from engine.analysis.report import judged_candidates
-from engine.analysis.tones import DEFAULT_METHOD
-from engine.dataset.captions import Caption, read_caption, write_caption
-from engine.dataset.scan import Dataset, ImageRecord, scan_dataset
-from engine.dataset.selection import excluded_paths, move_file_state, set_included
-from engine.dataset.store import Store
+from kiln.engine.analysis.cache import load_cached
+from kiln.engine.analysis.dsb import DsbAccumulator, DsbSummary, Target
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.analysis.quality import FLAG_IDS, DatasetQuality, Flag, QualityThresholds, judge_dataset
+from kiln.engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Rebalance, rebalance
+from kiln.engine.analysis.report import judged_candidates
+from kiln.engine.analysis.tones import DEFAULT_METHOD
+from kiln.engine.dataset.captions import Caption, read_caption, write_caption
+from kiln.engine.dataset.scan import Dataset, ImageRecord, scan_dataset
+from kiln.engine.dataset.selection import excluded_paths, move_file_state, set_included
+from kiln.engine.dataset.store import Store
 
 FLAG_PREFIX = "flag:"
 ANY_FLAG = "any"

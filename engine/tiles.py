@@ -29,10 +29,8 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from PIL import Image
-
-from engine.analysis.decode import decode_image, fixed_area_grey
-from engine.analysis.quality import (
+from kiln.engine.analysis.decode import decode_image, fixed_area_grey
+from kiln.engine.analysis.quality import (
     BLURRY,
     LOW_INFORMATION,
     OVEREXPOSED,
@@ -43,8 +41,9 @@ from engine.analysis.quality import (
     grey_figures,
     training_upscale,
 )
-from engine.dataset.scan import parse_concept_folder
-from engine.errors import ImageError, KilnError, UsageError
+from kiln.engine.dataset.scan import parse_concept_folder
+from kiln.engine.errors import ImageError, KilnError, UsageError
+from PIL import Image
 
 MIN_TILE_SIDE = 64
 TILE_EXTENSION = ".png"

@@ -1,7 +1,7 @@
 """Write SD 1.5's CLIP tokenizer files (vocab.json, merges.txt) from OpenAI's BPE merge list.
 
 SD 1.5 single-file checkpoints carry no tokenizer, and Kiln never downloads, so the package
-ships these two files in ``engine/train/sd15/tokenizer/``. They are derived, token for token,
+ships these two files in ``engine/models/configs/sd15/tokenizer/``. They are derived, token for token,
 from ``bpe_simple_vocab_16e6.txt.gz`` (MIT, OpenAI CLIP; it ships in the clip-anytorch and
 open-clip-torch wheels). Run once:  python scripts/make_sd15_tokenizer.py PATH/TO/bpe_simple_vocab_16e6.txt.gz
 """
@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.models.tiny import byte_vocab
+from kiln.engine.models.tiny import byte_vocab
 
-OUT = Path(__file__).resolve().parent.parent / "engine" / "train" / "sd15" / "tokenizer"
+OUT = Path(__file__).resolve().parent.parent / "kiln.engine" / "train" / "sd15" / "tokenizer"
 # CLIP keeps the first 49152 - 256 - 2 merges of the list (the first line is a header).
 MERGES = 49152 - 256 - 2
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tui.app import KilnApp  # noqa: E402
+from kiln.tui.app import KilnApp  # noqa: E402
 
 DOCS = ROOT / "docs"
 

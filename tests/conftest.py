@@ -63,7 +63,7 @@ def guide_dataset(make_dataset: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline as a diffusers folder."""
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tec-models") / "tiny")
 
@@ -71,7 +71,7 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same pipeline as one LDM-layout .safetensors file."""
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tec-models") / "tiny.safetensors", single_file=True)
 
@@ -79,7 +79,7 @@ def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_folder: Path):
     """The tiny text encoder, loaded once (tests copy it before changing it)."""
-    from engine.tec.loading import load_text_encoder
+    from kiln.engine.tec.loading import load_text_encoder
 
     return load_text_encoder(tiny_folder)
 

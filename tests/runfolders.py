@@ -10,9 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from kiln.engine.runs.events import RUN_LAYOUT
 from PIL import Image
-
-from engine.train.events import RUN_LAYOUT
 
 # 2026-03-01 14:05:00 UTC.
 T0 = 1772373900.0

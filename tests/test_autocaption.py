@@ -7,9 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from engine.caption.autocaption import (
+from kiln.cli import main
+from kiln.engine.caption.autocaption import (
     FAILED,
     SKIPPED,
     UNCHANGED,
@@ -19,13 +18,14 @@ from engine.caption.autocaption import (
     compose_caption,
     load_captioner,
 )
-from engine.caption.history import History
-from engine.caption.settings import Wd14Settings
-from engine.cli import main
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import set_included
-from engine.dataset.store import Store
-from engine.errors import ModelError, UsageError
+from kiln.engine.caption.settings import Wd14Settings
+from kiln.engine.caption.undo import History
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import set_included
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import ModelError, UsageError
+from PIL import Image
+
 from tests.caption_models import write_wd14_model
 
 WD14_RED = "hakurei reimu (cosplay), red theme, long hair, ^_^"
@@ -230,7 +230,7 @@ def test_cli_wd14_json_only_included_images_and_exit_1_on_a_bad_image(
 def test_cli_loads_no_model_when_every_image_is_captioned(
     tmp_path: Path, make_dataset, wd14_model: Path, capsys, monkeypatch
 ) -> None:
-    import engine.caption.autocaption as autocaption
+    import kiln.engine.caption.autocaption as autocaption
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded with nothing to caption")

@@ -7,16 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from kiln.cli import main
+from kiln.engine.caption.settings import BlipSettings
+from kiln.engine.errors import ModelError, UsageError
 from PIL import Image
 
-from engine.caption.settings import BlipSettings
-from engine.cli import main
-from engine.errors import ModelError, UsageError
 from tests.caption_models import write_tiny_blip
 
 torch = pytest.importorskip("torch")
 
-from engine.caption.blip import BlipCaptioner, check_blip_folder, resolve_device, strip_prefix  # noqa: E402
+from kiln.engine.caption.blip import BlipCaptioner, check_blip_folder, resolve_device, strip_prefix  # noqa: E402
 
 IMAGES = [Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (16, 30), (0, 0, 255))]
 

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from kiln.engine.analysis.measure import analyse_image
+from kiln.engine.analysis.report import dsb_report
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
 from PIL import Image
 
-from engine.analysis.measure import analyse_image
-from engine.analysis.report import dsb_report
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
 from tests.conftest import share_image
 
 

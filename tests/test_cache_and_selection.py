@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import kiln.engine.analysis.run as run_module
 import pytest
+from kiln.engine.analysis.run import analyse_dataset
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import excluded_paths, included_records, move_folder_state, set_included
+from kiln.engine.dataset.store import Store
 
-import engine.analysis.run as run_module
-from engine.analysis.run import analyse_dataset
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import excluded_paths, included_records, move_folder_state, set_included
-from engine.dataset.store import Store
 from tests.conftest import share_image
 
 

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from engine.caption.model_folders import check_model_folder
-from engine.caption.run_choices import META_KEY, CaptionChoices, load_choices, save_choices
-from engine.dataset.store import Store
-from engine.errors import ModelError, UsageError
+from kiln.engine.caption.model_folders import check_model_folder
+from kiln.engine.caption.run_choices import META_KEY, CaptionChoices, load_choices, save_choices
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import ModelError, UsageError
 
 
 def test_wd14_folder_check_names_the_missing_file(tmp_path: Path) -> None:
@@ -36,8 +35,8 @@ def test_blip_folder_check_wants_safetensors_unless_pickle_is_allowed(tmp_path: 
 
 def test_folder_checks_import_no_model_library() -> None:
     code = (
-        "import sys, json; from engine.caption.model_folders import check_model_folder; "
-        "import engine.caption.run_choices, engine.caption.autocaption; "
+        "import sys, json; from kiln.engine.caption.model_folders import check_model_folder; "
+        "import kiln.engine.caption.run_choices, kiln.engine.caption.autocaption; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from kiln.cli import main
 from PIL import Image
-
-from engine.cli import main
 
 
 def calc(capsys, *args: str) -> tuple[int, str, str]:

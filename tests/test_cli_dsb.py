@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from engine.cli import main
+from kiln.cli import main
 
 
 def run_json(capsys, *args: str) -> dict:
@@ -94,7 +93,7 @@ def test_bad_usage_exits_2(guide_dataset: Path) -> None:
 
 def test_console_script_runs_in_a_subprocess(guide_dataset: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "dsb", str(guide_dataset), "--json"],
+        [sys.executable, "-m", "kiln.cli", "dsb", str(guide_dataset), "--json"],
         capture_output=True,
         text=True,
         check=True,

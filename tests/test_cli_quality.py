@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kiln.engine.analysis.run as run_module
 import numpy as np
 import pytest
+from kiln.cli import main
+from kiln.engine.analysis.cache import load_cached
+from kiln.engine.analysis.quality import FIGURES
+from kiln.engine.analysis.report import dsb_report
+from kiln.engine.analysis.run import analyse_dataset
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
 from PIL import Image, ImageFilter, ImageOps
 
-import engine.analysis.run as run_module
-from engine.analysis.cache import load_cached
-from engine.analysis.quality import FIGURES
-from engine.analysis.report import dsb_report
-from engine.analysis.run import analyse_dataset
-from engine.cli import main
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
 from tests.imagegen import photo_like
 
 

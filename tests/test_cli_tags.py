@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from engine.cli import main
+from kiln.cli import main
 
 CAPTIONS = {
     "10_pot/a.txt": "a red pot on a wooden table, kilnpot",

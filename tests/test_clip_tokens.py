@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import engine
-from engine.caption import clip_tokens
-from engine.caption.clip_tokens import (
+from kiln.engine.caption import clip_tokens
+from kiln.engine.caption.clip_tokens import (
     VOCAB_ENV,
     ClipTokenizer,
     TokenizerUnavailable,
@@ -21,6 +19,8 @@ from engine.caption.clip_tokens import (
     try_load_tokenizer,
     vocab_path,
 )
+
+from kiln import engine
 
 REPO = Path(engine.__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def test_env_variable_points_at_a_copy_and_damaged_files_are_refused(
 def test_finding_the_vocabulary_imports_neither_clip_nor_torchvision() -> None:
     code = (
         "import sys, json\n"
-        "from engine.caption.clip_tokens import load_tokenizer\n"
+        "from kiln.engine.caption.clip_tokens import load_tokenizer\n"
         "load_tokenizer()\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
@@ -115,7 +115,7 @@ def test_finding_the_vocabulary_imports_neither_clip_nor_torchvision() -> None:
         text=True,
         check=True,
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
     loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
     assert not loaded & {"clip", "open_clip", "torch", "torchvision", "transformers"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.analysis.measure import ImageAnalysis
-from engine.analysis.quality import BLURRY, DUPLICATE, judge_dataset
-from engine.curate import Curation, split_query
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.analysis.quality import BLURRY, DUPLICATE, judge_dataset
+from kiln.engine.curate import Curation, split_query
 
 SHARP = {"sharpness": 500.0, "entropy": 7.0, "clipped_dark": 0.0, "clipped_bright": 0.0}
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.analysis.dsb import DsbAccumulator, Target, dominant, summarise, verdict
+from kiln.engine.analysis.dsb import DsbAccumulator, Target, dominant, summarise, verdict
 
 
 @pytest.mark.parametrize(

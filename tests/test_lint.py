@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from engine.caption.clip_tokens import VOCAB_ENV
-from engine.caption.lint import infer_trigger, initial_prompt, lint_dataset
-from engine.cli import main
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import set_included
-from engine.dataset.store import Store
+from kiln.cli import main
+from kiln.engine.caption.clip_tokens import VOCAB_ENV
+from kiln.engine.caption.lint import infer_trigger, initial_prompt, lint_dataset
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import set_included
+from kiln.engine.dataset.store import Store
 
 LONG = " ".join(["word"] * 80)
 

@@ -1,4 +1,4 @@
-"""An installed (not editable) copy carries every data file: themes, screen CSS, configs."""
+"""An installed (not editable) copy is one ``kiln`` package carrying every data file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_SUFFIXES = {".tcss", ".toml", ".json", ".txt", ".gz"}
+IMAGE_SUFFIXES = {".jpg", ".png", ".webp"}
 
 
-def test_wheel_contains_every_package_data_file(tmp_path: Path) -> None:
+def build_wheel(folder: Path) -> Path:
+    """Build Kiln's wheel into ``folder`` (no dependencies, no network) and return its path."""
     subprocess.run(
         [
             sys.executable,
@@ -23,18 +25,31 @@ def test_wheel_contains_every_package_data_file(tmp_path: Path) -> None:
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
+            str(folder),
         ],
         check=True,
         capture_output=True,
     )
-    wheel = next(tmp_path.glob("lora_kiln-*.whl"))
+    return next(folder.glob("lora_kiln-*.whl"))
+
+
+def test_wheel_contains_every_package_data_file(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
     members = set(zipfile.ZipFile(wheel).namelist())
     expected = {
-        path.relative_to(ROOT).as_posix()
-        for package in ("engine", "tui", "themes")
+        "kiln/" + path.relative_to(ROOT).as_posix()
+        for package in ("engine", "tui", "themes", "sample_data")
         for path in (ROOT / package).rglob("*")
-        if path.suffix in DATA_SUFFIXES and "__pycache__" not in path.parts
+        if path.suffix in DATA_SUFFIXES | IMAGE_SUFFIXES and "__pycache__" not in path.parts
     }
-    assert {"themes/kiln-dark.toml", "tui/screens/dataset.tcss"} <= expected
+    assert {"kiln/themes/kiln-dark.toml", "kiln/tui/screens/dataset.tcss"} <= expected
     assert expected <= members, sorted(expected - members)
+
+
+def test_wheel_installs_one_import_name_and_the_licence(tmp_path: Path) -> None:
+    names = zipfile.ZipFile(build_wheel(tmp_path)).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"kiln"}
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    modules = {name for name in names if name.endswith(".py")}
+    assert {"kiln/__main__.py", "kiln/cli/__init__.py", "kiln/engine/runs/worker.py", "kiln/tui/app.py"} <= modules

@@ -6,9 +6,8 @@ import sys
 import types
 
 import pytest
-
-from engine.errors import UsageError
-from engine.plan.advisor import RULES, PlanFacts, advise, cuda_bf16_supported
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.advisor import RULES, PlanFacts, advise, cuda_bf16_supported
 
 
 def never_probed() -> bool:

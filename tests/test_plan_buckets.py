@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.errors import ImageError, UsageError
-from engine.plan.buckets import BucketAssignment, BucketSpec, assign_bucket, bucket_resolutions
+from kiln.engine.errors import ImageError, UsageError
+from kiln.engine.plan.buckets import BucketAssignment, BucketSpec, assign_bucket, bucket_resolutions
 
 # sd-scripts' make_bucket_resolutions((512, 512)) with its defaults (256, 1024, 64).
 KOHYA_512 = [

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kiln.engine.plan.loads as loads_module
 import pytest
+from kiln.engine.analysis.cache import save_analyses
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import excluded_paths, set_included
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import DatasetError, ImageError, UsageError
+from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.loads import BucketLoad, ConceptLoad, dataset_load, header_size
+from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
+from kiln.engine.plan.steps import plan_steps
 from PIL import Image
-
-import engine.plan.loads as loads_module
-from engine.analysis.cache import save_analyses
-from engine.analysis.measure import ImageAnalysis
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import excluded_paths, set_included
-from engine.dataset.store import Store
-from engine.errors import DatasetError, ImageError, UsageError
-from engine.plan.buckets import BucketSpec
-from engine.plan.loads import BucketLoad, ConceptLoad, dataset_load, header_size
-from engine.plan.repeats import rename_concept_repeats, renamed_folder
-from engine.plan.steps import plan_steps
 
 
 def sized_dataset(root: Path, images: dict[str, tuple[int, int]]) -> Path:
@@ -158,7 +157,7 @@ def test_rename_never_overwrites_what_has_the_new_name(tmp_path: Path, existing:
 
 
 def test_rename_puts_the_folder_back_when_the_state_cannot_follow(tmp_path: Path, monkeypatch) -> None:
-    import engine.plan.repeats as repeats_module
+    import kiln.engine.plan.repeats as repeats_module
 
     root = sized_dataset(tmp_path / "d", {"10_cat/x.png": (64, 64)})
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kiln.engine.analysis.run import analyse_dataset
+from kiln.engine.curate import Curation
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.loads import dataset_load, load_notices
+from kiln.engine.plan.repeats import rename_concept_repeats
+from kiln.engine.plan.solve import solve_plan
 from PIL import Image
-
-from engine.analysis.run import analyse_dataset
-from engine.curate import Curation
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
-from engine.errors import UsageError
-from engine.plan.buckets import BucketSpec
-from engine.plan.loads import dataset_load, load_notices
-from engine.plan.repeats import rename_concept_repeats
-from engine.plan.solve import solve_plan
 
 
 def test_counting_steps_uses_given_repeats_or_the_folders() -> None:

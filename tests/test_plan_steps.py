@@ -7,9 +7,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.errors import UsageError
-from engine.plan.steps import (
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.steps import (
     epochs_for_target,
     plain_total_steps,
     plan_steps,

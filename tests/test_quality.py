@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
-
-from engine.analysis.measure import analyse_image
-from engine.analysis.quality import (
+from kiln.engine.analysis.measure import analyse_image
+from kiln.engine.analysis.quality import (
     BLURRY,
     DUPLICATE,
     EXIF_ROTATION,
@@ -25,6 +23,8 @@ from engine.analysis.quality import (
     judge_dataset,
     training_upscale,
 )
+from PIL import Image, ImageFilter, ImageOps
+
 from tests.imagegen import photo_like
 
 
@@ -200,8 +200,7 @@ def test_training_upscale_by_area_and_short_side() -> None:
 
 def test_hashes_are_imagehash_phash_of_the_image_and_its_mirror() -> None:
     import imagehash
-
-    from engine.analysis.quality import perceptual_hashes
+    from kiln.engine.analysis.quality import perceptual_hashes
 
     halves = np.zeros((60, 60), np.uint8)
     halves[:25] = 200

@@ -7,9 +7,8 @@ import random
 from fractions import Fraction
 
 import pytest
-
-from engine.analysis.dsb import Target, to_units, verdict_of_sum
-from engine.analysis.rebalance import Candidate, rebalance
+from kiln.engine.analysis.dsb import Target, to_units, verdict_of_sum
+from kiln.engine.analysis.rebalance import Candidate, rebalance
 
 
 def test_guide_example_drops_images_2_and_5() -> None:

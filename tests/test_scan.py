@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kiln.engine.dataset.scan import normalise_caption_extension, parse_concept_folder, scan_dataset
+from kiln.engine.errors import DatasetError
 from PIL import Image
-
-from engine.dataset.scan import normalise_caption_extension, parse_concept_folder, scan_dataset
-from engine.errors import DatasetError
 
 
 def touch_image(path: Path) -> None:

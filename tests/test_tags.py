@@ -6,14 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from engine.caption import tags
-from engine.caption.history import MAX_STEPS, History, UndoConflict
-from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import set_included
-from engine.dataset.store import Store
-from engine.errors import KilnError, UsageError
+from kiln.engine.caption import tags
+from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key
+from kiln.engine.caption.undo import MAX_STEPS, History, UndoConflict
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import set_included
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import KilnError, UsageError
 
 CAPTIONS = {
     "10_cat/a.txt": "a grey cat sitting on a wooden table, kilncat",

@@ -6,14 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import kiln.engine.tiles as tiles_module
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
-
-import engine.tiles as tiles_module
-from engine.cli import main
-from engine.errors import KilnError, UsageError
-from engine.tiles import (
+from kiln.cli import main
+from kiln.engine.errors import KilnError, UsageError
+from kiln.engine.tiles import (
     Grid,
     Source,
     existing_tiles,
@@ -23,6 +21,8 @@ from engine.tiles import (
     tile_image,
     write_tiles,
 )
+from PIL import Image, ImageFilter, ImageOps
+
 from tests.imagegen import photo_like
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kiln.engine.analysis.decode import decode_image
+from kiln.engine.analysis.measure import analyse_image
+from kiln.engine.analysis.tones import METHODS, desaturate, posterize4, tone_share
 from PIL import Image
 
-from engine.analysis.decode import decode_image
-from engine.analysis.measure import analyse_image
-from engine.analysis.tones import METHODS, desaturate, posterize4, tone_share
 from tests.conftest import share_image
 from tests.imagegen import photo_like
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kiln.engine.caption.images import rgb_on_white
+from kiln.engine.caption.settings import Wd14Settings
+from kiln.engine.caption.wd14 import Wd14Tagger, model_input, pad_to_square, written_name
+from kiln.engine.errors import ModelError
 from PIL import Image
 
-from engine.caption.images import rgb_on_white
-from engine.caption.settings import Wd14Settings
-from engine.caption.wd14 import Wd14Tagger, model_input, pad_to_square, written_name
-from engine.errors import ModelError
 from tests.caption_models import WD14_SIZE, write_wd14_model
 
 

@@ -1,6 +1,6 @@
 """Builders of tiny text-encoder variants and LoRA epochs, shared by the TEC engine and TUI tests.
 
-Everything starts from Kiln's tiny SD 1.5-shaped model (``engine.models.tiny``; the session
+Everything starts from Kiln's tiny SD 1.5-shaped model (``kiln.engine.models.tiny``; the session
 fixtures ``tiny_folder``/``tiny_file``/``tiny_encoder`` in ``tests/conftest.py``) and changes
 its text encoder in a known way: Gaussian noise, two swapped token rows, or LoRA adapters of a
 chosen strength written as Kohya saves them.
@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from kiln.engine.models.ldm_keys import CLIP_OLD_PREFIX, CLIP_PREFIX, clip_key_from_ldm
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from engine.models.ldm_keys import CLIP_OLD_PREFIX, CLIP_PREFIX, clip_key_from_ldm
 
 # Every one of these is a single token in the tiny byte-level tokenizer ("a</w>"...).
 LETTERS = tuple("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -91,7 +90,7 @@ def swapped_rows(first: int, second: int) -> Transform:
 
 def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
     """The tiny text encoder with seeded peft adapters as the trainer adds them (up x ``strength``)."""
-    from engine.train.network import add_lora, text_encoder_targets
+    from kiln.engine.train.network import add_lora, text_encoder_targets
 
     model = copy.deepcopy(tiny_encoder.model)
     targets = text_encoder_targets(model, RANK, ALPHA)
@@ -110,7 +109,7 @@ def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
 
 def write_epoch(path: Path, tiny_encoder, strength: float, epoch: int | None = None) -> Path:
     """A Kohya LoRA file whose text-encoder adapters have ``strength`` (plus one U-Net key)."""
-    from engine.train.lora_io import kohya_state_dict, write_lora
+    from kiln.engine.train.lora_io import kohya_state_dict, write_lora
 
     model, targets = trained_adapter(tiny_encoder, strength)
     tensors = kohya_state_dict(model, targets, torch.float32)

@@ -1,1 +1,1 @@
-"""Kiln's Textual workbench. It imports ``engine``; ``engine`` never imports it."""
+"""Kiln's Textual workbench. It imports ``kiln.engine``; ``kiln.engine`` never imports it."""

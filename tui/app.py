@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln.engine.analysis.run import start_pool_server
+from kiln.engine.analysis.tones import DEFAULT_METHOD
+from kiln.engine.curate import Curation
+from kiln.tui.commands import BindingCommands
+from kiln.tui.screens.help import HelpScreen
+from kiln.tui.sections import SECTIONS, Section
 from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.theme import Theme
 
-import themes
-from engine.analysis.run import start_pool_server
-from engine.analysis.tones import DEFAULT_METHOD
-from engine.curate import Curation
-from tui.commands import BindingCommands
-from tui.screens.help import HelpScreen
-from tui.sections import SECTIONS, Section
+from kiln import themes
 
 NARROW_WIDTH = 100
 
@@ -26,7 +26,7 @@ class KilnApp(App):
 
     Args:
         path: The dataset folder.
-        images: Image protocol for previews (see ``tui.widgets.image_preview.IMAGE_MODES``).
+        images: Image protocol for previews (see ``kiln.tui.widgets.image_preview.IMAGE_MODES``).
         theme_name: One of Kiln's themes (``kiln-dark`` by default) or a Textual built-in.
         watch: Follow changes made by other programs.
         poll: Use a polling file watcher (network file systems).

@@ -6,15 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.analysis.quality import DatasetQuality
 from textual.message import Message
 
-from engine.analysis.measure import ImageAnalysis
-from engine.analysis.quality import DatasetQuality
-
 if TYPE_CHECKING:
-    from engine.plan.buckets import BucketSpec
-    from engine.plan.loads import DatasetLoad
-    from tui.tec_form import TecResult
+    from kiln.engine.plan.buckets import BucketSpec
+    from kiln.engine.plan.loads import DatasetLoad
+    from kiln.tui.tec_form import TecResult
 
 
 @dataclass

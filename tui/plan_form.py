@@ -2,7 +2,7 @@
 
 No Textual here: the plan screen hands over the fields' text and the dataset's load, and
 gets back either a plan or a message per bad field, so nothing a user types can raise.
-The counting itself is the engine's (``engine.plan``); this only reads and routes.
+The counting itself is the engine's (``kiln.engine.plan``); this only reads and routes.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from engine.errors import UsageError
-from engine.plan.advisor import Advice, PlanFacts, advise
-from engine.plan.buckets import BucketSpec
-from engine.plan.loads import DatasetLoad, load_notices
-from engine.plan.solve import Solution, solve_plan
-from engine.plan.steps import StepPlan, plan_steps, require_batch_fits, rounding_notes
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.advisor import Advice, PlanFacts, advise
+from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.loads import DatasetLoad, load_notices
+from kiln.engine.plan.solve import Solution, solve_plan
+from kiln.engine.plan.steps import StepPlan, plan_steps, require_batch_fits, rounding_notes
 
 SOURCES: tuple[str, ...] = ("dataset", "typed")
 # The form's whole-number fields, in form order, and their defaults.
@@ -57,7 +57,7 @@ class PlanInputs:
         texts: The text fields as typed, keyed as in :data:`DEFAULTS`.
         source: ``dataset`` (images and repeats from the included images and folder
             names) or ``typed``.
-        solve: ``steps``, ``repeats`` or ``epochs`` (see :func:`engine.plan.solve.solve_plan`).
+        solve: ``steps``, ``repeats`` or ``epochs`` (see :func:`kiln.engine.plan.solve.solve_plan`).
         no_upscale: Kohya's ``bucket_no_upscale``.
         precision: ``fp32``, ``fp16`` or ``bf16``.
         training: ``lora`` or ``full``.

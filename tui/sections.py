@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from kiln.tui.app import KilnApp
     from textual.screen import Screen
-
-    from tui.app import KilnApp
 
 
 @dataclass(frozen=True)
@@ -37,37 +36,37 @@ class Section:
 
 
 def _dataset(app: KilnApp) -> Screen:
-    from tui.screens.dataset import DatasetScreen
+    from kiln.tui.screens.dataset import DatasetScreen
 
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
 def _plan(app: KilnApp) -> Screen:
-    from tui.screens.plan import PlanScreen
+    from kiln.tui.screens.plan import PlanScreen
 
     return PlanScreen(app.curation)
 
 
 def _captions(app: KilnApp) -> Screen:
-    from tui.screens.captions import CaptionsScreen
+    from kiln.tui.screens.captions import CaptionsScreen
 
     return CaptionsScreen(app.curation)
 
 
 def _clean(app: KilnApp) -> Screen:
-    from tui.screens.clean import CleanScreen
+    from kiln.tui.screens.clean import CleanScreen
 
     return CleanScreen(app.curation, app.images)
 
 
 def _tec(app: KilnApp) -> Screen:
-    from tui.screens.tec import TecScreen
+    from kiln.tui.screens.tec import TecScreen
 
     return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
 
 
 def _runs(app: KilnApp) -> Screen:
-    from tui.screens.runs import RunsScreen
+    from kiln.tui.screens.runs import RunsScreen
 
     return RunsScreen(
         app.curation.root,

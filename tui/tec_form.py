@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from engine.errors import KilnError
-from engine.tec.checks import Weights, inspect_weights
-from engine.tec.runs import TecRun
-from engine.tec.vocab import BUILTIN, read_words
+from kiln.engine.errors import KilnError
+from kiln.engine.runs.tec_series import TecRun
+from kiln.engine.tec.checks import Weights, inspect_weights
+from kiln.engine.tec.vocab import BUILTIN, read_words
 
 if TYPE_CHECKING:
-    from engine.tec.measures import TecReport
-    from engine.tec.meter import EpochTec
+    from kiln.engine.tec.measures import TecReport
+    from kiln.engine.tec.meter import EpochTec
 
 Mode = Literal["checkpoint", "run"]
 JobKind = Literal["checkpoint", "lora", "run"]
@@ -315,7 +315,7 @@ def measure(job: TecJob, progress: ProgressFn | None = None) -> TecResult:
     # transformers announces missing optional packages (torchvision) at import: not news here,
     # and nothing may write to the terminal under a running TUI.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report, run_tec_series
+    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report, run_tec_series
 
     options = ProbeOptions(
         words=job.words,

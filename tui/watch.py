@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from kiln.engine.dataset.scan import IMAGE_EXTENSIONS
 from watchdog.events import (
     FileCreatedEvent,
     FileDeletedEvent,
@@ -21,8 +22,6 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
-
-from engine.dataset.scan import IMAGE_EXTENSIONS
 
 WATCHED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent]
 _IGNORED_PARTS = {".kiln", "runs", "_excluded", "__pycache__"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from engine.analysis.measure import ANALYSIS_VERSION, ImageAnalysis
-from engine.dataset.scan import ImageRecord
-from engine.dataset.store import Store
+from kiln.engine.analysis.measure import ANALYSIS_VERSION, ImageAnalysis
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.dataset.store import Store
 
 
 def load_cached(

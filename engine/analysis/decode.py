@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from kiln.engine.errors import ImageError
 from PIL import Image, UnidentifiedImageError
-
-from engine.errors import ImageError
 
 FAST_LONG_SIDE = 1024
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.analysis.decode import decode_image
-from engine.analysis.quality import QUALITY_AREA, image_figures
-from engine.analysis.tones import DEFAULT_METHOD, tone_share
-from engine.errors import ImageError
+from kiln.engine.analysis.decode import decode_image
+from kiln.engine.analysis.quality import QUALITY_AREA, image_figures
+from kiln.engine.analysis.tones import DEFAULT_METHOD, tone_share
+from kiln.engine.errors import ImageError
 
 # Bump when a measure changes, so cached figures from an older Kiln are recomputed.
-ANALYSIS_VERSION = 2  # 2: quality figures (engine.analysis.quality)
+ANALYSIS_VERSION = 2  # 2: quality figures (kiln.engine.analysis.quality)
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ImageAnalysis:
         error: A one-line reason when the image could not be decoded or measured.
         metrics: Further figures keyed by name: ``width``, ``height``, ``mode``, ``format``,
             ``exif_orientation``, ``has_alpha`` and the quality figures
-            (``engine.analysis.quality.FIGURES``).
+            (``kiln.engine.analysis.quality.FIGURES``).
     """
 
     white: float | None

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from kiln.engine.analysis.decode import decode_image
+from kiln.engine.analysis.tones import DEFAULT_METHOD, desaturate, posterize4
 from PIL import Image
-
-from engine.analysis.decode import decode_image
-from engine.analysis.tones import DEFAULT_METHOD, desaturate, posterize4
 
 PREVIEW_LONG_SIDE = 384
 

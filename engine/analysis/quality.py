@@ -28,9 +28,8 @@ from typing import Any
 
 import imagehash
 import numpy as np
+from kiln.engine.analysis.tones import ALPHA_OPAQUE
 from PIL import Image
-
-from engine.analysis.tones import ALPHA_OPAQUE
 
 QUALITY_AREA = 512 * 512
 CLIP_DARK = 3  # grey values 0..3 count as crushed black

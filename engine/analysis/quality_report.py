@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.analysis.measure import ImageAnalysis
-from engine.analysis.quality import (
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.analysis.quality import (
     FIGURES,
     DatasetQuality,
     ImageQuality,
@@ -19,11 +19,11 @@ from engine.analysis.quality import (
     judge_dataset,
     training_upscale,
 )
-from engine.analysis.run import iter_analyses
-from engine.analysis.tones import DEFAULT_METHOD
-from engine.dataset.scan import Dataset, ImageRecord
-from engine.dataset.selection import excluded_paths
-from engine.dataset.store import Store
+from kiln.engine.analysis.run import iter_analyses
+from kiln.engine.analysis.tones import DEFAULT_METHOD
+from kiln.engine.dataset.scan import Dataset, ImageRecord
+from kiln.engine.dataset.selection import excluded_paths
+from kiln.engine.dataset.store import Store
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-from engine.analysis.dsb import UNITS, Target, to_units, verdict_of_sum
+from kiln.engine.analysis.dsb import UNITS, Target, to_units, verdict_of_sum
 
 DEFAULT_MIN_IMAGES = 3
 DEFAULT_NODE_BUDGET = 3_000_000

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.analysis.dsb import DsbSummary, Target, summarise
-from engine.analysis.measure import ImageAnalysis
-from engine.analysis.quality import QualityThresholds, judge_dataset
-from engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Candidate, Rebalance, rebalance
-from engine.analysis.run import iter_analyses
-from engine.dataset.scan import Dataset, ImageRecord
-from engine.dataset.selection import excluded_paths
-from engine.dataset.store import Store
+from kiln.engine.analysis.dsb import DsbSummary, Target, summarise
+from kiln.engine.analysis.measure import ImageAnalysis
+from kiln.engine.analysis.quality import QualityThresholds, judge_dataset
+from kiln.engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Candidate, Rebalance, rebalance
+from kiln.engine.analysis.run import iter_analyses
+from kiln.engine.dataset.scan import Dataset, ImageRecord
+from kiln.engine.dataset.selection import excluded_paths
+from kiln.engine.dataset.store import Store
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-from engine.analysis.cache import load_cached, save_analyses
-from engine.analysis.measure import ImageAnalysis, analyse_image
-from engine.dataset.scan import Dataset, ImageRecord
-from engine.dataset.store import Store
+from kiln.engine.analysis.cache import load_cached, save_analyses
+from kiln.engine.analysis.measure import ImageAnalysis, analyse_image
+from kiln.engine.dataset.scan import Dataset, ImageRecord
+from kiln.engine.dataset.store import Store
 
 # Below this many images a pool costs more to start than it saves.
 _POOL_THRESHOLD = 4
@@ -128,7 +128,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if sys.platform == "win32":  # pragma: no cover
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["engine.analysis.measure"])
+    context.set_forkserver_preload(["kiln.engine.analysis.measure"])
     return context
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.errors import ImageError
+from kiln.engine.errors import ImageError
 
 METHODS: tuple[str, ...] = ("luma601", "luma709", "lightness", "average")
 DEFAULT_METHOD = "luma601"

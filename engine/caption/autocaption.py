@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from kiln.engine.caption.images import rgb_on_white
+from kiln.engine.caption.tagtext import has_tag, join_tags, split_tags, tag_key
+from kiln.engine.caption.undo import FileChange, History, current_bytes, relative
+from kiln.engine.dataset.captions import read_caption, write_caption
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import ImageError, ModelError, UsageError
 from PIL import Image
-
-from engine.caption.history import FileChange, History, current_bytes, relative
-from engine.caption.images import rgb_on_white
-from engine.caption.tagtext import has_tag, join_tags, split_tags, tag_key
-from engine.dataset.captions import read_caption, write_caption
-from engine.dataset.scan import ImageRecord
-from engine.dataset.store import Store
-from engine.errors import ImageError, ModelError, UsageError
 
 STYLES = ("blip", "wd14")
 MODES = ("skip", "overwrite", "append")
@@ -342,11 +341,11 @@ def load_captioner(style: str, folder: Path, settings: object | None = None) -> 
         ModelError: The folder is missing files or holds something else.
     """
     if style == "wd14":
-        from engine.caption.wd14 import Wd14Tagger
+        from kiln.engine.caption.wd14 import Wd14Tagger
 
         return Wd14Tagger(folder, settings)  # type: ignore[arg-type]
     if style == "blip":
-        from engine.caption.blip import BlipCaptioner
+        from kiln.engine.caption.blip import BlipCaptioner
 
         return BlipCaptioner(folder, settings)  # type: ignore[arg-type]
     raise UsageError(f"style {style!r}: use blip or wd14")

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from kiln.engine.caption.model_folders import check_blip_folder
+from kiln.engine.caption.settings import BlipSettings
+from kiln.engine.errors import ModelError, UsageError
 from PIL import Image
-
-from engine.caption.model_folders import check_blip_folder
-from engine.caption.settings import BlipSettings
-from engine.errors import ModelError, UsageError
 
 
 def resolve_device(choice: str) -> torch.device:

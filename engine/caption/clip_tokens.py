@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from engine.errors import KilnError
+from kiln.engine.errors import KilnError
 
 VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_ENV = "KILN_CLIP_VOCAB"

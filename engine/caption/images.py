@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from kiln.engine.analysis.decode import decode_image
 from PIL import Image
-
-from engine.analysis.decode import decode_image
 
 
 def rgb_on_white(path: Path) -> Image.Image:

@@ -24,12 +24,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
-from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
-from engine.dataset.captions import read_caption
-from engine.dataset.scan import EXCLUDED_FOLDER, RUNS_FOLDER, Dataset, ImageRecord, is_image_name
-from engine.dataset.selection import excluded_paths
-from engine.dataset.store import Store
+from kiln.engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
+from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
+from kiln.engine.dataset.captions import read_caption
+from kiln.engine.dataset.scan import EXCLUDED_FOLDER, RUNS_FOLDER, Dataset, ImageRecord, is_image_name
+from kiln.engine.dataset.selection import excluded_paths
+from kiln.engine.dataset.store import Store
 
 RULES: dict[str, str] = {
     "missing-caption": "error",

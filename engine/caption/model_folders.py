@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.errors import ModelError, UsageError
+from kiln.engine.errors import ModelError, UsageError
 
 WD14_MODEL_FILE = "model.onnx"
 WD14_TAGS_FILE = "selected_tags.csv"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from engine.dataset.store import Store
+from kiln.engine.dataset.store import Store
 
 META_KEY = "caption.choices"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import UsageError
+from kiln.engine.errors import UsageError
 
 
 @dataclass(frozen=True)

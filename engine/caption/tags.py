@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.caption.history import FileChange, History, current_bytes, relative
-from engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
-from engine.dataset.captions import read_caption, write_caption
-from engine.dataset.scan import Dataset, ImageRecord
-from engine.dataset.selection import excluded_paths
-from engine.dataset.store import Store
-from engine.errors import UsageError
+from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
+from kiln.engine.caption.undo import FileChange, History, current_bytes, relative
+from kiln.engine.dataset.captions import read_caption, write_caption
+from kiln.engine.dataset.scan import Dataset, ImageRecord
+from kiln.engine.dataset.selection import excluded_paths
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import UsageError
 
 Edit = Callable[[list[str]], list[str]]
 

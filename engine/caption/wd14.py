@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from kiln.engine.caption.model_folders import WD14_MODEL_FILE, WD14_TAGS_FILE
+from kiln.engine.caption.settings import Wd14Settings
+from kiln.engine.caption.tagtext import join_tags
+from kiln.engine.errors import ModelError
 from PIL import Image
-
-from engine.caption.model_folders import WD14_MODEL_FILE, WD14_TAGS_FILE
-from engine.caption.settings import Wd14Settings
-from engine.caption.tagtext import join_tags
-from engine.errors import ModelError
 
 MODEL_FILE = WD14_MODEL_FILE
 TAGS_FILE = WD14_TAGS_FILE
@@ -125,7 +124,7 @@ def pad_to_square(image: Image.Image) -> Image.Image:
 def model_input(image: Image.Image, size: int) -> np.ndarray:
     """One image as the tagger reads it: ``(size, size, 3)`` float32, 0..255, BGR.
 
-    ``image`` must already be opaque RGB (see ``engine.caption.images.rgb_on_white``).
+    ``image`` must already be opaque RGB (see ``kiln.engine.caption.images.rgb_on_white``).
     """
     square = pad_to_square(image.convert("RGB"))
     if square.size != (size, size):

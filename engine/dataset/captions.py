@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.fsutil import atomic_write_text
+from kiln.engine.fsutil import atomic_write_text
 
 
 @dataclass(frozen=True)

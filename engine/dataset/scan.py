@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import DatasetError
+from kiln.engine.errors import DatasetError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 EXCLUDED_FOLDER = "_excluded"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.dataset.scan import ImageRecord
-from engine.dataset.store import Store
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.dataset.store import Store
 
 
 def excluded_paths(store: Store) -> set[str]:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.fsutil import atomic_write_text
+from kiln.engine.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -183,10 +183,9 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
             shutil.rmtree(out)
         staging.rename(out)
         return out
+    from kiln.engine.fsutil import atomic_write_bytes
+    from kiln.engine.models.ldm_keys import clip_to_ldm, unet_to_ldm, vae_to_ldm
     from safetensors.torch import save
-
-    from engine.fsutil import atomic_write_bytes
-    from engine.models.ldm_keys import clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     state = {
         **unet_to_ldm(pipe.unet.state_dict(), LAYERS_PER_BLOCK),

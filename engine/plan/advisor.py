@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.errors import UsageError
+from kiln.engine.errors import UsageError
 
 RUN_KINDS: tuple[str, ...] = ("test", "final")
 TRAINING_KINDS: tuple[str, ...] = ("lora", "full")

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engine.errors import ImageError, UsageError
+from kiln.engine.errors import ImageError, UsageError
 
 Size = tuple[int, int]
 

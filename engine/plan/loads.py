@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.dataset.scan import Dataset, ImageRecord
-from engine.dataset.selection import included_records
-from engine.dataset.store import Store
-from engine.errors import ImageError
-from engine.plan.advisor import Advice
-from engine.plan.buckets import BucketSpec, Size, assign_bucket
+from kiln.engine.dataset.scan import Dataset, ImageRecord
+from kiln.engine.dataset.selection import included_records
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import ImageError
+from kiln.engine.plan.advisor import Advice
+from kiln.engine.plan.buckets import BucketSpec, Size, assign_bucket
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,11 @@ class DatasetLoad:
         return sum(bucket.items for bucket in self.buckets)
 
     def bucket_items(self) -> dict[Size, int]:
-        """Samples per bucket, as :func:`engine.plan.steps.plan_steps` takes them."""
+        """Samples per bucket, as :func:`kiln.engine.plan.steps.plan_steps` takes them."""
         return {bucket.resolution: bucket.items for bucket in self.buckets}
 
     def bucket_images(self) -> dict[Size, int]:
-        """Images per bucket, as :func:`engine.plan.steps.repeats_for_target` takes them."""
+        """Images per bucket, as :func:`kiln.engine.plan.steps.repeats_for_target` takes them."""
         return {bucket.resolution: bucket.images for bucket in self.buckets}
 
 

@@ -11,10 +11,10 @@ import contextlib
 import os
 from pathlib import Path
 
-from engine.dataset.scan import parse_concept_folder
-from engine.dataset.selection import move_folder_state
-from engine.dataset.store import Store
-from engine.errors import DatasetError, UsageError
+from kiln.engine.dataset.scan import parse_concept_folder
+from kiln.engine.dataset.selection import move_folder_state
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import DatasetError, UsageError
 
 
 def renamed_folder(folder: str, repeats: int) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.errors import UsageError
-from engine.plan.steps import BucketKey, epochs_for_target, repeats_for_target
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.steps import BucketKey, epochs_for_target, repeats_for_target
 
 SOLVE_MODES: tuple[str, ...] = ("steps", "repeats", "epochs")
 
@@ -27,7 +27,7 @@ class Solution:
             differ.
         epochs: The epochs.
         bucket_items: Samples per bucket per epoch, repeats included, for
-            :func:`engine.plan.steps.plan_steps`.
+            :func:`kiln.engine.plan.steps.plan_steps`.
     """
 
     mode: str
@@ -63,9 +63,9 @@ def solve_plan(
         repeats: Repeats for every image; None to use the folders' (``folder_items``).
         epochs: Epochs (ignored when solving them).
         target_steps: The step count to reach (solving repeats or epochs).
-        batch, grad_accumulation, processes: As for :func:`engine.plan.steps.plan_steps`.
+        batch, grad_accumulation, processes: As for :func:`kiln.engine.plan.steps.plan_steps`.
         folder_items: Samples per bucket with each folder's own repeats (a dataset's
-            :meth:`~engine.plan.loads.DatasetLoad.bucket_items`), None without a dataset.
+            :meth:`~kiln.engine.plan.loads.DatasetLoad.bucket_items`), None without a dataset.
         folder_repeats: The repeats all folders share, None when they differ.
 
     Raises:

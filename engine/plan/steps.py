@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.errors import UsageError
+from kiln.engine.errors import UsageError
 
 # A bucket's (width, height); None stands for "one bucket, resolution unknown" (no dataset).
 BucketKey = tuple[int, int] | None

@@ -1,7 +1,7 @@
 """What a path given to the TEC meter holds, judged from names and safetensors headers, torch-free.
 
 The TUI checks a candidate, a reference or a run's LoRAs as the user picks them, before a
-worker imports torch and loads anything; ``engine.tec.loading`` shares the messages. A
+worker imports torch and loads anything; ``kiln.engine.tec.loading`` shares the messages. A
 safetensors file starts with an 8-byte little-endian header length and a JSON header naming
 every tensor, so its keys (and metadata) are known without reading a single weight.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from engine.errors import ModelError
-from engine.train.model import model_source
+from kiln.engine.errors import ModelError
+from kiln.engine.models.loading import model_source
 
 # Kohya's SD 1.x text-encoder prefix, and the one diffusers' converter writes.
 LORA_TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_")

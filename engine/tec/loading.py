@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from kiln.engine.errors import ModelError
+from kiln.engine.models.ldm_keys import clip_key_from_ldm
+from kiln.engine.models.loading import SD15_CONFIG_DIR, ModelSource, model_source
+from kiln.engine.tec.checks import no_clip_message
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-from engine.errors import ModelError
-from engine.models.ldm_keys import clip_key_from_ldm
-from engine.tec.checks import no_clip_message
-from engine.train.model import SD15_CONFIG_DIR, ModelSource, model_source
 
 POSITION_IDS = "embeddings.position_ids"
 _TEXT_MODEL = "text_model."
@@ -178,7 +177,7 @@ def _from_single_file(source: ModelSource) -> TextEncoder:
         metadata = _safetensors_metadata(path)
         bare = _read_safetensors(path, clip_key_from_ldm, diagnose=True)
     if "kiln.configs" in metadata:
-        from engine.models.tiny import write_tiny_configs
+        from kiln.engine.models.tiny import write_tiny_configs
 
         with tempfile.TemporaryDirectory(prefix="kiln-tec-") as tmp:
             scratch = Path(tmp)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from kiln.engine.errors import ModelError
+from kiln.engine.tec.checks import safetensors_header, trains_text_encoder
+from kiln.engine.train.network import TEXT_ENCODER_PREFIX, text_encoder_targets
 from torch import nn
-
-from engine.errors import ModelError
-from engine.tec.checks import safetensors_header, trains_text_encoder
-from engine.train.network import TEXT_ENCODER_PREFIX, text_encoder_targets
 
 DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
 _DIFFUSERS_PREFIX = "lora_te1_"

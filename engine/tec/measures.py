@@ -9,7 +9,7 @@ Given each probe word's embedding from the candidate and from the reference:
 * **drifted words**: the lowest cosines;
 * **weight distance** per layer (relative L2 of the weights), as context for where it happened.
 
-The reading's thresholds (``engine.tec.reading``) are provisional: they were set on reasoning
+The reading's thresholds (``kiln.engine.tec.reading``) are provisional: they were set on reasoning
 about the scale of the measure, not yet calibrated on a collection of real checkpoints.
 """
 
@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from kiln.engine.tec.loading import PositionIds
+from kiln.engine.tec.reading import THRESHOLDS_NOTE, tec_reading
 from torch import nn
-
-from engine.tec.loading import PositionIds
-from engine.tec.reading import THRESHOLDS_NOTE, tec_reading
 
 # A word counts as confused only if another reference word beats its own by more than float
 # rounding; identical encoders must never report confusion.

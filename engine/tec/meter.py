@@ -1,8 +1,8 @@
 """What the CLI and the TUI call: the TEC of a checkpoint, of a LoRA, and of every epoch of a run.
 
-All three load text encoders only (``engine.tec.loading``), probe the same words in both
-encoders (``engine.tec.vocab``, ``engine.tec.embed``) and report the measures
-(``engine.tec.measures``). Progress goes to an optional ``progress(stage, done, total)``
+All three load text encoders only (``kiln.engine.tec.loading``), probe the same words in both
+encoders (``kiln.engine.tec.vocab``, ``kiln.engine.tec.embed``) and report the measures
+(``kiln.engine.tec.measures``). Progress goes to an optional ``progress(stage, done, total)``
 callback, called after every batch of words; it may raise to cancel (a TUI worker raises
 when it is cancelled).
 """
@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from kiln.engine.errors import ModelError, RunError, UsageError
+from kiln.engine.tec.embed import DEFAULT_BATCH, Position, word_embeddings
+from kiln.engine.tec.loading import TextEncoder, load_text_encoder, require_same_tokenizer
+from kiln.engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
+from kiln.engine.tec.measures import TecReport, layer_distances, tec_report
+from kiln.engine.tec.vocab import BUILTIN, ProbeSet, full_vocab_probe_set, probe_set
 from torch import nn
-
-from engine.errors import ModelError, RunError, UsageError
-from engine.tec.embed import DEFAULT_BATCH, Position, word_embeddings
-from engine.tec.loading import TextEncoder, load_text_encoder, require_same_tokenizer
-from engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
-from engine.tec.measures import TecReport, layer_distances, tec_report
-from engine.tec.vocab import BUILTIN, ProbeSet, full_vocab_probe_set, probe_set
 
 ProgressFn = Callable[[str, int, int], None]
 _EPOCH_IN_NAME = re.compile(r"-e(\d+)$")
@@ -210,7 +209,7 @@ def _lora_report(
     progress: ProgressFn | None,
     stage: str,
 ) -> tuple[bool, TecReport]:
-    from engine.train.lora_io import read_lora
+    from kiln.engine.train.lora_io import read_lora
 
     if not path.is_file():
         raise ModelError(f"{path}: no such LoRA file")
@@ -300,9 +299,9 @@ def _device(name: str) -> torch.device:
 
 
 def _run_base(run_dir: Path) -> tuple[str, bool]:
-    from engine.errors import ConfigError
-    from engine.train.config import load_config
-    from engine.train.rundir import CONFIG_FILE
+    from kiln.engine.errors import ConfigError
+    from kiln.engine.runs.layout import CONFIG_FILE
+    from kiln.engine.train.config import load_config
 
     try:
         config = load_config(run_dir / CONFIG_FILE)

@@ -1,6 +1,6 @@
 """The TEC reading ("close to zero", "mild", "heavy") and its provisional thresholds, torch-free.
 
-Kept apart from ``engine.tec.measures`` so the TUI can state the thresholds (and band its
+Kept apart from ``kiln.engine.tec.measures`` so the TUI can state the thresholds (and band its
 chart) without importing torch. The bands were set on reasoning about the scale of the
 measure, not yet calibrated on a collection of real checkpoints.
 """

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import UsageError
+from kiln.engine.errors import UsageError
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -57,7 +57,7 @@ def read_words(path: Path | str) -> list[str]:
 
 def builtin_words() -> list[str]:
     """Kiln's list of about 2,000 common concept words (package data ``engine/tec/words.txt``)."""
-    return _words(resources.files("engine.tec").joinpath("words.txt").read_text(encoding="utf-8"))
+    return _words(resources.files("kiln.engine.tec").joinpath("words.txt").read_text(encoding="utf-8"))
 
 
 def _words(text: str) -> list[str]:

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from engine.fsutil import fsync_dir
-from engine.train import testhooks
+from kiln.engine.fsutil import fsync_dir
+from kiln.engine.runs import testhooks
 
 MANIFEST = "manifest.json"
 PAYLOAD = "trainer.pt"

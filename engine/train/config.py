@@ -17,7 +17,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
+from kiln.engine.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

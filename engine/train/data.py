@@ -1,7 +1,7 @@
 """The training data as Kohya sees it: included images, repeats, captions, buckets, latents.
 
 Images are the dataset's included images in Kohya-trained folders (``N_name/``), each
-assigned to a bucket by :mod:`engine.plan.buckets`, so an epoch has exactly the batches
+assigned to a bucket by :mod:`kiln.engine.plan.buckets`, so an epoch has exactly the batches
 ``kiln calc`` counts. The order of an epoch is a pure function of the seed and the epoch
 number, which is what lets a resumed run continue the same order.
 """
@@ -15,18 +15,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.dataset.captions import read_caption
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import included_records
-from engine.dataset.store import STATE_FOLDER, Store
-from engine.errors import DatasetError, ImageError
-from engine.plan.buckets import BucketAssignment, BucketSpec, Size, assign_bucket
-from engine.plan.loads import image_sizes
+from kiln.engine.dataset.captions import read_caption
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import included_records
+from kiln.engine.dataset.store import STATE_FOLDER, Store
+from kiln.engine.errors import DatasetError, ImageError
+from kiln.engine.plan.buckets import BucketAssignment, BucketSpec, Size, assign_bucket
+from kiln.engine.plan.loads import image_sizes
 
 if TYPE_CHECKING:
     import torch
-
-    from engine.train.config import DatasetConfig
+    from kiln.engine.train.config import DatasetConfig
 
 Batch = tuple[int, ...]
 
@@ -230,9 +229,8 @@ def load_pixels(image: TrainImage) -> torch.Tensor:
     """
     import numpy as np
     import torch
+    from kiln.engine.analysis.decode import decode_image
     from PIL import Image
-
-    from engine.analysis.decode import decode_image
 
     decoded = decode_image(image.path, exact=True)
     pixels = decoded.pixels
@@ -292,9 +290,8 @@ class LatentCache:
         latent = latent.detach().to("cpu").float().contiguous()
         self._memory[key] = latent
         if self.folder is not None:
+            from kiln.engine.fsutil import atomic_write_bytes
             from safetensors.torch import save
-
-            from engine.fsutil import atomic_write_bytes
 
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.folder / f"{key}.safetensors", save({"latent": latent}))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import engine
-from engine.errors import KilnError
-from engine.train.config import TrainConfig, config_from_mapping
+from kiln.engine.errors import KilnError
+from kiln.engine.train.config import TrainConfig, config_from_mapping
+
+from kiln import engine
 
 DEMO_PROMPTS = ("a kilnpot on a wooden table --s 8 --d 1", "kilnstyle, hill, scenery --s 8 --d 2")
 
@@ -19,16 +20,21 @@ def cache_dir() -> Path:
 
 
 def sample_data_dir() -> Path:
-    """The repository's ``sample_data/`` (present in a source checkout or an editable install)."""
-    path = Path(engine.__file__).resolve().parent.parent / "sample_data"
+    """The bundled sample dataset: the repository's ``sample_data/``, installed as ``kiln.sample_data``."""
+    from importlib import resources
+
+    try:
+        path = Path(str(resources.files("kiln.sample_data")))
+    except (ModuleNotFoundError, TypeError):
+        path = Path(engine.__file__).resolve().parent.parent / "sample_data"
     if not path.is_dir():
-        raise KilnError(f"{path}: the sample dataset is missing; run the demo from a Kiln source checkout")
+        raise KilnError(f"{path}: the sample dataset is missing; reinstall Kiln (pip install lora-kiln)")
     return path
 
 
 def demo_model() -> Path:
     """The tiny model in the cache, built on first use."""
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     path = cache_dir() / "tiny-sd15"
     if not (path / "model_index.json").is_file():

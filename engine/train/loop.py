@@ -7,7 +7,7 @@ epoch, batch within the epoch) or derived from the seed: the data order, caption
 noise and timesteps of each batch are pure functions of ``(seed, epoch, batch)``. The loop
 checks a stop flag between optimizer steps, so a cancel lands on a step boundary; the full
 resume state is saved at every epoch's end, every ``save.state_every_n_steps`` and on a
-cancel (see :mod:`engine.train.checkpoint`), and ``Trainer(..., resume=True)`` continues
+cancel (see :mod:`kiln.engine.train.checkpoint`), and ``Trainer(..., resume=True)`` continues
 from the newest complete save. With several processes (``accelerate launch``) each trains
 every N-th batch, gradients are averaged, and only the main process writes anything.
 """
@@ -31,12 +31,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from engine import __version__
-from engine.errors import KilnError, RunError
-from engine.train import checkpoint, rundir, testhooks
-from engine.train.config import MIXED_PRECISION, TrainConfig
-from engine.train.data import (
+from kiln.engine import __version__
+from kiln.engine.errors import KilnError, RunError
+from kiln.engine.models.loading import load_pipeline, model_fingerprint, model_source
+from kiln.engine.runs import layout as rundir
+from kiln.engine.runs import testhooks
+from kiln.engine.runs.events import FINAL_STATES, EventWriter, NullEventWriter
+from kiln.engine.train import checkpoint
+from kiln.engine.train.config import MIXED_PRECISION, TrainConfig
+from kiln.engine.train.data import (
     LatentCache,
     TrainImage,
     TrainingSet,
@@ -48,12 +51,10 @@ from engine.train.data import (
     step_caption,
     training_set,
 )
-from engine.train.events import FINAL_STATES, EventWriter, NullEventWriter
-from engine.train.lora_io import DTYPES, json_metadata, kohya_state_dict, modelspec_metadata, write_lora
-from engine.train.model import load_pipeline, model_fingerprint, model_source
-from engine.train.network import LoraTarget, add_lora, lora_weights, text_encoder_targets, unet_targets
-from engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
-from engine.train.schedule import lr_factor
+from kiln.engine.train.lora_io import DTYPES, json_metadata, kohya_state_dict, modelspec_metadata, write_lora
+from kiln.engine.train.network import LoraTarget, add_lora, lora_weights, text_encoder_targets, unet_targets
+from kiln.engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
+from kiln.engine.train.schedule import lr_factor
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
@@ -108,7 +109,7 @@ class Trainer:
 
     Args:
         config: The checked config.
-        run_dir: The run folder (made by :func:`engine.train.rundir.create_run_dir`).
+        run_dir: The run folder (made by :func:`kiln.engine.runs.layout.create_run_dir`).
         listeners: Called with each event after it is written (the CLI's progress bar).
         cpu: Train on the CPU even when a GPU is present.
         resume: Continue from the newest complete save in ``state/`` (emits ``resumed``).
@@ -357,7 +358,7 @@ class Trainer:
         )
 
     def _prepare_plan(self) -> None:
-        from engine.plan.steps import plan_steps
+        from kiln.engine.plan.steps import plan_steps
 
         train = self.config.train
         self.processes = self.accelerator.num_processes

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from kiln.engine.fsutil import atomic_write_bytes
+from kiln.engine.train.network import LoraTarget, lora_weights
 from torch import nn
-
-from engine.fsutil import atomic_write_bytes
-from engine.train.network import LoraTarget, lora_weights
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import ConfigError
+from kiln.engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline

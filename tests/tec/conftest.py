@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     """Run ``kiln tec ... --json`` in-process and parse its output."""
-    from engine.cli import main
+    from kiln.cli import main
 
     assert main(["tec", *args, "--json"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from kiln.cli import main
+from kiln.engine.models.loading import SD15_CONFIG_DIR
 from safetensors.torch import save_file
 
-import engine
-from engine.cli import main
-from engine.train.model import SD15_CONFIG_DIR
 from tests.tec.conftest import cli_json
 from tests.tinytec import LETTERS, file_variant, swapped_rows, write_epoch
 
@@ -132,8 +131,8 @@ def test_failures_exit_1_with_one_line(tiny_folder: Path, tiny_file: Path, tmp_p
 
 
 def test_console_entry_prints_json_in_a_fresh_process(tiny_folder: Path, tiny_file: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(engine.__file__).parent.parent)}
-    command = [sys.executable, "-m", "engine.cli", "tec", str(tiny_file), "--reference", str(tiny_folder)]
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "kiln.cli", "tec", str(tiny_file), "--reference", str(tiny_folder)]
     done = subprocess.run([*command, "--full-vocab", "--json"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["words"] == 512 and done.stderr == ""

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from kiln.engine.errors import ModelError
+from kiln.engine.runs.tec_series import tec_run, tec_runs
+from kiln.engine.tec.checks import inspect_weights, safetensors_header
 from safetensors.torch import save_file
 
-from engine.errors import ModelError
-from engine.tec.checks import inspect_weights, safetensors_header
-from engine.tec.runs import tec_run, tec_runs
 from tests.tinytec import write_epoch, write_unet_only_epoch
 
 

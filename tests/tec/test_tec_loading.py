@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from kiln.engine.errors import ModelError, UsageError
+from kiln.engine.models.loading import SD15_CONFIG_DIR
+from kiln.engine.tec.loading import load_text_encoder, position_ids_check, require_same_tokenizer
+from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report
+from kiln.engine.tec.vocab import builtin_words, probe_set, read_words
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.errors import ModelError, UsageError
-from engine.tec.loading import load_text_encoder, position_ids_check, require_same_tokenizer
-from engine.tec.meter import ProbeOptions, checkpoint_tec_report
-from engine.tec.vocab import builtin_words, probe_set, read_words
-from engine.train.model import SD15_CONFIG_DIR
 from tests.tinytec import LETTERS, file_variant, folder_variant, with_noise
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from kiln.engine.errors import ModelError, RunError
+from kiln.engine.tec.embed import word_embeddings
+from kiln.engine.tec.lora import lora_trains_text_encoder, merged_text_encoder, text_encoder_lora_layers
+from kiln.engine.tec.meter import ProbeOptions, lora_tec_report, run_tec_series
+from kiln.engine.train.lora_io import kohya_state_dict, read_lora, write_lora
 from safetensors.torch import save_file
 
-from engine.errors import ModelError, RunError
-from engine.tec.embed import word_embeddings
-from engine.tec.lora import lora_trains_text_encoder, merged_text_encoder, text_encoder_lora_layers
-from engine.tec.meter import ProbeOptions, lora_tec_report, run_tec_series
-from engine.train.lora_io import kohya_state_dict, read_lora, write_lora
 from tests.tinytec import ALPHA, LETTERS, trained_adapter, write_epoch, write_unet_only_epoch
 
 OPTIONS = ProbeOptions(words=LETTERS, words_source="letters")

@@ -8,12 +8,12 @@ import logging
 
 import pytest
 import torch
+from kiln.engine.tec import embed
+from kiln.engine.tec.embed import padded_word_embeddings, word_embeddings
+from kiln.engine.tec.measures import layer_distances, nearest_reference, tec_report
+from kiln.engine.tec.reading import tec_reading
+from kiln.engine.tec.vocab import full_vocab_probe_set, probe_set
 
-from engine.tec import embed
-from engine.tec.embed import padded_word_embeddings, word_embeddings
-from engine.tec.measures import layer_distances, nearest_reference, tec_report
-from engine.tec.reading import tec_reading
-from engine.tec.vocab import full_vocab_probe_set, probe_set
 from tests.tinytec import LETTERS
 
 
@@ -49,7 +49,7 @@ def test_a_short_path_that_disagrees_with_the_model_falls_back_to_its_forward(
         return states + 1.0, keys_values
 
     monkeypatch.setattr(embed, "_run_layers", broken)
-    with caplog.at_level(logging.WARNING, logger="engine.tec.embed"):
+    with caplog.at_level(logging.WARNING, logger="kiln.engine.tec.embed"):
         result = word_embeddings(*args)
     assert "full forward" in caplog.text
     assert torch.allclose(result, naive, atol=1e-5)

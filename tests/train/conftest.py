@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from kiln.engine.train.config import TrainConfig, config_from_mapping
 from PIL import Image
-
-from engine.train.config import TrainConfig, config_from_mapping
 
 # The tiny model's ops are microseconds long; extra threads only add contention on 2 cores.
 torch.set_num_threads(1)
@@ -31,7 +30,7 @@ DATASET_IMAGES = [
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline as a diffusers folder."""
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -39,7 +38,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_single_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same pipeline as one LDM-layout .safetensors file."""
-    from engine.models.tiny import write_tiny_model
+    from kiln.engine.models.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", single_file=True)
 

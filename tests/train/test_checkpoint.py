@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-
-from engine.train.checkpoint import (
+from kiln.engine.train.checkpoint import (
     MANIFEST,
     PAYLOAD,
     config_changes,

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import engine
-from engine.train.config import TrainConfig, load_config
+from kiln.engine.train.config import TrainConfig, load_config
+
+from kiln import engine
 
 REPO = Path(engine.__file__).resolve().parent.parent
 
@@ -19,13 +20,12 @@ def kiln(
 ) -> subprocess.CompletedProcess:
     environment = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "kiln.cli", *args],
         capture_output=True,
         text=True,
         env=environment,

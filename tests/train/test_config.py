@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from engine.errors import ConfigError
-from engine.train.config import (
+from kiln.engine.errors import ConfigError
+from kiln.engine.train.config import (
     TrainConfig,
     all_keys,
     apply_overrides,

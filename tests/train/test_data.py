@@ -6,14 +6,13 @@ import random
 from pathlib import Path
 
 import torch
-
-from engine.dataset.scan import scan_dataset
-from engine.dataset.selection import set_included
-from engine.dataset.store import Store
-from engine.plan.loads import dataset_load
-from engine.plan.steps import plan_steps
-from engine.train.config import DatasetConfig
-from engine.train.data import (
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.selection import set_included
+from kiln.engine.dataset.store import Store
+from kiln.engine.plan.loads import dataset_load
+from kiln.engine.plan.steps import plan_steps
+from kiln.engine.train.config import DatasetConfig
+from kiln.engine.train.data import (
     LatentCache,
     bucket_spec,
     epoch_batches,
@@ -21,9 +20,9 @@ from engine.train.data import (
     step_caption,
     training_set,
 )
-from engine.train.lora_io import read_lora, safetensors_hashes, write_lora
-from engine.train.samples import parse_prompt
-from engine.train.schedule import lr_factor
+from kiln.engine.train.lora_io import read_lora, safetensors_hashes, write_lora
+from kiln.engine.train.samples import parse_prompt
+from kiln.engine.train.schedule import lr_factor
 
 
 def dataset_config(root: Path, **values) -> DatasetConfig:

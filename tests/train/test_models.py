@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.errors import ModelError
-from engine.models.tiny import write_tiny_model
-from engine.train.model import SD15_CONFIG_DIR, load_pipeline, model_source
-from engine.train.network import kohya_name, text_encoder_targets, unet_targets
+from kiln.engine.errors import ModelError
+from kiln.engine.models.loading import SD15_CONFIG_DIR, load_pipeline, model_source
+from kiln.engine.models.tiny import write_tiny_model
+from kiln.engine.train.network import kohya_name, text_encoder_targets, unet_targets
 
 
 def test_single_file_round_trips_to_the_folder_weights(tiny_model: Path, tiny_single_file: Path) -> None:

@@ -11,15 +11,16 @@ import json
 import time
 from pathlib import Path
 
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
-from engine.plan.loads import dataset_load
-from engine.plan.steps import plan_steps
-from engine.train.config import config_from_mapping, resolved_toml
-from engine.train.data import bucket_spec
-from engine.train.events import read_events
-from engine.train.runs import cancel_run, read_run
-from engine.train.testhooks import HOLD_ENV
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
+from kiln.engine.plan.loads import dataset_load
+from kiln.engine.plan.steps import plan_steps
+from kiln.engine.runs.events import read_events
+from kiln.engine.runs.folders import cancel_run, read_run
+from kiln.engine.runs.testhooks import HOLD_ENV
+from kiln.engine.train.config import config_from_mapping, resolved_toml
+from kiln.engine.train.data import bucket_spec
+
 from tests.train.test_cli_train import kiln
 
 

@@ -1,7 +1,7 @@
 """Run control with real processes: detached runs, cancel, SIGKILL (also inside a save), resume.
 
 Three detached runs start together (module fixture) and wait at a chosen step through the
-test hooks (engine.train.testhooks), so each signal or kill lands at a known point whatever
+test hooks (kiln.engine.runs.testhooks), so each signal or kill lands at a known point whatever
 the machine's speed. Each interrupted run is resumed and compared step by step (LR, loss, the
 final LoRA) with the same config trained without interruption.
 """
@@ -17,15 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
-from engine.errors import RunError
-from engine.train import rundir
-from engine.train.checkpoint import saves
-from engine.train.config import TrainConfig, config_from_mapping, resolved_toml
-from engine.train.events import read_events, read_status
-from engine.train.loop import Trainer
-from engine.train.runs import (
+from kiln.engine.errors import RunError
+from kiln.engine.runs import layout as rundir
+from kiln.engine.runs.events import read_events, read_status
+from kiln.engine.runs.folders import (
     cancel_run,
     check_resumable,
     list_runs,
@@ -33,7 +28,12 @@ from engine.train.runs import (
     resume_run,
     start_detached,
 )
-from engine.train.testhooks import HOLD_ENV, SAVE_PAUSE_ENV
+from kiln.engine.runs.testhooks import HOLD_ENV, SAVE_PAUSE_ENV
+from kiln.engine.train.checkpoint import saves
+from kiln.engine.train.config import TrainConfig, config_from_mapping, resolved_toml
+from kiln.engine.train.loop import Trainer
+from safetensors.torch import load_file
+
 from tests.train.test_cli_train import kiln
 
 
@@ -120,7 +120,7 @@ def detached(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 @pytest.fixture(scope="module")
 def reference(detached, config_file: Path) -> dict:
     """The same config trained without interruption, here: LR and loss per step, the final LoRA."""
-    from engine.train.config import load_config
+    from kiln.engine.train.config import load_config
 
     config = load_config(config_file)
     run_dir = rundir.create_run_dir(config)
@@ -272,12 +272,10 @@ def test_second_signal_stops_a_foreground_run_at_once_keeping_the_last_save(
     import subprocess
     import sys
 
-    from tests.train.test_cli_train import REPO
-
     flag = tmp_path / "in-save"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", SAVE_PAUSE_ENV: f"4:{flag}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", SAVE_PAUSE_ENV: f"4:{flag}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "train", str(config_file), "--cpu", "--quiet"],
+        [sys.executable, "-m", "kiln.cli", "train", str(config_file), "--cpu", "--quiet"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -312,7 +310,7 @@ def test_cancel_request_file_alone_stops_the_run_on_its_next_heartbeat(
     # no signal, only the request file left by `kiln cancel`.
     import threading
 
-    from engine.train.config import load_config
+    from kiln.engine.train.config import load_config
 
     flag = tmp_path / "held"
     monkeypatch.setenv(HOLD_ENV, f"2:{flag}")

@@ -1,4 +1,4 @@
-"""engine.train.runs without training: what a run folder reads as, finding runs, cancel's refusals."""
+"""kiln.engine.runs.folders without training: what a run folder reads as, finding runs, cancel's refusals."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from engine.errors import RunError
-from engine.train import rundir
-from engine.train.events import RUN_LAYOUT, EventWriter
-from engine.train.procinfo import HOST, process_alive, process_start
-from engine.train.runs import (
+from kiln.engine.errors import RunError
+from kiln.engine.runs import layout as rundir
+from kiln.engine.runs.events import RUN_LAYOUT, EventWriter
+from kiln.engine.runs.folders import (
     STALE_AFTER_S,
     RunInfo,
     cancel_run,
@@ -25,6 +23,7 @@ from engine.train.runs import (
     read_run,
     resolve_run,
 )
+from kiln.engine.runs.procinfo import HOST, process_alive, process_start
 
 
 def make_run(folder: Path, name: str, **status: Any) -> Path:
@@ -240,8 +239,9 @@ def test_cancel_of_a_multi_gpu_launcher_only_leaves_the_request(tmp_path: Path) 
 def test_runs_api_and_commands_load_no_torch() -> None:
     # `kiln runs` and the TUI's runs screen list runs many times a second: no model code.
     code = (
-        "import sys, engine.train.runs, engine.train.runner, engine.train.checkpoint, engine.cli.runs\n"
-        "from engine.cli import build_parser; build_parser()\n"
+        "import sys, kiln.engine.runs.folders, kiln.engine.runs.runner, kiln.engine.train.checkpoint\n"
+        "import kiln.cli.runs\n"
+        "from kiln.cli import build_parser; build_parser()\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'accelerate'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

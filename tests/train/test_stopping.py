@@ -8,8 +8,7 @@ import threading
 import time
 
 import pytest
-
-from engine.train.stopping import StopSignals
+from kiln.engine.runs.stopping import StopSignals
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:

@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.dataset.scan import scan_dataset
-from engine.dataset.store import Store
-from engine.plan.loads import dataset_load
-from engine.plan.steps import plan_steps
-from engine.train.config import config_from_mapping, load_config
-from engine.train.data import bucket_spec
-from engine.train.events import read_events
-from engine.train.loop import Trainer
-from engine.train.lora_io import read_lora
-from engine.train.rundir import create_run_dir
+from kiln.engine.dataset.scan import scan_dataset
+from kiln.engine.dataset.store import Store
+from kiln.engine.plan.loads import dataset_load
+from kiln.engine.plan.steps import plan_steps
+from kiln.engine.runs.events import read_events
+from kiln.engine.runs.layout import create_run_dir
+from kiln.engine.train.config import config_from_mapping, load_config
+from kiln.engine.train.data import bucket_spec
+from kiln.engine.train.loop import Trainer
+from kiln.engine.train.lora_io import read_lora
 
 PROMPTS = ["pot, colour --s 2 --d 3", "hill --n blurry --s 2 --w 64 --h 96"]
 
@@ -172,8 +171,7 @@ class _Records(logging.Handler):
 def assert_diffusers_loads_every_key(model_path: Path, lora: Path, single_file: bool = False) -> None:
     """load_lora_weights attaches every module of the file, without a warning, and changes the U-Net."""
     from diffusers import StableDiffusionPipeline
-
-    from engine.train.model import load_pipeline
+    from kiln.engine.models.loading import load_pipeline
 
     pipe = load_pipeline(model_path)
     generator = torch.Generator().manual_seed(0)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.errors import ConfigError, DatasetError
-from engine.train.config import config_from_mapping
-from engine.train.data import split_validation, training_set
-from engine.train.events import read_events
-from engine.train.loop import VALIDATION_TIMESTEPS, Trainer
-from engine.train.rundir import create_run_dir
+from kiln.engine.errors import ConfigError, DatasetError
+from kiln.engine.runs.events import read_events
+from kiln.engine.runs.layout import create_run_dir
+from kiln.engine.train.config import config_from_mapping
+from kiln.engine.train.data import split_validation, training_set
+from kiln.engine.train.loop import VALIDATION_TIMESTEPS, Trainer
 
 
 def test_validation_split_is_a_checked_config_key() -> None:

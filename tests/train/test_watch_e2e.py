@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from kiln.cli import main
+from kiln.engine.runs.events import LIVE_STATES
+from kiln.engine.runs.folders import read_run, start_detached
+from kiln.engine.runs.sweep_report import sweep_report
+from kiln.tui.screens.runs import RunsScreen
+from kiln.tui.widgets.run_table import RunTable
 
-import engine
-from engine.cli import main
-from engine.train.events import LIVE_STATES
-from engine.train.runs import read_run, start_detached
-from engine.train.sweep_report import sweep_report
+from kiln import engine
 from tests.tui.conftest import make_app, wait_for
-from tui.screens.runs import RunsScreen
-from tui.widgets.run_table import RunTable
 
 REPO = Path(engine.__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 240
@@ -69,7 +69,6 @@ def wait_until_ended(run_dir: Path, timeout: float = RUN_TIMEOUT_S) -> str:
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
@@ -94,7 +93,7 @@ def detached(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.Tem
     config.write_text(tiny_config(tiny_model, train_dataset, root / "runs"))
     run_dir = start_detached(config)
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "watch", str(run_dir), "--interval", "0.2"],
+        [sys.executable, "-m", "kiln.cli", "watch", str(run_dir), "--interval", "0.2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -179,7 +178,7 @@ def test_two_entry_sweep_runs_both_shares_the_latent_cache_and_reports(
     out, err = capsys.readouterr()
     assert [run["tec"] for run in json.loads(out)["runs"]] == [None, None]
     assert "run 1: no TEC figure: only 0 of the" in err
-    from engine.tec.meter import ProbeOptions
+    from kiln.engine.tec.meter import ProbeOptions
 
     report = sweep_report(sweep_dir, cook=False, tec=True, tec_options=ProbeOptions(full_vocab=True))
     assert all(isinstance(row.tec, float) and row.tec > 0 for row in report.rows), [

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tui.app import KilnApp
+from kiln.tui.app import KilnApp
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
@@ -24,10 +23,10 @@ def sample_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def analysed_sample(tmp_path_factory) -> Path:
     """sample_data analysed once per session (the template for ``analysed_copy``)."""
-    from engine.analysis.run import analyse_dataset
-    from engine.analysis.tones import DEFAULT_METHOD
-    from engine.dataset.scan import scan_dataset
-    from engine.dataset.store import Store
+    from kiln.engine.analysis.run import analyse_dataset
+    from kiln.engine.analysis.tones import DEFAULT_METHOD
+    from kiln.engine.dataset.scan import scan_dataset
+    from kiln.engine.dataset.store import Store
 
     target = tmp_path_factory.mktemp("analysed") / "data"
     shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns(".kiln"))
@@ -91,7 +90,7 @@ async def analysed(pilot) -> None:
 
 async def ready(pilot) -> None:
     """Wait until every image is measured and the caption editor counts CLIP tokens."""
-    from tui.widgets.caption_editor import CaptionEditor
+    from kiln.tui.widgets.caption_editor import CaptionEditor
 
     await analysed(pilot)
     editors = pilot.app.screen.query(CaptionEditor)

@@ -9,17 +9,17 @@ import threading
 from pathlib import Path
 
 import pytest
+from kiln.engine.caption import autocaption
+from kiln.tui.screens.captions import CaptionsScreen
+from kiln.tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
+from kiln.tui.screens.dataset import DatasetScreen
+from kiln.tui.widgets.caption_editor import CaptionEditor
+from kiln.tui.widgets.caption_run_pane import CaptionRunPane
 from textual.binding import Binding
 from textual.widgets import Input, ProgressBar, Select
 
-from engine.caption import autocaption
 from tests.caption_models import write_wd14_model
 from tests.tui.conftest import make_app, wait_for
-from tui.screens.captions import CaptionsScreen
-from tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
-from tui.screens.dataset import DatasetScreen
-from tui.widgets.caption_editor import CaptionEditor
-from tui.widgets.caption_run_pane import CaptionRunPane
 
 SIZE = (120, 40)
 POT = "10_kilnpot/pot_01.jpg"
@@ -105,7 +105,7 @@ async def test_caption_run_can_be_cancelled_between_batches(
         def close(self):
             self.inner.close()
 
-    monkeypatch.setattr("tui.widgets.caption_run_pane.load_captioner", OneAtATime)
+    monkeypatch.setattr("kiln.tui.widgets.caption_run_pane.load_captioner", OneAtATime)
     images = sorted(p.relative_to(sample_copy).as_posix() for p in sample_copy.glob("*/*.[jp][pn]g"))
     before = {path: caption(sample_copy, path) for path in images}
     assert len(before) == 12
@@ -291,7 +291,7 @@ async def test_editor_counts_clip_tokens_and_warns_past_the_window(sample_copy: 
 def test_opening_the_captions_section_imports_no_model_library(sample_copy: Path) -> None:
     code = (
         "import asyncio, sys, json\n"
-        "from tui.app import KilnApp\n"
+        "from kiln.tui.app import KilnApp\n"
         f"app = KilnApp({str(sample_copy)!r}, images='none', watch=False)\n"
         "async def main():\n"
         "    async with app.run_test() as pilot:\n"
@@ -301,14 +301,12 @@ def test_opening_the_captions_section_imports_no_model_library(sample_copy: Path
         "asyncio.run(main())\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env=dict(os.environ),
     ).stdout
     loaded = set(__import__("json").loads(out.strip().splitlines()[-1]))
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kiln.tui.screens.clean import CleanScreen, FlagRef, ImageRef
+from kiln.tui.screens.dataset import DatasetScreen
+from kiln.tui.screens.yes_no import YesNoScreen
+from kiln.tui.widgets.tile_grid import TileGrid
 from PIL import Image, ImageFilter
 from textual import events
 from textual.binding import Binding
@@ -13,10 +17,6 @@ from textual.widgets import Input, Tree
 
 from tests.imagegen import photo_like
 from tests.tui.conftest import add_small_duplicate, analysed, make_app, wait_for
-from tui.screens.clean import CleanScreen, FlagRef, ImageRef
-from tui.screens.dataset import DatasetScreen
-from tui.screens.yes_no import YesNoScreen
-from tui.widgets.tile_grid import TileGrid
 
 SIZE = (100, 30)
 BLURRED, BLOWN = "painting_r3c3.png", "painting_r3c4.png"
@@ -335,7 +335,7 @@ async def test_t_on_an_overview_image_plans_its_tiles(analysed_copy: Path) -> No
 
 
 async def test_help_lists_the_tile_grid_keys_when_it_has_the_focus(dataset_and_painting) -> None:
-    from tui.screens.help import HelpScreen, binding_rows
+    from kiln.tui.screens.help import HelpScreen, binding_rows
 
     data, _ = dataset_and_painting
     app = make_app(data)

@@ -8,19 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from kiln.engine.analysis.dsb import summarise
+from kiln.tui.screens.dataset import DatasetScreen
+from kiln.tui.screens.help import HelpScreen
+from kiln.tui.screens.rebalance import RebalanceScreen
+from kiln.tui.widgets.caption_editor import CaptionEditor
+from kiln.tui.widgets.dsb_gauge import DsbGauge
+from kiln.tui.widgets.image_table import ImageTable
 from PIL import Image
 from textual.binding import Binding
 from textual.widgets import TextArea
 
-from engine.analysis.dsb import summarise
 from tests.conftest import share_image
 from tests.tui.conftest import add_small_duplicate, analysed, make_app, wait_for
-from tui.screens.dataset import DatasetScreen
-from tui.screens.help import HelpScreen
-from tui.screens.rebalance import RebalanceScreen
-from tui.widgets.caption_editor import CaptionEditor
-from tui.widgets.dsb_gauge import DsbGauge
-from tui.widgets.image_table import ImageTable
 
 
 def expected_summary(app):
@@ -310,8 +310,8 @@ async def test_help_screen_lists_every_binding(sample_copy: Path) -> None:
 
 
 def test_every_binding_has_an_id_and_a_tooltip() -> None:
-    from tui.app import KilnApp
-    from tui.screens.confirm import UnsavedEditScreen
+    from kiln.tui.app import KilnApp
+    from kiln.tui.screens.confirm import UnsavedEditScreen
 
     for owner in (KilnApp, DatasetScreen, HelpScreen, RebalanceScreen, UnsavedEditScreen, ImageTable):
         for binding in owner.BINDINGS:
@@ -322,7 +322,7 @@ def test_every_binding_has_an_id_and_a_tooltip() -> None:
 def test_startup_imports_no_torch(sample_copy: Path) -> None:
     code = (
         "import asyncio, sys, json\n"
-        "from tui.app import KilnApp\n"
+        "from kiln.tui.app import KilnApp\n"
         f"app = KilnApp({str(sample_copy)!r}, images='none', watch=False)\n"
         "async def main():\n"
         "    async with app.run_test() as pilot:\n"
@@ -330,14 +330,12 @@ def test_startup_imports_no_torch(sample_copy: Path) -> None:
         "asyncio.run(main())\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env=dict(os.environ),
     ).stdout
     loaded = set(__import__("json").loads(out.strip().splitlines()[-1]))
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.errors import UsageError
-from engine.plan.loads import BucketLoad, ConceptLoad, DatasetLoad
-from tui.plan_form import (
+from kiln.engine.errors import UsageError
+from kiln.engine.plan.loads import BucketLoad, ConceptLoad, DatasetLoad
+from kiln.tui.plan_form import (
     DEFAULTS,
     PlanInputs,
     evaluate,

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln.engine.dataset.selection import excluded_paths
+from kiln.tui.screens.dataset import DatasetScreen
+from kiln.tui.screens.plan import PlanScreen
+from kiln.tui.screens.rename import RenameConceptScreen
+from kiln.tui.widgets.dsb_gauge import DsbGauge
+from kiln.tui.widgets.image_table import ImageTable
+from kiln.tui.widgets.plan_field import PlanField
 from textual import events
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Select
 
-from engine.dataset.selection import excluded_paths
 from tests.tui.conftest import analysed, make_app, wait_for
-from tui.screens.dataset import DatasetScreen
-from tui.screens.plan import PlanScreen
-from tui.screens.rename import RenameConceptScreen
-from tui.widgets.dsb_gauge import DsbGauge
-from tui.widgets.image_table import ImageTable
-from tui.widgets.plan_field import PlanField
 
 SIZE = (120, 40)
 

@@ -10,19 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
+from kiln.engine.runs.events import RUN_LAYOUT, EventWriter
+from kiln.engine.runs.procinfo import HOST, process_start
+from kiln.tui.screens.confirm import ConfirmScreen
+from kiln.tui.screens.new_run import NewRunScreen
+from kiln.tui.screens.runs import RunsScreen
+from kiln.tui.screens.sweep import SweepScreen
+from kiln.tui.widgets.run_table import RunTable
+from kiln.tui.widgets.sample_grid import SampleGrid
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
-from engine.train.events import RUN_LAYOUT, EventWriter
-from engine.train.procinfo import HOST, process_start
 from tests.runfolders import write_run, write_sweep
 from tests.tui.conftest import make_app, wait_for
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.new_run import NewRunScreen
-from tui.screens.runs import RunsScreen
-from tui.screens.sweep import SweepScreen
-from tui.widgets.run_table import RunTable
-from tui.widgets.sample_grid import SampleGrid
 
 
 async def open_runs(pilot) -> RunsScreen:
@@ -175,7 +175,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
         started.append(Path(config_path))
         return sample_copy / "runs" / "20260301-140500-pot"
 
-    monkeypatch.setattr("engine.train.runs.start_detached", fake_start)
+    monkeypatch.setattr("kiln.engine.runs.folders.start_detached", fake_start)
     app = make_app(sample_copy)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_runs(pilot)
@@ -188,7 +188,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
         form.query_one("#steps", Input).value = "800"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: bool(started))
-    from engine.train.config import load_config
+    from kiln.engine.train.config import load_config
 
     config = load_config(started[0])
     assert started[0].parent == sample_copy / ".kiln" / "configs"
@@ -260,7 +260,7 @@ def test_opening_the_runs_section_imports_no_torch(sample_copy: Path) -> None:
     write_run(sample_copy / "runs", "pot", dataset=sample_copy)
     code = (
         "import asyncio, sys, json\n"
-        "from tui.app import KilnApp\n"
+        "from kiln.tui.app import KilnApp\n"
         f"app = KilnApp({str(sample_copy)!r}, images='none', watch=True)\n"
         "async def main():\n"
         "    async with app.run_test() as pilot:\n"
@@ -270,14 +270,12 @@ def test_opening_the_runs_section_imports_no_torch(sample_copy: Path) -> None:
         "asyncio.run(main())\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env=dict(os.environ),
     ).stdout
     loaded = set(json.loads(out.strip().splitlines()[-1]))
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
@@ -288,7 +286,7 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
 
     started: list[Path] = []
     monkeypatch.setattr(
-        "engine.train.runs.start_detached",
+        "kiln.engine.runs.folders.start_detached",
         lambda config_path, **kwargs: started.append(Path(config_path)) or sample_copy / "runs" / "x",
     )
     app = make_app(sample_copy)
@@ -312,7 +310,7 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
         form.query_one("#base", Input).value = "/models/base"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: bool(started))
-    from engine.train.config import load_config
+    from kiln.engine.train.config import load_config
 
     config = load_config(started[0])
     assert (config.train.batch_size, config.train.epochs, config.train.unet_lr) == (2, 12, 3e-4)

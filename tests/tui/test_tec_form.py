@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tec.runs import TecRun
+from kiln.engine.runs.tec_series import TecRun
+from kiln.tui.path_suggester import path_completion
+from kiln.tui.tec_form import TecInputs, check_inputs, field_message, form_wording
+
 from tests.tinytec import write_unet_only_epoch
-from tui.path_suggester import path_completion
-from tui.tec_form import TecInputs, check_inputs, field_message, form_wording
 
 
 def test_two_checkpoints_make_a_checkpoint_job_and_ignore_the_scale(tiny_folder: Path, letters_file) -> None:

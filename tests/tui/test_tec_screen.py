@@ -10,15 +10,15 @@ import sys
 import threading
 from pathlib import Path
 
+from kiln.tui.screens.tec import TecScreen
+from kiln.tui.tec_form import measure
+from kiln.tui.widgets.plan_field import PlanField
+from kiln.tui.widgets.tec_chart import TecChart
+from kiln.tui.widgets.tec_report_view import TecReportView
 from textual.widgets import Checkbox, DataTable, Input, ProgressBar
 
 from tests.tinytec import write_unet_only_epoch
 from tests.tui.conftest import make_app, wait_for, write_tec_run
-from tui.screens.tec import TecScreen
-from tui.tec_form import measure
-from tui.widgets.plan_field import PlanField
-from tui.widgets.tec_chart import TecChart
-from tui.widgets.tec_report_view import TecReportView
 
 SIZE = (120, 40)
 # The first measurement of a session imports torch and transformers (several seconds on 2 cores).
@@ -235,7 +235,7 @@ async def test_cancel_stops_the_measurement_and_its_results_never_arrive(tec_dir
 def test_opening_the_tec_section_imports_no_torch(tec_dir: Path) -> None:
     code = (
         "import asyncio, sys, json\n"
-        "from tui.app import KilnApp\n"
+        "from kiln.tui.app import KilnApp\n"
         "app = KilnApp('data', images='none', watch=False)\n"
         "async def main():\n"
         "    async with app.run_test() as pilot:\n"
@@ -248,17 +248,16 @@ def test_opening_the_tec_section_imports_no_torch(tec_dir: Path) -> None:
         "asyncio.run(main())\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
         cwd=tec_dir,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env=dict(os.environ),
     ).stdout
     loaded = set(json.loads(out.strip().splitlines()[-1]))
-    assert "tui" in loaded and "textual_plotext" in loaded
+    assert "kiln" in loaded and "textual_plotext" in loaded
     assert not loaded & {"torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.cli import main
+from kiln.cli import main
+
 from tests.runfolders import write_sweep
 
 BASE = '[model]\nbase = "model"\n[dataset]\npath = "data"\n'

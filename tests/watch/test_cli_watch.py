@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kiln.cli import main
+from kiln.cli.watch import watch_view
+from kiln.engine.runs.feed import RunFeed
+from kiln.engine.runs.folders import read_run
+from kiln.engine.runs.readout import duration, progress_text, rate_text, sparkline
 from rich.console import Console
 
-from engine.cli import main
-from engine.cli.watch import watch_view
-from engine.train.history import RunFeed
-from engine.train.readout import duration, progress_text, rate_text, sparkline
-from engine.train.runs import read_run
 from tests.runfolders import write_run
 
 

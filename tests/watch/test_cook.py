@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance, ImageFilter
-
-from engine.cook import (
+from kiln.engine.runs.cook import (
     OVERCOOKED,
     UNDERCOOKED,
     dataset_figures,
@@ -18,6 +16,8 @@ from engine.cook import (
     noise_sigma,
     run_cook_hints,
 )
+from PIL import Image, ImageEnhance, ImageFilter
+
 from tests.imagegen import photo_like
 
 SIZE = (128, 128)

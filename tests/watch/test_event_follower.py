@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from engine.train.events import EVENTS_FILE, EventFollower, EventWriter, read_events
+from kiln.engine.runs.events import EVENTS_FILE, EventFollower, EventWriter, read_events
 
 
 def line(kind: str, **fields) -> str:
@@ -129,7 +129,7 @@ def test_missing_file_and_vanished_run_folder_are_reported_not_raised(tmp_path: 
 
 
 def test_long_backlog_comes_in_several_reads(tmp_path: Path, monkeypatch) -> None:
-    import engine.train.events as events
+    import kiln.engine.runs.events as events
 
     monkeypatch.setattr(events, "READ_LIMIT_BYTES", 100)
     append(tmp_path, "".join(line("step", step=i, loss=0.1) for i in range(1, 21)))

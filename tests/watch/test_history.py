@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.train.events import EVENTS_FILE
-from engine.train.history import RunFeed, RunHistory, smoothed
+from kiln.engine.runs.events import EVENTS_FILE
+from kiln.engine.runs.feed import RunFeed, RunHistory, smoothed
 
 
 def ev(kind: str, **fields) -> dict:

@@ -6,9 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from engine.errors import ConfigError
-from engine.train.newrun import (
+from kiln.engine.errors import ConfigError
+from kiln.engine.runs.newrun import (
     TEST_RUN_MAX_STEPS,
     caption_prompts,
     dataset_run_config,
@@ -17,6 +16,7 @@ from engine.train.newrun import (
     run_name,
     write_run_config,
 )
+
 from tests.runfolders import write_run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tui.watch import RunsWatcher
+from kiln.tui.watch import RunsWatcher
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])

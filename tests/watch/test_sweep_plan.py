@@ -7,19 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from engine.errors import ConfigError
-from engine.train.config import load_config
-from engine.train.events import EventWriter
-from engine.train.sweep import (
+from kiln.engine.errors import ConfigError
+from kiln.engine.runs.events import EventWriter
+from kiln.engine.runs.sweep import (
     QueueHooks,
     create_sweep,
     load_sweep,
     read_sweep_record,
     run_queue,
 )
-from engine.train.sweep_report import contact_sheet, samples_by_prompt, sweep_report
+from kiln.engine.runs.sweep_report import contact_sheet, samples_by_prompt, sweep_report
+from kiln.engine.train.config import load_config
+from PIL import Image
 
 if sys.version_info >= (3, 11):
     import tomllib

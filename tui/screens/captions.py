@@ -11,6 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kiln.engine.caption.lint import Finding
+from kiln.engine.caption.run_choices import load_choices, save_choices
+from kiln.engine.caption.undo import History, UndoConflict, UndoResult
+from kiln.engine.curate import Curation
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.errors import KilnError
+from kiln.tui.messages import CaptionsChanged
+from kiln.tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
+from kiln.tui.widgets.caption_run_pane import CaptionRunPane
+from kiln.tui.widgets.lint_pane import LintPane
+from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.widgets.tag_pane import TagPane
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,19 +30,6 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static, TabbedContent, TabPane, Tabs
-
-from engine.caption.history import History, UndoConflict, UndoResult
-from engine.caption.lint import Finding
-from engine.caption.run_choices import load_choices, save_choices
-from engine.curate import Curation
-from engine.dataset.scan import ImageRecord
-from engine.errors import KilnError
-from tui.messages import CaptionsChanged
-from tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
-from tui.widgets.caption_run_pane import CaptionRunPane
-from tui.widgets.lint_pane import LintPane
-from tui.widgets.section_bar import SectionBar
-from tui.widgets.tag_pane import TagPane
 
 SCOPE_INCLUDED, SCOPE_ALL, SCOPE_FILTER = "included", "all", "filter"
 ALL_CONCEPTS = "*"

@@ -13,22 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image as PILImage
-from rich.text import Text
-from textual import on, work
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane, Tree
-from textual.widgets.tree import TreeNode
-from textual.worker import get_current_worker
-
-from engine.analysis.quality import DUPLICATE, DatasetQuality
-from engine.curate import FLAG_PREFIX, Curation
-from engine.errors import KilnError, UsageError
-from engine.tiles import (
+from kiln.engine.analysis.quality import DUPLICATE, DatasetQuality
+from kiln.engine.curate import FLAG_PREFIX, Curation
+from kiln.engine.errors import KilnError, UsageError
+from kiln.engine.tiles import (
     Grid,
     Source,
     Tile,
@@ -41,12 +29,23 @@ from engine.tiles import (
     tile_image,
     write_tiles,
 )
-from tui.form_keys import field_tab_bindings
-from tui.messages import FilesChanged, QualityJudged
-from tui.screens.yes_no import YesNoScreen
-from tui.widgets.image_preview import image_widget_class
-from tui.widgets.section_bar import SectionBar
-from tui.widgets.tile_grid import TileGrid
+from kiln.tui.form_keys import field_tab_bindings
+from kiln.tui.messages import FilesChanged, QualityJudged
+from kiln.tui.screens.yes_no import YesNoScreen
+from kiln.tui.widgets.image_preview import image_widget_class
+from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.widgets.tile_grid import TileGrid
+from PIL import Image as PILImage
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane, Tree
+from textual.widgets.tree import TreeNode
+from textual.worker import get_current_worker
 
 # The terminal shows at most this many rows or columns of tiles; kiln tiles cuts finer grids.
 MAX_GRID_SIDE = 8
@@ -690,7 +689,7 @@ class CleanScreen(Screen):
         force: bool,
         warnings: list[str],
     ) -> None:
-        """Write all the tiles or none (engine.tiles.write_tiles stages them first)."""
+        """Write all the tiles or none (kiln.engine.tiles.write_tiles stages them first)."""
         try:
             written = write_tiles(
                 {source.path: source},

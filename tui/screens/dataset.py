@@ -9,6 +9,20 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kiln.engine.analysis.preview import preview_pair
+from kiln.engine.analysis.run import iter_analyses
+from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, Row, split_query
+from kiln.engine.dataset.captions import caption_preview
+from kiln.engine.errors import ImageError, KilnError
+from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
+from kiln.tui.screens.confirm import UnsavedEditScreen
+from kiln.tui.screens.rebalance import RebalanceScreen
+from kiln.tui.watch import DatasetWatcher
+from kiln.tui.widgets.caption_editor import CaptionEditor
+from kiln.tui.widgets.dsb_gauge import DsbGauge
+from kiln.tui.widgets.image_preview import ImagePreview
+from kiln.tui.widgets.image_table import Column, ImageTable
+from kiln.tui.widgets.section_bar import SectionBar
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,21 +31,6 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
-
-from engine.analysis.preview import preview_pair
-from engine.analysis.run import iter_analyses
-from engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, Row, split_query
-from engine.dataset.captions import caption_preview
-from engine.errors import ImageError, KilnError
-from tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
-from tui.screens.confirm import UnsavedEditScreen
-from tui.screens.rebalance import RebalanceScreen
-from tui.watch import DatasetWatcher
-from tui.widgets.caption_editor import CaptionEditor
-from tui.widgets.dsb_gauge import DsbGauge
-from tui.widgets.image_preview import ImagePreview
-from tui.widgets.image_table import Column, ImageTable
-from tui.widgets.section_bar import SectionBar
 
 # The shares come first and are dropped last, so they stay visible on an 80-column terminal.
 COLUMNS: list[Column] = [
@@ -364,7 +363,7 @@ class DatasetScreen(Screen):
     @work(thread=True, exclusive=True, group="quality")
     def judge(self, metrics: dict) -> None:
         """Run the judgement on a snapshot of the figures and post it to the screen."""
-        from engine.analysis.quality import judge_dataset
+        from kiln.engine.analysis.quality import judge_dataset
 
         quality = judge_dataset(metrics, self.curation.thresholds)
         if not get_current_worker().is_cancelled:
@@ -735,7 +734,7 @@ class DatasetScreen(Screen):
         before = row.caption.text
         editor = self.editor
         if editor.rel_path == path and editor.dirty:
-            from engine.dataset.captions import read_caption
+            from kiln.engine.dataset.captions import read_caption
 
             disk = read_caption(row.record.caption_path)
             if disk.text == editor.saved_text:

@@ -142,7 +142,7 @@ def describe_settings(config: Any, notes: list[str], source: str) -> list[str]:
         f"{len(config.sample.prompts)} sample prompt(s) from the captions; latents cached on disk",
     ]
     lines.extend(f"note: {note}" for note in notes)
-    from engine.train.newrun import nvidia_gpu_visible
+    from kiln.engine.runs.newrun import nvidia_gpu_visible
 
     if train.precision == "fp16" and not nvidia_gpu_visible():
         lines.append("note: no NVIDIA GPU visible here and fp16 needs one: pick bf16 or fp32 in the plan (2)")

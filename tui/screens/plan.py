@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kiln.engine.curate import Curation
+from kiln.engine.errors import KilnError, UsageError
+from kiln.engine.plan.advisor import cuda_bf16_supported
+from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.loads import DatasetLoad, dataset_load
+from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
+from kiln.tui.form_keys import form_bindings
+from kiln.tui.messages import ConceptRenamed, DatasetLoaded
+from kiln.tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
+from kiln.tui.screens.rename import RenameConceptScreen
+from kiln.tui.widgets.plan_field import PlanField, content_key
+from kiln.tui.widgets.section_bar import SectionBar
 from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,19 +32,6 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Checkbox, DataTable, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
-
-from engine.curate import Curation
-from engine.errors import KilnError, UsageError
-from engine.plan.advisor import cuda_bf16_supported
-from engine.plan.buckets import BucketSpec
-from engine.plan.loads import DatasetLoad, dataset_load
-from engine.plan.repeats import rename_concept_repeats, renamed_folder
-from tui.form_keys import form_bindings
-from tui.messages import ConceptRenamed, DatasetLoaded
-from tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
-from tui.screens.rename import RenameConceptScreen
-from tui.widgets.plan_field import PlanField, content_key
-from tui.widgets.section_bar import SectionBar
 
 # (key, label, placeholder, tooltip) of the text fields, in form order.
 TEXT_FIELDS: list[tuple[str, str, str, str]] = [

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from kiln.engine.analysis.dsb import DsbSummary
+from kiln.engine.analysis.rebalance import Rebalance
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
-
-from engine.analysis.dsb import DsbSummary
-from engine.analysis.rebalance import Rebalance
 
 
 class RebalanceScreen(ModalScreen[bool]):

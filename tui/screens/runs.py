@@ -18,6 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kiln.engine.errors import KilnError
+from kiln.engine.runs.events import LIVE_STATES
+from kiln.engine.runs.feed import Progress, RunFeed, RunHistory, current_progress
+from kiln.engine.runs.readout import duration, event_text, loss_text, lr_text, rate_text
+from kiln.engine.runs.sweep import is_sweep_dir
+from kiln.tui.messages import RunFilesChanged, RunLoaded, RunsListed, SamplesLoaded
+from kiln.tui.screens.confirm import ConfirmScreen
+from kiln.tui.watch import RunsWatcher
+from kiln.tui.widgets.loss_chart import LossChart
+from kiln.tui.widgets.run_table import RunTable, run_cells
+from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
+from kiln.tui.widgets.section_bar import SectionBar
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -27,19 +39,6 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
-
-from engine.errors import KilnError
-from engine.train.events import LIVE_STATES
-from engine.train.history import Progress, RunFeed, RunHistory, current_progress
-from engine.train.readout import duration, event_text, loss_text, lr_text, rate_text
-from engine.train.sweep import is_sweep_dir
-from tui.messages import RunFilesChanged, RunLoaded, RunsListed, SamplesLoaded
-from tui.screens.confirm import ConfirmScreen
-from tui.watch import RunsWatcher
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_table import RunTable, run_cells
-from tui.widgets.sample_grid import SampleGrid, load_thumbnail
-from tui.widgets.section_bar import SectionBar
 
 LOG_LINES = 6
 NARROW_WIDTH = 100
@@ -62,7 +61,7 @@ def gather_runs(folders: list[Path]) -> list[tuple[Any, str | None]]:
 
     Returns ``(RunInfo, sweep name or None)`` pairs.
     """
-    from engine.train.runs import list_runs
+    from kiln.engine.runs.folders import list_runs
 
     found: list[tuple[Any, str | None]] = []
     for folder in folders:
@@ -377,7 +376,7 @@ class RunsScreen(Screen):
         return None
 
     def _reread_status(self, key: str) -> None:
-        from engine.train.runs import read_run
+        from kiln.engine.runs.folders import read_run
 
         try:
             info = read_run(Path(key))
@@ -549,7 +548,7 @@ class RunsScreen(Screen):
         hint = None
         if epoch is not None:
             try:
-                from engine.cook import run_cook_hints
+                from kiln.engine.runs.cook import run_cook_hints
 
                 found = run_cook_hints(Path(key), epochs=[epoch])
                 hint = found[-1].summary() if found else None
@@ -609,7 +608,7 @@ class RunsScreen(Screen):
         def decide(yes: bool | None) -> None:
             if not yes:
                 return
-            from engine.train.runs import cancel_run
+            from kiln.engine.runs.folders import cancel_run
 
             try:
                 cancel_run(info.run_dir)
@@ -636,7 +635,7 @@ class RunsScreen(Screen):
     @work(thread=True, exclusive=True, group="run-action")
     def resume(self, run_dir: Path) -> None:
         """Resume detached (checks the save and the config first, off the UI thread)."""
-        from engine.train.runs import resume_run
+        from kiln.engine.runs.folders import resume_run
 
         try:
             resume_run(run_dir, detach=True)
@@ -678,7 +677,7 @@ class RunsScreen(Screen):
                 self.notify("No sweep here: `kiln sweep SWEEP.toml` runs one.", severity="warning")
                 return
             sweep_dir = sweeps[0]
-        from tui.screens.sweep import SweepScreen
+        from kiln.tui.screens.sweep import SweepScreen
 
         def follow(key: str | None) -> None:
             if key and key in self.infos:
@@ -695,8 +694,8 @@ class RunsScreen(Screen):
         return sorted(found, key=lambda path: path.name, reverse=True)
 
     def action_new_run(self) -> None:
-        from engine.train.newrun import latest_base_model
-        from tui.screens.new_run import NewRunScreen, describe_settings
+        from kiln.engine.runs.newrun import latest_base_model
+        from kiln.tui.screens.new_run import NewRunScreen, describe_settings
 
         overrides, notes, source = self.plan_settings()
         base = latest_base_model(Path(key) for key in self.infos) or os.environ.get("KILN_BASE_MODEL", "")
@@ -716,7 +715,7 @@ class RunsScreen(Screen):
 
     def plan_settings(self) -> tuple[dict[str, Any], list[str], str]:
         """The plan section's settings as config keys (empty when the plan was not opened)."""
-        from engine.train.newrun import plan_overrides
+        from kiln.engine.runs.newrun import plan_overrides
 
         screens = getattr(self.app, "section_screens", {})
         plan = screens.get("plan")
@@ -736,15 +735,15 @@ class RunsScreen(Screen):
         return overrides, notes, "the plan section"
 
     def _run_config(self, base: str, name: str, overrides: dict[str, Any]) -> Any:
-        from engine.train.newrun import dataset_run_config
+        from kiln.engine.runs.newrun import dataset_run_config
 
         return dataset_run_config(self.dataset_root, base, name, overrides, self.caption_extension)
 
     @work(thread=True, exclusive=True, group="run-action")
     def start_run(self, request: Any, overrides: dict[str, Any]) -> None:
         """Write the config and start the run detached (model and dataset checked first)."""
-        from engine.train.newrun import write_run_config
-        from engine.train.runs import start_detached
+        from kiln.engine.runs.folders import start_detached
+        from kiln.engine.runs.newrun import write_run_config
 
         settings = dict(overrides)
         if request.max_steps:

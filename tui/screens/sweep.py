@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln.engine.errors import KilnError
+from kiln.engine.runs.readout import duration, loss_text
+from kiln.engine.runs.sweep import read_sweep_record
+from kiln.engine.runs.sweep_report import SweepReport, samples_by_prompt, sweep_report
+from kiln.tui.messages import SamplesLoaded, SweepLoaded
+from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
+from kiln.tui.widgets.section_bar import SectionBar
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -12,14 +19,6 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
-
-from engine.errors import KilnError
-from engine.train.readout import duration, loss_text
-from engine.train.sweep import read_sweep_record
-from engine.train.sweep_report import SweepReport, samples_by_prompt, sweep_report
-from tui.messages import SamplesLoaded, SweepLoaded
-from tui.widgets.sample_grid import SampleGrid, load_thumbnail
-from tui.widgets.section_bar import SectionBar
 
 # Panes of samples side by side: the baseline and this many runs per page.
 RUNS_PER_PAGE = 4

@@ -13,22 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from textual import on, work
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
-from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Checkbox, DataTable, Footer, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, get_current_worker
-
-from engine.errors import KilnError
-from engine.tec.reading import READINGS, SCORE_BANDS, THRESHOLDS_NOTE
-from engine.tec.runs import TecRun, tec_runs
-from tui.form_keys import form_bindings
-from tui.messages import TecFailed, TecFinished, TecProgress
-from tui.path_suggester import PathSuggester
-from tui.tec_form import (
+from kiln.engine.errors import KilnError
+from kiln.engine.runs.tec_series import TecRun, tec_runs
+from kiln.engine.tec.reading import READINGS, SCORE_BANDS, THRESHOLDS_NOTE
+from kiln.tui.form_keys import form_bindings
+from kiln.tui.messages import TecFailed, TecFinished, TecProgress
+from kiln.tui.path_suggester import PathSuggester
+from kiln.tui.tec_form import (
     DEVICES,
     POSITIONS,
     ProgressFn,
@@ -40,10 +31,18 @@ from tui.tec_form import (
     form_wording,
     measure,
 )
-from tui.widgets.plan_field import PlanField
-from tui.widgets.section_bar import SectionBar
-from tui.widgets.tec_chart import BAND_COLOUR_NAMES, TecChart
-from tui.widgets.tec_report_view import TecReportView
+from kiln.tui.widgets.plan_field import PlanField
+from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.widgets.tec_chart import BAND_COLOUR_NAMES, TecChart
+from kiln.tui.widgets.tec_report_view import TecReportView
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Checkbox, DataTable, Footer, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, get_current_worker
 
 MODE_OPTIONS = [("checkpoint or LoRA", "checkpoint"), ("run, per epoch", "run")]
 # (key, label, placeholder, tooltip, is a path) of the text fields, in form order.

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln.engine.caption.tags import CaptionChange, TagPlan
+from kiln.engine.caption.tagtext import SEPARATOR, split_tags, tag_key
 from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
-
-from engine.caption.tags import CaptionChange, TagPlan
-from engine.caption.tagtext import SEPARATOR, split_tags, tag_key
 
 SHOWN = 400
 """Changes drawn at most; the rest are counted (applying still writes them all)."""

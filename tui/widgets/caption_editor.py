@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from kiln.engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
+from kiln.engine.dataset.captions import Caption
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static, TextArea
-
-from engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
-from engine.dataset.captions import Caption
 
 # The CLIP tokenizer, loaded once per process off the UI thread (about 0.2 s): None until
 # then, and for good when the vocabulary is not installed (the editor counts words instead).

@@ -12,15 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rich.text import Text
-from textual import on, work
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, get_current_worker
-
-from engine.caption.autocaption import (
+from kiln.engine.caption.autocaption import (
     FAILED,
     SKIPPED,
     UNCHANGED,
@@ -34,17 +26,24 @@ from engine.caption.autocaption import (
     default_trigger_position,
     load_captioner,
 )
-from engine.caption.model_folders import (
+from kiln.engine.caption.model_folders import (
     BLIP_PROCESSOR_FILES,
     WD14_MODEL_FILE,
     WD14_TAGS_FILE,
     check_model_folder,
 )
-from engine.caption.run_choices import CaptionChoices
-from engine.caption.settings import BlipSettings, Wd14Settings
-from engine.dataset.scan import ImageRecord
-from engine.dataset.store import Store
-from engine.errors import KilnError
+from kiln.engine.caption.run_choices import CaptionChoices
+from kiln.engine.caption.settings import BlipSettings, Wd14Settings
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import KilnError
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, get_current_worker
 
 STYLE_OPTIONS = [("WD14 tags", "wd14"), ("BLIP sentence", "blip")]
 MODE_OPTIONS = [("skip captioned", "skip"), ("overwrite", "overwrite"), ("append new", "append")]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from kiln.engine.analysis.dsb import MEDIOCRE_ABOVE, DsbSummary, Target
 from rich.console import RenderableType
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
-
-from engine.analysis.dsb import MEDIOCRE_ABOVE, DsbSummary, Target
 
 
 class DsbGauge(Widget):

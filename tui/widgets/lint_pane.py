@@ -7,6 +7,9 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from kiln.engine.caption.lint import Finding, LintReport, lint_dataset
+from kiln.engine.dataset.scan import Dataset
+from kiln.engine.dataset.store import Store
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,10 +17,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import get_current_worker
-
-from engine.caption.lint import Finding, LintReport, lint_dataset
-from engine.dataset.scan import Dataset
-from engine.dataset.store import Store
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 

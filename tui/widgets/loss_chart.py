@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from kiln.engine.runs.feed import RunHistory
 from textual_plotext import PlotextPlot
-
-from engine.train.history import RunHistory
 
 # More points than the chart has braille columns only costs time (plotext redraws every frame).
 MAX_POINTS = 400

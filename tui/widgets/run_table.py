@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from kiln.engine.runs.readout import duration, loss_text, progress_text, rate_text, started_text
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
-
-from engine.train.readout import duration, loss_text, progress_text, rate_text, started_text
 
 COLUMNS = ("name", "state", "progress", "epoch", "loss", "it/s", "ETA", "started")
 STATE_STYLES = {

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln.tui.widgets.image_preview import image_widget_class
 from PIL import Image as PILImage
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
-
-from tui.widgets.image_preview import image_widget_class
 
 PREVIEW_SIDE = 256
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from kiln.tui.sections import SECTIONS
 from rich.text import Text
 from textual.widget import Widget
-
-from tui.sections import SECTIONS
 
 
 class SectionBar(Widget):

@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from kiln.engine.caption import tags
+from kiln.engine.caption.tags import ApplyResult, TagEdit, TagPlan, TagStats
+from kiln.engine.caption.tagtext import tag_key
+from kiln.engine.dataset.scan import ImageRecord
+from kiln.engine.dataset.store import Store
+from kiln.engine.errors import KilnError, UsageError
+from kiln.tui.widgets.caption_diff import CaptionDiff
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,14 +24,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
-
-from engine.caption import tags
-from engine.caption.tags import ApplyResult, TagEdit, TagPlan, TagStats
-from engine.caption.tagtext import tag_key
-from engine.dataset.scan import ImageRecord
-from engine.dataset.store import Store
-from engine.errors import KilnError, UsageError
-from tui.widgets.caption_diff import CaptionDiff
 
 OPERATIONS = [
     ("remove tags", "remove"),

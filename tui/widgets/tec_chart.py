@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kiln.engine.tec.reading import SCORE_BANDS
 from textual_plotext import PlotextPlot
-
-from engine.tec.reading import SCORE_BANDS
 
 SCORE_COLOUR = (240, 160, 60)
 BAND_COLOURS = ((120, 170, 90), (200, 80, 80))

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kiln.engine.tec.reading import THRESHOLDS_NOTE
 from textual.content import Content
 from textual.widgets import Static
 
-from engine.tec.reading import THRESHOLDS_NOTE
-
 if TYPE_CHECKING:
-    from engine.tec.measures import TecReport
+    from kiln.engine.tec.measures import TecReport
 
 READING_STYLES = {
     "close to zero": "bold $text-success",

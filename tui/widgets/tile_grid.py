@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kiln.engine.tiles import Tile, TilePlan
 from PIL import Image as PILImage
 from rich.text import Text
 from textual import events
@@ -11,8 +12,6 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
-
-from engine.tiles import Tile, TilePlan
 
 
 def tile_label(tile: Tile, kept: bool) -> Text:

@@ -1,0 +1,314 @@
+"""``kiln calc``: steps, repeats or epochs counted as Kohya counts them, with the guide's advice."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kiln.cli.common import add_example, console, load_dataset, positive_int, print_json
+from kiln.engine.errors import DatasetError, UsageError
+
+if TYPE_CHECKING:
+    from kiln.engine.plan.buckets import BucketSpec
+    from kiln.engine.plan.loads import DatasetLoad
+    from kiln.engine.plan.solve import Solution
+    from kiln.engine.plan.steps import StepPlan
+
+# The guide's minimum, used when --epochs is not given and not solved for.
+DEFAULT_EPOCHS = 10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``kiln calc`` to the parser."""
+    parser = subparsers.add_parser(
+        "calc",
+        help="count steps per epoch and in total as Kohya does (aspect buckets included)",
+        description="Count a run's steps as Kohya's trainer does: batches are rounded up per aspect "
+        "bucket, then divided by gradient accumulation and GPUs. Give a dataset PATH to use its "
+        "included images, folder repeats and buckets, or --images for a bare calculation. With "
+        "--target-steps, solve for repeats (when --epochs is given) or for epochs.",
+    )
+    parser.add_argument("path", type=Path, nargs="?", help="dataset folder (Kohya train_data_dir)")
+    parser.add_argument("--images", type=positive_int, help="image count, without a dataset")
+    parser.add_argument(
+        "--repeats", type=positive_int, help="repeats per image (with PATH: instead of the folder names')"
+    )
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs (default 10, the guide's minimum)")
+    parser.add_argument("--target-steps", type=positive_int, help="solve for repeats or epochs to reach this")
+    parser.add_argument("--grad-accumulation", type=positive_int, default=1, help="accumulation steps")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="training processes (default 1)")
+    parser.add_argument(
+        "--resolution", type=resolution, default=512, help="512 or WIDTHxHEIGHT (default 512)"
+    )
+    parser.add_argument("--min-bucket", type=positive_int, default=256, help="min_bucket_reso (default 256)")
+    parser.add_argument(
+        "--max-bucket", type=positive_int, default=1024, help="max_bucket_reso (default 1024)"
+    )
+    parser.add_argument("--bucket-step", type=positive_int, default=64, help="bucket_reso_steps (default 64)")
+    parser.add_argument("--no-upscale", action="store_true", help="Kohya's bucket_no_upscale")
+    parser.add_argument("--run", choices=("test", "final"), help="judge as a test or a final run")
+    parser.add_argument("--training", choices=("lora", "full"), default="lora", help="LoRA or full fine-tune")
+    parser.add_argument("--unet-lr", type=non_negative_float, help="U-Net learning rate (for advice)")
+    parser.add_argument("--te-lr", type=non_negative_float, help="text-encoder learning rate (for advice)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="mixed precision (for advice)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_example(
+        parser,
+        "kiln calc --images 10 --repeats 35 --batch 4 --epochs 9",
+        "kiln calc --images 10 --target-steps 3500 --epochs 10     # -> 35 repeats",
+        "kiln calc sample_data --batch 2 --epochs 10 --resolution 512 --json",
+    )
+    parser.set_defaults(func=run)
+
+
+def resolution(text: str) -> int | tuple[int, int]:
+    """argparse type: ``512`` or ``512x768`` (width x height)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resolution; use 512 or 512x768") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resolution; use 512 or 512x768")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number of at least 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number, at least 0")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kiln calc``."""
+    from kiln.engine.plan.advisor import PlanFacts, advise
+    from kiln.engine.plan.buckets import BucketSpec
+    from kiln.engine.plan.steps import plan_steps, require_batch_fits
+
+    if (args.path is None) == (args.images is None):
+        raise UsageError("give a dataset PATH or --images N (not both)")
+    if args.target_steps is not None and args.epochs is not None and args.repeats is not None:
+        raise UsageError(
+            "with --target-steps give --epochs (to solve repeats) or --repeats (to solve epochs), not both"
+        )
+    result: dict = {"root": None, "bucketing": None}
+    notices: list[dict[str, str]] = []
+    dsb_verdict = None
+    load = None
+    if args.path is None:
+        bucket_images = {None: args.images}
+    else:
+        spec = BucketSpec(
+            args.resolution, args.min_bucket, args.max_bucket, args.bucket_step, args.no_upscale
+        )
+        load, dsb_verdict, notices = _dataset(args.path, spec, args.repeats)
+        bucket_images = load.bucket_images()
+        result["root"] = str(args.path)
+        result["bucketing"] = {
+            "resolution": list(spec.target_size),
+            "min": spec.min_bucket,
+            "max": spec.max_bucket,
+            "step": spec.step,
+            "no_upscale": spec.no_upscale,
+        }
+        result["concepts"] = [
+            {"folder": concept.folder, "repeats": concept.repeats, "images": concept.images}
+            for concept in load.concepts
+        ]
+
+    solution = _solve(args, bucket_images, load)
+    plan = plan_steps(solution.bucket_items, args.batch, solution.epochs, args.grad_accumulation, args.gpus)
+    require_batch_fits(plan.items_per_epoch, args.batch)
+    facts = PlanFacts(
+        batch=args.batch,
+        epochs=solution.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        total_steps=plan.total_steps,
+        run=args.run,
+        training=args.training,
+        unet_lr=args.unet_lr,
+        text_encoder_lr=args.te_lr,
+        precision=args.precision,
+        dsb_verdict=dsb_verdict,
+    )
+    result.update(
+        {
+            "mode": solution.mode,
+            "images": sum(bucket_images.values()),
+            "repeats": solution.repeats,
+            "batch": args.batch,
+            "epochs": solution.epochs,
+            "grad_accumulation": args.grad_accumulation,
+            "gpus": args.gpus,
+            "target_steps": args.target_steps,
+            "items_per_epoch": plan.items_per_epoch,
+            "batches_per_epoch": plan.batches_per_epoch,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "total_steps": plan.total_steps,
+            "plain_steps_per_epoch": plan.plain_steps_per_epoch,
+            "plain_total_steps": plan.plain_total_steps,
+            "buckets": [
+                {
+                    "resolution": None if bucket.resolution is None else list(bucket.resolution),
+                    "images": bucket_images[bucket.resolution],
+                    "items": bucket.items,
+                    "batches": bucket.batches,
+                }
+                for bucket in plan.buckets
+            ],
+            "dsb_verdict": dsb_verdict,
+            "warnings": notices + [advice.to_json() for advice in advise(facts)],
+        }
+    )
+    if args.json:
+        print_json(result)
+    else:
+        _print_summary(result, plan)
+    return 0
+
+
+def _dataset(
+    path: Path, spec: BucketSpec, repeats: int | None
+) -> tuple[DatasetLoad, str | None, list[dict[str, str]]]:
+    """The dataset's load, its cached DSB verdict, and notices about what is not counted."""
+    from kiln.engine.analysis.cache import load_cached
+    from kiln.engine.analysis.dsb import summarise
+    from kiln.engine.analysis.tones import DEFAULT_METHOD
+    from kiln.engine.dataset.selection import included_records
+    from kiln.engine.dataset.store import Store
+    from kiln.engine.plan.loads import dataset_load, load_notices
+
+    dataset = load_dataset(path)
+    with Store(dataset.root) as store:
+        load = dataset_load(dataset, store, spec, repeats)
+        included = included_records(dataset.images, store)
+        cached = load_cached(store, included, DEFAULT_METHOD, False)
+    notices = [notice.to_json() for notice in load_notices(load)]
+    if load.images == 0:
+        raise DatasetError(
+            f"{path}: no included image that Kohya would train; include some, or put them in "
+            "a folder such as 10_name/"
+        )
+    verdict = None
+    if all(record.rel_path in cached for record in included):
+        summary = summarise(
+            (cached[record.rel_path].white, record.repeats)
+            for record in included
+            if cached[record.rel_path].ok
+        )
+        verdict = summary.verdict
+    return load, verdict, notices
+
+
+def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None) -> Solution:
+    """Solve for whatever the arguments leave open: steps, repeats or epochs."""
+    from kiln.engine.plan.solve import solve_plan
+
+    if args.target_steps is not None and args.epochs is not None:
+        mode = "repeats"
+    elif args.target_steps is not None:
+        mode = "epochs"
+        if args.repeats is None and load is None:
+            raise UsageError(
+                "with --target-steps give --epochs E (to solve repeats) or --repeats R (to solve epochs)"
+            )
+    else:
+        mode = "steps"
+        if args.repeats is None and load is None:
+            raise UsageError("give --repeats R, or --target-steps S with --epochs E to solve for repeats")
+    return solve_plan(
+        mode,
+        bucket_images,
+        repeats=args.repeats,
+        epochs=DEFAULT_EPOCHS if mode == "steps" and args.epochs is None else args.epochs,
+        target_steps=args.target_steps,
+        batch=args.batch,
+        grad_accumulation=args.grad_accumulation,
+        processes=args.gpus,
+        folder_items=None if load is None else load.bucket_items(),
+        folder_repeats=None if load is None else _uniform(concept.repeats for concept in load.concepts),
+    )
+
+
+def _uniform(values) -> int | None:
+    """The one value all ``values`` share, or None when they differ."""
+    found = set(values)
+    return found.pop() if len(found) == 1 else None
+
+
+def _print_summary(result: dict, plan: StepPlan) -> None:
+    """The readable summary: inputs, concept and bucket tables, counts, why they differ, advice."""
+    from kiln.engine.plan.repeats import renamed_folder
+    from kiln.engine.plan.steps import rounding_notes
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    if result["mode"] in ("repeats", "epochs"):
+        out.print(f"[bold]{result[result['mode']]} {result['mode']}[/] reach {result['target_steps']} steps")
+    where = f"{escape(result['root'])}: " if result["root"] else ""
+    repeats = "their folder repeats" if result["repeats"] is None else f"{result['repeats']} repeats"
+    out.print(
+        f"{where}{result['images']} image(s) x {repeats} = {result['items_per_epoch']} samples per epoch; "
+        f"batch {result['batch']}, {result['epochs']} epochs, grad accumulation "
+        f"{result['grad_accumulation']}, {result['gpus']} GPU(s)"
+    )
+    if result.get("concepts"):
+        concepts = Table(title="concept folders")
+        for column in ("folder", "repeats", "images", "samples"):
+            concepts.add_column(column, justify="left" if column == "folder" else "right")
+        renames = []
+        for concept in result["concepts"]:
+            used = result["repeats"] or concept["repeats"]
+            concepts.add_row(
+                escape(concept["folder"]), str(used), str(concept["images"]), str(used * concept["images"])
+            )
+            if used != concept["repeats"]:
+                renames.append(f"{concept['folder']} -> {renamed_folder(concept['folder'], used)}")
+        out.print(concepts)
+        if renames:
+            out.print(escape(f"Kohya reads repeats from folder names; to apply, rename {', '.join(renames)}"))
+    if result["bucketing"] is not None:
+        width, height = result["bucketing"]["resolution"]
+        upscale = " (no upscale)" if result["bucketing"]["no_upscale"] else ""
+        buckets = Table(title=f"aspect buckets at {width}x{height}{upscale}")
+        for column in ("bucket", "images", "samples", "batches"):
+            buckets.add_column(column, justify="left" if column == "bucket" else "right")
+        for bucket in result["buckets"]:
+            buckets.add_row(
+                "x".join(map(str, bucket["resolution"])),
+                str(bucket["images"]),
+                str(bucket["items"]),
+                str(bucket["batches"]),
+            )
+        out.print(buckets)
+    divided = result["grad_accumulation"] * result["gpus"] > 1
+    out.print(
+        f"Steps per epoch [bold]{result['steps_per_epoch']}[/]  ({result['batches_per_epoch']} batches"
+        + (
+            f" / {result['grad_accumulation']} accumulation / {result['gpus']} GPU(s), rounded up)"
+            if divided
+            else ")"
+        )
+    )
+    total = result["total_steps"]
+    out.print(f"Total steps     [bold]{total}[/]  ({result['epochs']} x {result['steps_per_epoch']})")
+    out.print(
+        f"Plain formula   {result['plain_total_steps']:g}  (({result['items_per_epoch']} / {result['batch']})"
+        f" x {result['epochs']}{' / accumulation / GPUs' if divided else ''})"
+    )
+    for note in rounding_notes(plan):
+        out.print(escape(note))
+    if result["dsb_verdict"] is None and result["root"]:
+        out.print(
+            f"DSB: not measured yet (run kiln dsb {escape(result['root'])} to include it in the advice)"
+        )
+    for warning in result["warnings"]:
+        out.print(f"[yellow]warning[/] {escape(warning['id'])}: {escape(warning['message'])}")

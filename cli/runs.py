@@ -1,0 +1,81 @@
+"""``kiln runs``: the training runs in a folder, newest first, with their state and progress."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from kiln.cli.common import add_example, console, print_json
+
+STATE_STYLES = {
+    "running": "bold green",
+    "stale": "bold yellow",
+    "done": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``kiln runs`` to the parser."""
+    parser = subparsers.add_parser(
+        "runs",
+        help="list training runs: state, step, epoch, loss",
+        description="List the runs in a runs folder (default: ./runs, else the current folder), newest "
+        "first. A run whose process is gone without a final event shows as stale: `kiln resume` "
+        "continues it from its last save.",
+    )
+    parser.add_argument(
+        "--runs", type=Path, metavar="DIR", help="the runs folder (output.dir or <dataset>/runs)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_example(parser, "kiln runs", "kiln runs --runs datasets/kilnpot/runs --json")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kiln runs``."""
+    from kiln.engine.runs.folders import default_runs_dir, list_runs
+
+    folder = args.runs.expanduser() if args.runs else default_runs_dir()
+    runs = list_runs(folder)
+    if not runs and (folder / "runs").is_dir():  # a dataset folder: its runs are in runs/
+        folder = folder / "runs"
+        runs = list_runs(folder)
+    if args.json:
+        print_json({"runs_dir": str(folder.resolve()), "runs": [run_json(info) for info in runs]})
+        return 0
+    out = console()
+    if not runs:
+        out.print(f"no runs in {folder}")
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("RUN", "STATE", "STEP", "EPOCH", "LOSS", "IT/S", "STARTED"):
+        table.add_column(column, justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S") else "left")
+    for info in runs:
+        state = info.state + (" (read-only)" if info.readonly else "")
+        table.add_row(
+            info.run_dir.name,
+            f"[{STATE_STYLES.get(info.state, '')}]{state}[/]",
+            f"{info.step}/{info.total}" if info.total else str(info.step),
+            f"{info.epoch}/{info.epochs}" if info.epochs else "-",
+            f"{info.loss:.4f}" if info.loss is not None else "-",
+            f"{info.it_s:.2f}" if info.it_s else "-",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "-",
+        )
+    out.print(table)
+    for info in runs:
+        if info.error and info.state in ("failed", "stale"):
+            out.print(f"[dim]{info.run_dir.name}: {info.error}[/]")
+    return 0
+
+
+def run_json(info) -> dict:
+    """A RunInfo as JSON values (the run folder as a string)."""
+    data = asdict(info)
+    data["run_dir"] = str(info.run_dir)
+    return data

@@ -1,0 +1,1 @@
+"""Run control: the run-folder protocol (spawn, detach, cancel, resume, events), history, sweeps."""

@@ -1,0 +1,408 @@
+"""Runs on disk: what each run folder says about itself, and the actions on a run.
+
+This is the API the CLI (``kiln runs``, ``kiln cancel``, ``kiln resume``) and the TUI use.
+A run is a folder written by the training process (see :mod:`kiln.engine.runs.layout`); its
+``status.json`` carries the pid, host and start time of the process and a heartbeat
+(``updated``, rewritten every few seconds). A run whose status says it is running but whose
+process is gone, or whose heartbeat stopped, is ``stale``: killed, crashed or lost in a
+reboot, and resumable from its last save.
+
+Nothing here imports torch: listing runs must stay instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.engine.errors import RunError
+from kiln.engine.runs import layout as rundir
+from kiln.engine.runs.events import EVENTS_FILE, RUN_LAYOUT, STATUS_FILE, read_status
+from kiln.engine.runs.procinfo import HOST, process_alive
+
+# The states a RunInfo reports. A run still loading its model counts as running (step 0).
+RUN_STATES = ("running", "stale", "done", "failed", "cancelled")
+FINAL_STATES = ("done", "failed", "cancelled")
+# A heartbeat older than this means the process is stuck or gone (it beats every 2 s).
+STALE_AFTER_S = 30.0
+# Before the trainer's first heartbeat (launcher and imports), a run on another host is
+# given this long; on this host the launcher's pid answers instead.
+STARTING_GRACE_S = 300.0
+_STAMP = re.compile(r"^(\d{8}-\d{6})-")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as its folder describes it.
+
+    Attributes:
+        run_dir: The run folder.
+        name: The run's name (``output.name``).
+        state: One of :data:`RUN_STATES`: ``running`` (also while loading), ``stale`` (the
+            process is gone or silent without a final event), ``done``, ``failed``,
+            ``cancelled``.
+        step: Optimizer steps done.
+        total: Steps the run will take (0 until the trainer has planned them).
+        epoch: The epoch in progress (or the last one, once finished).
+        epochs: Epochs planned.
+        loss: The last step's loss.
+        it_s: Steps per second lately (None unless running).
+        eta_s: Seconds left (None unless running or done).
+        started: When the run first started (unix time).
+        updated: The last heartbeat or status change (unix time).
+        pid: The training process (the main one of a multi-GPU run).
+        error: Why it failed, or why it is stale.
+        readonly: The folder comes from another or older Kiln layout: listed, never
+            cancelled or resumed.
+    """
+
+    run_dir: Path
+    name: str
+    state: str
+    step: int
+    total: int
+    epoch: int
+    epochs: int
+    loss: float | None
+    it_s: float | None
+    eta_s: float | None
+    started: float | None
+    updated: float | None
+    pid: int | None
+    error: str | None
+    readonly: bool
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` looks like a run folder (any of the files a run writes first)."""
+    path = Path(path)
+    return path.is_dir() and any(
+        (path / name).is_file() for name in (STATUS_FILE, rundir.CONFIG_FILE, EVENTS_FILE)
+    )
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """What a run folder says about its run, with the liveness of its process checked.
+
+    Raises:
+        RunError: ``run_dir`` is not a run folder.
+    """
+    run_dir = Path(run_dir)
+    if not is_run_folder(run_dir):
+        raise RunError(f"{run_dir}: not a Kiln run folder (no status.json, config.toml or events.jsonl)")
+    status = read_status(run_dir)
+    now = time.time()
+    if status is None:
+        return _unstarted_run(run_dir, now)
+    readonly = status.get("layout") != RUN_LAYOUT or not (run_dir / rundir.CONFIG_FILE).is_file()
+    recorded = status.get("state")
+    error = _text(status.get("error"))
+    it_s, eta_s = _number(status.get("it_s")), _number(status.get("eta_s"))
+    if recorded in FINAL_STATES:
+        state = recorded
+        it_s = None
+    else:
+        gone = _gone_reason(status, now)
+        if gone is None:
+            state = "running"
+        else:
+            state, error, it_s, eta_s = "stale", gone, None, None
+    return RunInfo(
+        run_dir=run_dir,
+        name=_text(status.get("name")) or _name_from_folder(run_dir),
+        state=state,
+        step=_int(status.get("step")),
+        total=_int(status.get("total")),
+        epoch=_int(status.get("epoch")),
+        epochs=_int(status.get("epochs")),
+        loss=_number(status.get("loss")),
+        it_s=it_s,
+        eta_s=eta_s,
+        started=_number(status.get("started")),
+        updated=_number(status.get("updated")),
+        pid=status.get("pid") if isinstance(status.get("pid"), int) else None,
+        error=error,
+        readonly=readonly,
+    )
+
+
+def list_runs(folder: Path) -> list[RunInfo]:
+    """Every run in ``folder``, newest first; folders that are not runs are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    runs = []
+    for child in folder.iterdir():
+        if not is_run_folder(child):
+            continue
+        with contextlib.suppress(RunError, OSError):
+            runs.append(read_run(child))
+    return sorted(runs, key=_newest_first_key, reverse=True)
+
+
+def default_runs_dir() -> Path:
+    """Where ``kiln runs`` looks without ``--runs``: ``./runs`` when it exists, else the current folder."""
+    here = Path.cwd()
+    return here / "runs" if (here / "runs").is_dir() else here
+
+
+def resolve_run(ref: str, runs_dir: Path | None = None) -> Path:
+    """The run folder ``ref`` names: a path to a run folder, or a run's folder name in ``runs_dir``.
+
+    A unique prefix of a folder name is enough (``20260301-0912`` or the whole name).
+
+    Raises:
+        RunError: Nothing or more than one run matches.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if is_run_folder(path):
+            return path.resolve()
+        raise RunError(f"{path}: not a Kiln run folder (no status.json, config.toml or events.jsonl)")
+    folder = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if os.sep in ref or "/" in ref:
+        raise RunError(f"{ref}: no such run folder")
+    children = folder.iterdir() if folder.is_dir() else ()
+    names = sorted(child.name for child in children if is_run_folder(child))
+    if ref in names:
+        return (folder / ref).resolve()
+    matches = [name for name in names if name.startswith(ref)] or [name for name in names if ref in name]
+    if len(matches) == 1:
+        return (folder / matches[0]).resolve()
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise RunError(f"{ref!r} matches {len(matches)} runs in {folder} ({shown}); give the full name")
+    raise RunError(f"no run {ref!r} in {folder}; `kiln runs --runs DIR` lists the runs of another folder")
+
+
+def cancel_run(run_dir: Path) -> None:
+    """Ask a running run to stop after its current step, save a LoRA and its resume state.
+
+    Leaves a cancel request in the run folder (the trainer checks it every heartbeat, also
+    across machines) and sends SIGTERM to the training process when it runs here. Returns
+    at once; the run ends with a ``cancelled`` event. A second cancel within a few seconds
+    stops the run at once (the last complete save stays intact).
+
+    Raises:
+        RunError: The run is finished, stale, read-only, or not a run.
+    """
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    if info.readonly:
+        raise RunError(f"{run_dir}: written by another Kiln version; cancel it with that version")
+    if info.state in FINAL_STATES:
+        raise RunError(
+            f"{run_dir.name} is already {info.state} (step {info.step}/{info.total}): nothing to cancel"
+        )
+    if info.state == "stale":
+        raise RunError(
+            f"{run_dir.name} is not running ({info.error}); nothing to cancel, "
+            f"`kiln resume {run_dir.name}` continues it"
+        )
+    (run_dir / rundir.CANCEL_FILE).write_text(f"{time.time():.3f}\n", encoding="utf-8")
+    status = read_status(run_dir) or {}
+    pid = status.get("pid")
+    # A multi-GPU launcher forwards SIGTERM to every worker and kills them 30 s later; the
+    # request file reaches the main worker instead, and it stops all of them together.
+    if status.get("launcher") or status.get("host", HOST) != HOST or not isinstance(pid, int):
+        return
+    if process_alive(pid, status.get("proc_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def start_detached(
+    config_path: Path, *, gpus: int = 1, overrides: Sequence[str] = (), cpu: bool = False
+) -> Path:
+    """Start a training run in its own process session and return its run folder at once.
+
+    The run survives the terminal, tmux pane or SSH connection that started it; its output
+    goes to ``train.log``. The config is checked (and the model and dataset found) before
+    the run folder is made, so a bad config leaves nothing behind.
+
+    Args:
+        config_path: The TOML config.
+        gpus: Training processes (one per GPU); more than one launches with accelerate.
+        overrides: ``KEY=VALUE`` strings, as ``kiln train --set`` takes them.
+        cpu: Train on the CPU even when a GPU is present.
+    """
+    from kiln.engine.runs import runner
+    from kiln.engine.train.config import load_config, parse_override, require_paths
+
+    parsed = dict(parse_override(text) for text in overrides)
+    config = load_config(config_path, parsed)
+    require_paths(config, str(config_path))
+    run_dir = runner.new_run_dir(config)
+    runner.spawn(run_dir, gpus=gpus, cpu=cpu)
+    return run_dir
+
+
+def resume_run(run_dir: Path, *, detach: bool, force: bool = False) -> Path:
+    """Continue a cancelled, failed or stale run from its last complete save.
+
+    Same total steps, same LR schedule, the data order continuing where it stopped; events
+    append to the same ``events.jsonl`` after a ``resumed`` event. With ``detach`` the run
+    goes on in its own process session and this returns at once; without, it trains here
+    (quietly) and returns when the run ends.
+
+    Raises:
+        RunError: The run is running, finished, read-only, has no complete save, or its
+            config changed since the save (unless ``force``).
+    """
+    from kiln.engine.runs import runner
+
+    run_dir = Path(run_dir)
+    check_resumable(run_dir, force=force)
+    launch = read_launch(run_dir)
+    gpus, cpu = int(launch.get("gpus", 1)), bool(launch.get("cpu", False))
+    if detach or gpus > 1:
+        process = runner.spawn(run_dir, resume=True, force=force, gpus=gpus, cpu=cpu)
+        if not detach:
+            process.wait()
+        return run_dir
+    runner.train_here(run_dir, resume=True, force=force, cpu=cpu)
+    return run_dir
+
+
+def check_resumable(run_dir: Path, force: bool = False) -> Path:
+    """The save a resume would start from, after every check a resume needs.
+
+    Raises:
+        RunError: Running, finished, read-only, no complete save, or a changed config.
+    """
+    from kiln.engine.train import checkpoint
+
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    name = run_dir.name
+    if info.readonly:
+        raise RunError(f"{run_dir}: written by another Kiln version; it cannot be resumed by this one")
+    if info.state == "running":
+        raise RunError(f"{name} is still running (pid {info.pid}); `kiln cancel {name}` stops it first")
+    if info.state == "done":
+        raise RunError(
+            f"{name} finished at step {info.step}/{info.total}: nothing to resume "
+            f"(its LoRA files are in {run_dir / rundir.LORA_FOLDER})"
+        )
+    save, skipped = checkpoint.latest_complete(run_dir / rundir.STATE_FOLDER)
+    if save is None:
+        why = f" ({'; '.join(f'{path.name}: {reason}' for path, reason in skipped)})" if skipped else ""
+        raise RunError(
+            f"{name}: no complete save in {rundir.STATE_FOLDER}/ to resume from{why}; "
+            f"start it again with `kiln train {run_dir / rundir.CONFIG_FILE}`"
+        )
+    changed = changed_keys(run_dir, save)
+    if changed and not force:
+        raise RunError(
+            f"{run_dir / rundir.CONFIG_FILE} changed since the save at step "
+            f"{checkpoint.read_manifest(save).get('step')}: {', '.join(changed)}; "
+            "undo the change, or resume with --force to train on with it"
+        )
+    return save
+
+
+def changed_keys(run_dir: Path, save: Path) -> list[str]:
+    """Dotted config keys whose value in the run's ``config.toml`` differs from the save's."""
+    from kiln.engine.train import checkpoint
+    from kiln.engine.train.config import load_config
+
+    current = load_config(Path(run_dir) / rundir.CONFIG_FILE).to_dict()
+    saved = (checkpoint.read_manifest(save) or {}).get("config") or {}
+    return checkpoint.config_changes(saved, current)
+
+
+def read_launch(run_dir: Path) -> dict[str, Any]:
+    """How the run's process was launched (gpus, cpu, command), or {} for a foreground run."""
+    try:
+        data = json.loads((Path(run_dir) / rundir.LAUNCH_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _gone_reason(status: dict[str, Any], now: float) -> str | None:
+    """Why a run whose status says running is not (one phrase), or None while it lives."""
+    pid, host = status.get("pid"), status.get("host")
+    updated = _number(status.get("updated"))
+    starting = status.get("state") == "starting"
+    local = host is None or host == HOST
+    if local and isinstance(pid, int):
+        start = status.get("proc_start")
+        if not process_alive(pid, start if isinstance(start, int) else None):
+            return f"process {pid} is gone without a final event"
+        if starting:
+            return None  # the launcher lives; the trainer's heartbeat starts after its imports
+    elif local:
+        return "the status names no process"
+    limit = STARTING_GRACE_S if starting else STALE_AFTER_S
+    if updated is None or now - updated > limit:
+        age = "never" if updated is None else f"{now - updated:.0f} s ago"
+        where = "" if local else f" on {host}"
+        return f"no heartbeat from process {pid}{where} (last {age})"
+    return None
+
+
+def _unstarted_run(run_dir: Path, now: float) -> RunInfo:
+    """A folder with a config but no status yet: just made, or its launch failed."""
+    try:
+        made = (run_dir / rundir.CONFIG_FILE).stat().st_mtime
+    except OSError:
+        made = None
+    fresh = made is not None and now - made < STALE_AFTER_S
+    readonly = (run_dir / EVENTS_FILE).exists() or made is None
+    return RunInfo(
+        run_dir=run_dir,
+        name=_name_from_folder(run_dir),
+        state="running" if fresh and not readonly else "stale",
+        step=0,
+        total=0,
+        epoch=0,
+        epochs=0,
+        loss=None,
+        it_s=None,
+        eta_s=None,
+        started=made,
+        updated=made,
+        pid=None,
+        error=None if fresh and not readonly else "no status.json: the run never started",
+        readonly=readonly,
+    )
+
+
+def _name_from_folder(run_dir: Path) -> str:
+    return _STAMP.sub("", run_dir.name) or run_dir.name
+
+
+def _newest_first_key(info: RunInfo) -> tuple[float, str]:
+    started = info.started
+    if started is None:
+        match = _STAMP.match(info.run_dir.name)
+        if match:
+            with contextlib.suppress(ValueError):
+                started = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))
+    return (started if started is not None else 0.0, info.run_dir.name)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,59 @@
+"""Run folders: ``<output dir>/<YYYYmmdd-HHMMSS>-<name>/`` and the files in them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kiln.engine.fsutil import atomic_write_text
+from kiln.engine.train.config import TrainConfig, resolved_toml
+
+CONFIG_FILE = "config.toml"
+LOG_FILE = "train.log"
+SAMPLES_FOLDER = "samples"
+LORA_FOLDER = "lora"
+STATE_FOLDER = "state"
+TENSORBOARD_FOLDER = "tensorboard"
+# How a detached or multi-GPU run was launched (gpus, cpu, command), so resume relaunches alike.
+LAUNCH_FILE = "launch.json"
+# `kiln cancel` leaves this; the trainer checks it every heartbeat and stops after the step.
+CANCEL_FILE = "cancel.request"
+
+
+def runs_folder(config: TrainConfig) -> Path:
+    """Where this config's runs go: ``output.dir``, else ``<dataset>/runs``."""
+    if config.output.dir:
+        return Path(config.output.dir)
+    return Path(config.dataset.path) / "runs"
+
+
+def create_run_dir(config: TrainConfig, now: float | None = None) -> Path:
+    """Make a new run folder and write the resolved ``config.toml`` into it.
+
+    Two runs started in the same second get ``-2``, ``-3``... rather than sharing a folder.
+    """
+    parent = runs_folder(config)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
+    base = f"{stamp}-{config.output.name}"
+    for attempt in range(1, 1000):
+        run_dir = parent / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - a thousand runs in one second
+        raise FileExistsError(f"{parent}: too many runs named {base}")
+    atomic_write_text(run_dir / CONFIG_FILE, resolved_toml(config))
+    return run_dir
+
+
+def lora_path(run_dir: Path, name: str, epoch: int) -> Path:
+    """``lora/<name>-eNNN.safetensors``."""
+    return Path(run_dir) / LORA_FOLDER / f"{name}-e{epoch:03d}.safetensors"
+
+
+def samples_dir(run_dir: Path, epoch: int) -> Path:
+    """``samples/eNNN/``."""
+    return Path(run_dir) / SAMPLES_FOLDER / f"e{epoch:03d}"

@@ -1,0 +1,99 @@
+"""The training runs a TEC series can be measured for: their saved LoRAs and base, torch-free.
+
+A run folder (``runs/<YYYYmmdd-HHMMSS>-<name>/``) holds ``config.toml`` and, once an epoch is
+saved, ``lora/*.safetensors``. Whether the run trained the text encoder is read from the key
+names of its newest LoRA file, so listing runs loads no model and imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.engine.errors import ConfigError, ModelError
+from kiln.engine.runs.folders import is_run_folder
+from kiln.engine.runs.layout import CONFIG_FILE, LORA_FOLDER
+from kiln.engine.tec.checks import safetensors_header, trains_text_encoder
+from kiln.engine.train.config import load_config
+
+
+@dataclass(frozen=True)
+class TecRun:
+    """One run as the TEC section lists it.
+
+    Attributes:
+        path: The run folder.
+        loras: Its saved LoRA files, in name order (``<name>-eNNN.safetensors``).
+        text_encoder: Whether its LoRAs hold text-encoder weights; None when no LoRA is saved
+            yet or the newest one cannot be read.
+        base: ``model.base`` from its ``config.toml`` ('' when the config is missing or unreadable).
+        allow_pickle: ``model.allow_pickle`` from its config.
+        problem: Why its LoRAs cannot be measured ('' when they can): none saved yet, U-Net only,
+            unreadable.
+        base_problem: Why its base is unknown ('' when the config names one); typing the base
+            model fixes it.
+    """
+
+    path: Path
+    loras: tuple[Path, ...]
+    text_encoder: bool | None
+    base: str = ""
+    allow_pickle: bool = False
+    problem: str = ""
+    base_problem: str = ""
+
+    @property
+    def name(self) -> str:
+        """The folder name (its start time and the run's name)."""
+        return self.path.name
+
+
+def tec_run(run_dir: Path | str) -> TecRun:
+    """What a run folder offers the TEC meter: its LoRAs, whether they train the text encoder, its base."""
+    run_dir = Path(run_dir).expanduser()
+    loras = tuple(sorted((run_dir / LORA_FOLDER).glob("*.safetensors")))
+    base, allow_pickle, problem, base_problem = "", False, "", ""
+    try:
+        config = load_config(run_dir / CONFIG_FILE)
+        base, allow_pickle = config.model.base, config.model.allow_pickle
+    except ConfigError as exc:
+        base_problem = f"cannot read the run's base model ({exc})"
+    else:
+        if not base:
+            base_problem = "the run's config names no model.base"
+    text_encoder: bool | None = None
+    if not loras:
+        problem = "no saved LoRA yet: the run has not finished an epoch"
+    else:
+        try:
+            text_encoder = trains_text_encoder(safetensors_header(loras[-1]).keys)
+        except ModelError as exc:
+            problem = str(exc)
+        else:
+            if not text_encoder:
+                problem = "this run did not train the text encoder (U-Net only): its LoRAs add no TEC"
+    return TecRun(run_dir, loras, text_encoder, base, allow_pickle, problem, base_problem)
+
+
+def tec_runs(folders: Iterable[Path | str]) -> list[TecRun]:
+    """The runs in these runs folders, newest first (run folders start with their start time).
+
+    A subfolder counts as a run when run control says so (:func:`kiln.engine.runs.folders.is_run_folder`)
+    or it holds ``lora/``; missing folders are skipped (a dataset that has never trained has no
+    ``runs/``).
+    """
+    seen: set[Path] = set()
+    runs = []
+    for folder in folders:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            continue
+        for child in folder.iterdir():
+            if child in seen or not child.is_dir():
+                continue
+            if is_run_folder(child) or (child / LORA_FOLDER).is_dir():
+                seen.add(child)
+                runs.append(tec_run(child))
+    runs.sort(key=lambda run: (run.name, str(run.path)), reverse=True)
+    return runs
