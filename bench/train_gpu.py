@@ -1,6 +1,6 @@
 """Benchmark: Kiln's training loop on a GPU against a plain diffusers + peft loop, in one run.
 
-An SD 1.5-sized pipeline is built from the configs Kiln ships (``engine/train/sd15``) with
+An SD 1.5-sized pipeline is built from the configs Kiln ships (``engine/models/configs/sd15``) with
 seeded random weights (no download; speed and memory do not depend on the weights). Both
 loops train LoRA rank 32 (alpha 16) on the same modules (Kohya's 192 U-Net + 72 text-encoder
 layers), at 512 px, in bf16 mixed precision with cached latents, AdamW, clipping at 1.0, at
