@@ -50,9 +50,14 @@ def _prepare_environment() -> None:
     os.environ.pop("KILN_IMAGES", None)
 
 
+def _prose(text: str) -> str:
+    """Help text as markdown prose: what markdown would read as HTML or emphasis, escaped."""
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+
+
 def _cell(text: str) -> str:
     """Text for a markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
+    return _prose(" ".join(text.split())).replace("|", "\\|")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
@@ -72,7 +77,8 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
                 continue
             invocation = formatter._format_action_invocation(action)
             help_text = formatter._expand_help(action) if action.help else ""
-            rows.append(f"| `{_cell(invocation)}` | {_cell(help_text)} |")
+            code = invocation.replace("|", "\\|")
+            rows.append(f"| `{code}` | {_cell(help_text)} |")
         if not rows:
             continue
         lines += [f"*{group.title}*", "", "| argument | meaning |", "|---|---|", *rows, ""]
@@ -83,7 +89,7 @@ def _section(title: str, anchor_level: int, parser: argparse.ArgumentParser, sum
     lines = [f"{'#' * anchor_level} `{title}`", ""]
     text = parser.description or summary
     if text:
-        lines += [text.strip(), ""]
+        lines += [_prose(text.strip()), ""]
     usage = parser.format_usage().strip()
     lines += ["```", usage, "```", ""]
     lines += _options_table(parser)
