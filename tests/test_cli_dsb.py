@@ -22,7 +22,7 @@ def test_guide_example_json(guide_dataset: Path, capsys) -> None:
     assert data["method"] == "luma601"
     assert [img["path"] for img in data["images"]] == [f"15_example/{i}.png" for i in range(1, 6)]
     image = data["images"][0]
-    assert set(image) == {"path", "concept", "repeats", "included", "white", "black", "error"}
+    assert set(image) == {"path", "concept", "repeats", "included", "trained", "white", "black", "error"}
     assert (image["concept"], image["repeats"], image["included"], image["error"]) == (
         "example",
         15,
@@ -43,6 +43,24 @@ def test_guide_example_json(guide_dataset: Path, capsys) -> None:
     assert data["rebalance"]["white"] == pytest.approx(41.67, abs=0.01)
     assert data["rebalance"]["black"] == pytest.approx(58.33, abs=0.01)
     assert data["rebalance"]["verdict"] == "optimal"
+
+
+def test_images_kohya_skips_are_listed_as_skipped_and_left_out_of_both_dsbs(make_dataset, capsys) -> None:
+    # One rule for "trained images": the root image and the prefix-less folder are not
+    # trained, so neither DSB counts them, as `kiln calc` does not.
+    root = make_dataset({"10_pot/a.png": 40.0, "loose.png": 10.0, "pots/b.png": 20.0})
+    data = run_json(capsys, str(root))
+    trained = {image["path"]: image["trained"] for image in data["images"]}
+    assert trained == {"10_pot/a.png": True, "loose.png": False, "pots/b.png": False}
+    assert data["dsb"]["images"] == 1
+    assert data["dsb"]["white"] == pytest.approx(40.0) and data["dsb"]["effective_white"] == pytest.approx(
+        40.0
+    )
+    assert main(["calc", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+    assert main(["dsb", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped by Kohya") == 2
 
 
 def test_text_report_uses_the_guides_notation(guide_dataset: Path, capsys) -> None:
