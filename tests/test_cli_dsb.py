@@ -117,3 +117,38 @@ def test_console_script_runs_in_a_subprocess(guide_dataset: Path) -> None:
         check=True,
     )
     assert json.loads(result.stdout)["dsb"]["verdict"] == "mediocre"
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # Process start-up is part of every `kiln dsb` a user times (issue 14, item 18).
+    code = (
+        "import sys, json\n"
+        "from kiln.cli import main\n"
+        "try:\n"
+        "    main(['dsb', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('kiln.cli.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert set(json.loads(out.strip().splitlines()[-1])) == {"kiln.cli.common", "kiln.cli.dsb"}
+
+
+def test_the_pool_forks_when_single_threaded_and_uses_the_forkserver_beside_threads() -> None:
+    import threading
+
+    from kiln.engine.analysis.run import _pool_context
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("fork is chosen on Linux only")
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _pool_context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
+    code = "from kiln.engine.analysis.run import _pool_context; print(_pool_context().get_start_method())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "fork"
