@@ -12,7 +12,6 @@ Run from the repository root:  python -m bench.captions [--captions 5000]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 from kiln.engine.caption import tags
-from kiln.engine.caption.clip_tokens import _read_merges, load_tokenizer
+from kiln.engine.caption.clip_tokens import load_tokenizer
 from kiln.engine.caption.lint import lint_dataset
 from kiln.engine.caption.undo import History
 from kiln.engine.dataset.scan import scan_dataset
@@ -83,14 +82,7 @@ def bench_tokens(texts: list[str]) -> dict:
     from transformers import CLIPTokenizer
 
     kiln = load_tokenizer()
-    folder = Path(tempfile.mkdtemp())
-    try:
-        (folder / "vocab.json").write_text(json.dumps(kiln.encoder))
-        merges = _read_merges(kiln.path)
-        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-        reference = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    finally:
-        shutil.rmtree(folder)
+    reference = CLIPTokenizer(str(kiln.path / "vocab.json"), str(kiln.path / "merges.txt"))
     start = time.perf_counter()
     ours = [kiln.ids(text) for text in texts]
     kiln_s = time.perf_counter() - start

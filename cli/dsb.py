@@ -65,7 +65,9 @@ def print_report(report: DsbReport) -> None:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in report.rows:
         analysis = row.analysis
-        status = analysis.error or ("included" if row.included else "excluded")
+        status = analysis.error or (
+            ("included" if row.included else "excluded") if row.record.trained else "skipped by Kohya"
+        )
         table.add_row(
             row.record.rel_path,
             row.record.concept,
@@ -73,7 +75,7 @@ def print_report(report: DsbReport) -> None:
             "" if analysis.white is None else f"{analysis.white:.1f}",
             "" if analysis.black is None else f"{analysis.black:.1f}",
             status,
-            style=None if row.included and analysis.ok else "dim",
+            style=None if row.counted else "dim",
         )
     out.print(table)
     for warning in report.warnings:

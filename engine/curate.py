@@ -54,7 +54,8 @@ class Row:
     Attributes:
         record: The file as last scanned.
         analysis: Its measures, or None while not yet analysed.
-        included: Whether it counts towards training and the DSB.
+        included: Whether the user includes it (it counts towards training and the DSB when
+            Kohya trains its folder too: ``record.trained``).
         caption: Its caption as last read from disk.
         flags: Its quality flags, judged among every measured image of the dataset
             (see :meth:`Curation.judge_quality`); empty until judged.
@@ -74,7 +75,7 @@ class Row:
     @property
     def counted(self) -> bool:
         """Whether this row contributes to the DSB right now."""
-        return self.included and self.analysis is not None and self.analysis.ok
+        return self.included and self.record.trained and self.analysis is not None and self.analysis.ok
 
 
 @dataclass
@@ -299,7 +300,13 @@ class Curation:
                 row.flags = ()
                 diff.changed.append(record.rel_path)
             elif row.record != record:
-                row.record = replace(row.record, repeats=record.repeats, concept=record.concept)
+                # A renamed concept folder changes repeats and whether Kohya trains it: count
+                # the row out with its old figures and back in with the new ones.
+                self._uncount(row)
+                row.record = replace(
+                    row.record, repeats=record.repeats, concept=record.concept, trained=record.trained
+                )
+                self._count(row)
         self.rows = dict(sorted(self.rows.items()))
         self.dataset = fresh
         return diff

@@ -120,6 +120,39 @@ def test_overwrite_append_unchanged_and_one_undo_step(red_dataset: Path, wd14_mo
     assert not (folder / "a.txt").exists()
 
 
+def test_append_adds_tags_before_a_trigger_that_ends_the_caption() -> None:
+    given = CaptionOptions(mode="append", trigger="kilnpot", trigger_position="first")
+    sentence = "a red pot on a wooden table, kilnpot"
+    assert compose_caption("simple background, pot", sentence, given) == (
+        "a red pot on a wooden table, simple background, pot, kilnpot"
+    )
+    inferred = CaptionOptions(mode="append")
+    assert compose_caption("simple background", sentence, inferred, known_trigger="kilnpot") == (
+        "a red pot on a wooden table, simple background, kilnpot"
+    )
+    assert (
+        compose_caption("sky", "kilnpot, a pot", inferred, known_trigger="kilnpot") == "kilnpot, a pot, sky"
+    )
+    assert compose_caption("sky", "a pot, kilnpot", inferred) == "a pot, kilnpot, sky"  # no trigger known
+
+
+def test_wd14_append_on_sentence_captions_keeps_the_trigger_last_and_lint_clean(
+    tmp_path: Path, wd14_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "data" / "10_pot"
+    folder.mkdir(parents=True)
+    for index, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / f"{index}.png")
+        (folder / f"{index}.txt").write_text(f"a {colour} pot on a table, kilnpot", encoding="utf-8")
+    result = run(tmp_path / "data", CaptionOptions(mode="append"), load_captioner("wd14", wd14_model))
+    assert result.count(WRITTEN) == 3
+    assert (folder / "0.txt").read_text() == f"a red pot on a table, {WD14_RED}, kilnpot"
+    main(["lint", str(tmp_path / "data"), "--json"])  # warnings remain (same tags everywhere)
+    report = json.loads(capsys.readouterr().out)
+    assert report["triggers"]["pot"]["word"] == "kilnpot"
+    assert not [f for f in report["findings"] if f["rule"] == "missing-trigger"]
+
+
 class FakeCaptioner:
     """A captioner that says which batch it is in, and fails a chosen batch."""
 

@@ -22,7 +22,7 @@ def test_guide_example_json(guide_dataset: Path, capsys) -> None:
     assert data["method"] == "luma601"
     assert [img["path"] for img in data["images"]] == [f"15_example/{i}.png" for i in range(1, 6)]
     image = data["images"][0]
-    assert set(image) == {"path", "concept", "repeats", "included", "white", "black", "error"}
+    assert set(image) == {"path", "concept", "repeats", "included", "trained", "white", "black", "error"}
     assert (image["concept"], image["repeats"], image["included"], image["error"]) == (
         "example",
         15,
@@ -43,6 +43,24 @@ def test_guide_example_json(guide_dataset: Path, capsys) -> None:
     assert data["rebalance"]["white"] == pytest.approx(41.67, abs=0.01)
     assert data["rebalance"]["black"] == pytest.approx(58.33, abs=0.01)
     assert data["rebalance"]["verdict"] == "optimal"
+
+
+def test_images_kohya_skips_are_listed_as_skipped_and_left_out_of_both_dsbs(make_dataset, capsys) -> None:
+    # One rule for "trained images": the root image and the prefix-less folder are not
+    # trained, so neither DSB counts them, as `kiln calc` does not.
+    root = make_dataset({"10_pot/a.png": 40.0, "loose.png": 10.0, "pots/b.png": 20.0})
+    data = run_json(capsys, str(root))
+    trained = {image["path"]: image["trained"] for image in data["images"]}
+    assert trained == {"10_pot/a.png": True, "loose.png": False, "pots/b.png": False}
+    assert data["dsb"]["images"] == 1
+    assert data["dsb"]["white"] == pytest.approx(40.0) and data["dsb"]["effective_white"] == pytest.approx(
+        40.0
+    )
+    assert main(["calc", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+    assert main(["dsb", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped by Kohya") == 2
 
 
 def test_text_report_uses_the_guides_notation(guide_dataset: Path, capsys) -> None:
@@ -99,3 +117,38 @@ def test_console_script_runs_in_a_subprocess(guide_dataset: Path) -> None:
         check=True,
     )
     assert json.loads(result.stdout)["dsb"]["verdict"] == "mediocre"
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # Process start-up is part of every `kiln dsb` a user times (issue 14, item 18).
+    code = (
+        "import sys, json\n"
+        "from kiln.cli import main\n"
+        "try:\n"
+        "    main(['dsb', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('kiln.cli.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert set(json.loads(out.strip().splitlines()[-1])) == {"kiln.cli.common", "kiln.cli.dsb"}
+
+
+def test_the_pool_forks_when_single_threaded_and_uses_the_forkserver_beside_threads() -> None:
+    import threading
+
+    from kiln.engine.analysis.run import _pool_context
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("fork is chosen on Linux only")
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _pool_context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
+    code = "from kiln.engine.analysis.run import _pool_context; print(_pool_context().get_start_method())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "fork"

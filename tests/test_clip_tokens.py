@@ -1,9 +1,9 @@
-"""Exact CLIP token counts from the installed vocabulary, and a clear fallback without it."""
+"""Exact CLIP token counts from the tokenizer Kiln ships, and one clear line when its files are damaged."""
 
 from __future__ import annotations
 
-import gzip
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,24 +11,17 @@ from pathlib import Path
 import pytest
 from kiln.engine.caption import clip_tokens
 from kiln.engine.caption.clip_tokens import (
-    VOCAB_ENV,
     ClipTokenizer,
     TokenizerUnavailable,
     bytes_to_unicode,
     load_tokenizer,
+    tokenizer_dir,
     try_load_tokenizer,
-    vocab_path,
 )
-
-from kiln import engine
-
-REPO = Path(engine.__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> ClipTokenizer:
-    if vocab_path() is None:
-        pytest.fail("the CLIP vocabulary is not installed: pip install --no-deps clip-anytorch")
     return load_tokenizer()
 
 
@@ -53,10 +46,8 @@ def test_matches_transformers_clip_tokenizer_on_the_same_vocabulary(
     """The trainer tokenizes with transformers' CLIPTokenizer: agree with it id for id."""
     from transformers import CLIPTokenizer
 
-    merges = clip_tokens._read_merges(tokenizer.path)
-    (tmp_path / "vocab.json").write_text(json.dumps(tokenizer.encoder))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    reference = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    folder = tokenizer_dir()
+    reference = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     texts = [
         "a woman with cybernetic arms standing in a neon city, RFKTRCYBR",
         "1girl, long_hair, (masterpiece:1.2), [blue eyes], ^_^, 0_0",
@@ -77,32 +68,30 @@ def test_bytes_map_is_a_printable_bijection() -> None:
     assert all(not symbol.isspace() for symbol in mapping.values())
 
 
-def test_missing_vocabulary_gives_one_line_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(VOCAB_ENV, "/nonexistent/bpe_simple_vocab_16e6.txt.gz")
-    assert vocab_path() is None
-    with pytest.raises(TokenizerUnavailable) as info:
-        load_tokenizer()
+def test_damaged_tokenizer_files_give_one_line_naming_the_file(tmp_path: Path) -> None:
+    good, short_merges, broken_vocab = (tmp_path / name for name in ("good", "merges", "vocab"))
+    for copy in (good, short_merges, broken_vocab):
+        shutil.copytree(tokenizer_dir(), copy)
+    assert load_tokenizer(good).ids("a photo of a cat")[1:-1] == [320, 1125, 539, 320, 2368]
+    (short_merges / "merges.txt").write_text("#version: 0.2\na b\n", encoding="utf-8")
+    with pytest.raises(TokenizerUnavailable, match="not CLIP's BPE merges") as info:
+        load_tokenizer(short_merges)
     message = str(info.value)
-    assert "\n" not in message and "pip install --no-deps clip-anytorch" in message
-    assert try_load_tokenizer() == (None, message)
+    assert "\n" not in message and str(short_merges / "merges.txt") in message and "reinstall Kiln" in message
+    (broken_vocab / "vocab.json").write_text("{", encoding="utf-8")
+    with pytest.raises(TokenizerUnavailable, match=r"vocab\.json"):
+        load_tokenizer(broken_vocab)
 
 
-def test_env_variable_points_at_a_copy_and_damaged_files_are_refused(
-    tokenizer: ClipTokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_try_load_gives_the_reason_instead_of_raising(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "vocab.txt.gz"
-    copy.write_bytes(tokenizer.path.read_bytes())
-    monkeypatch.setenv(VOCAB_ENV, str(copy))
-    assert vocab_path() == copy
-    assert load_tokenizer().ids("a photo of a cat")[1:-1] == [320, 1125, 539, 320, 2368]
-    bad = tmp_path / "bad.txt.gz"
-    bad.write_bytes(gzip.compress(b"#version\na b\n"))
-    monkeypatch.setenv(VOCAB_ENV, str(bad))
-    with pytest.raises(TokenizerUnavailable, match="not CLIP's BPE vocabulary"):
-        load_tokenizer()
+    monkeypatch.setattr(clip_tokens, "tokenizer_dir", lambda: tmp_path / "missing")
+    tokenizer, reason = try_load_tokenizer()
+    assert tokenizer is None and reason is not None and "missing" in reason
 
 
-def test_finding_the_vocabulary_imports_neither_clip_nor_torchvision() -> None:
+def test_tokenizer_needs_no_extra_package_and_imports_no_model_code() -> None:
     code = (
         "import sys, json\n"
         "from kiln.engine.caption.clip_tokens import load_tokenizer\n"
@@ -114,7 +103,6 @@ def test_finding_the_vocabulary_imports_neither_clip_nor_torchvision() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=REPO,
         env={"PATH": "/usr/bin:/bin"},
     )
     loaded = {name.split(".")[0] for name in json.loads(result.stdout)}

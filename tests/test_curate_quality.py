@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from kiln.engine.analysis.measure import ImageAnalysis
 from kiln.engine.analysis.quality import BLURRY, DUPLICATE, judge_dataset
 from kiln.engine.curate import Curation, split_query
@@ -85,3 +86,19 @@ def test_rebalance_judges_duplicates_among_included_images_only(make_dataset) ->
     # With its twin excluded, b is no duplicate: 90/90/50/50 needs one 90 dropped, a by path.
     curation.set_included(["10_a/x.png"], False)
     assert curation.rebalance().exclude == ("10_a/a.png",)
+
+
+def test_gauge_leaves_out_images_kohya_skips_and_counts_them_once_their_folder_is_renamed(
+    make_dataset,
+) -> None:
+    curation = curation_of(make_dataset, {"10_pot/a.png": 40.0, "pots/b.png": 20.0, "loose.png": 10.0})
+    summary = curation.summary()
+    assert summary.images == 1 and summary.white == pytest.approx(40.0)
+    assert summary.effective_white == pytest.approx(40.0)
+    assert not curation.rows["pots/b.png"].counted and curation.rows["pots/b.png"].included
+    (curation.root / "pots").rename(curation.root / "5_pots")
+    curation.rescan(moves={"pots/b.png": "5_pots/b.png"})
+    curation.set_analysis("5_pots/b.png", analysis(20.0))
+    summary = curation.summary()
+    assert summary.images == 2 and summary.white == pytest.approx(30.0)
+    assert summary.effective_white == pytest.approx((40.0 * 10 + 20.0 * 5) / 15)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from kiln.cli import main
-from kiln.engine.caption.clip_tokens import VOCAB_ENV
-from kiln.engine.caption.lint import infer_trigger, initial_prompt, lint_dataset
+from kiln.engine.caption import clip_tokens
+from kiln.engine.caption.lint import initial_prompt, lint_dataset
+from kiln.engine.caption.triggers import infer_trigger
 from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.dataset.selection import set_included
 from kiln.engine.dataset.store import Store
@@ -91,6 +92,10 @@ def test_trigger_is_not_guessed_when_unclear() -> None:
     assert infer_trigger([["a", "b"], ["a", "b"]], "x") is None  # a and b tie
     assert infer_trigger([["a", "x"], ["a", "x"]], "x").word == "x"  # the concept's name wins a tie
     assert infer_trigger([["only", "one"]], "x") is None  # too few captions
+    # A tagger's tag appended to every caption ends them all, as the trigger starts them: the
+    # made-up single word is the trigger, not the phrase.
+    appended = [["kilnpot", "a pot", "simple background"], ["kilnpot", "a vase", "simple background"]]
+    assert infer_trigger(appended, "x").word == "kilnpot"
     assert infer_trigger([["k", "a"], ["k", "b"], ["c", "d"], ["e", "f"]], "x") is None  # half is not most
 
 
@@ -187,11 +192,11 @@ def test_cli_json_shape_and_exit_codes(build, capsys) -> None:
     assert "0 finding(s) in 2 image(s)" in out and "longest caption: 6 of 75 CLIP tokens" in out
 
 
-def test_cli_text_says_how_to_install_the_vocabulary(build, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_text_says_why_token_counts_are_missing(build, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     root = build({"10_x/a": None})
-    monkeypatch.setenv(VOCAB_ENV, "/nonexistent.gz")
+    monkeypatch.setattr(clip_tokens, "tokenizer_dir", lambda: root / "no-tokenizer")
     assert main(["lint", str(root)]) == 1
     out = capsys.readouterr().out
     assert "missing-caption 10_x/a.png" in out and "fix:" in out
-    assert "pip install --no-deps clip-anytorch" in out
+    assert "reinstall Kiln" in out
     assert main(["lint", str(root / "nope")]) == 1

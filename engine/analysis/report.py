@@ -29,6 +29,11 @@ class ImageRow:
     analysis: ImageAnalysis
     included: bool
 
+    @property
+    def counted(self) -> bool:
+        """Whether it counts towards the DSB: included, trained by Kohya, and measured."""
+        return self.included and self.record.trained and self.analysis.ok
+
 
 @dataclass(frozen=True)
 class DsbReport:
@@ -62,6 +67,7 @@ class DsbReport:
                     "concept": row.record.concept,
                     "repeats": row.record.repeats,
                     "included": row.included,
+                    "trained": row.record.trained,
                     "white": row.analysis.white,
                     "black": row.analysis.black,
                     "error": row.analysis.error,
@@ -89,7 +95,7 @@ def candidates_of(
         (
             (row.record.rel_path, row.analysis.white, row.analysis.metrics)
             for row in rows
-            if row.included and row.analysis.ok
+            if row.counted
         ),
         thresholds,
     )
@@ -130,7 +136,7 @@ def dsb_report(
         for record in dataset.images
     ]
     summary = summarise(
-        ((row.analysis.white, row.record.repeats) for row in rows if row.included and row.analysis.ok),
+        ((row.analysis.white, row.record.repeats) for row in rows if row.counted),
         target,
     )
     suggestion = rebalance(candidates_of(rows), target, min_images)

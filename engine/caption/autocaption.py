@@ -17,6 +17,7 @@ from typing import Protocol
 
 from kiln.engine.caption.images import rgb_on_white
 from kiln.engine.caption.tagtext import has_tag, join_tags, split_tags, tag_key
+from kiln.engine.caption.triggers import infer_trigger
 from kiln.engine.caption.undo import FileChange, History, current_bytes, relative
 from kiln.engine.dataset.captions import read_caption, write_caption
 from kiln.engine.dataset.scan import ImageRecord
@@ -114,23 +115,32 @@ class CaptionRun:
         return [outcome for outcome in self.outcomes if outcome.status == FAILED]
 
 
-def compose_caption(generated: str, existing: str | None, options: CaptionOptions) -> str:
+def compose_caption(
+    generated: str, existing: str | None, options: CaptionOptions, known_trigger: str = ""
+) -> str:
     """The caption to write, from what the model said and the caption already there.
 
-    ``append`` keeps the existing pieces in order and adds the new pieces it lacks; the
-    trigger is added at its position when the caption does not hold it yet.
+    ``append`` keeps the existing pieces in order and adds the new pieces it lacks after the
+    caption's text, but before a trigger that ends the caption: the trigger keeps its place
+    (first stays first, last stays last). The trigger is ``options.trigger``, else
+    ``known_trigger`` (the concept's inferred one). It is added at its position when the
+    caption does not hold it yet.
     """
     new = split_tags(generated)
+    trigger = " ".join(options.trigger.split())
     if options.mode == "append" and existing:
         pieces = split_tags(existing)
-        known = {tag_key(piece) for piece in pieces}
+        anchor = trigger or " ".join(known_trigger.split())
+        ends_with_trigger = bool(anchor) and len(pieces) > 1 and tag_key(pieces[-1]) == tag_key(anchor)
+        tail = [pieces.pop()] if ends_with_trigger else []
+        known = {tag_key(piece) for piece in pieces + tail}
         for piece in new:
             if tag_key(piece) not in known:
                 pieces.append(piece)
                 known.add(tag_key(piece))
+        pieces += tail
     else:
         pieces = new
-    trigger = " ".join(options.trigger.split())
     if trigger and not has_tag(pieces, trigger):
         if options.trigger_position == "first":
             pieces.insert(0, trigger)
@@ -190,6 +200,7 @@ def caption_images(
             report(refused)
         else:
             todo.append(record)
+    triggers = _concept_triggers(todo) if options.mode == "append" and not options.trigger else {}
 
     batch_size = max(1, int(captioner.batch_size))
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
@@ -236,13 +247,25 @@ def caption_images(
                     )
                 continue
             for (record, _), generated in zip(ready, texts, strict=True):
-                report(_write_one(record, generated, options, root, history, run, description))
+                known = triggers.get(record.concept, "")
+                report(_write_one(record, generated, options, root, history, run, description, known))
 
     if history is not None and run.step is not None:
         history.discard_if_empty(run.step)
         if not any(outcome.status == WRITTEN for outcome in run.outcomes):
             run.step = None
     return run
+
+
+def _concept_triggers(records: Iterable[ImageRecord]) -> dict[str, str]:
+    """Each concept's trigger as its captions show it (what ``append`` must keep in place)."""
+    captions: dict[str, list[list[str]]] = {}
+    for record in records:
+        pieces = split_tags(read_caption(record.caption_path).text)
+        if pieces:
+            captions.setdefault(record.concept, []).append(pieces)
+    found = {concept: infer_trigger(pieces, concept) for concept, pieces in captions.items()}
+    return {concept: trigger.word for concept, trigger in found.items() if trigger is not None}
 
 
 def _refusal(record: ImageRecord, options: CaptionOptions) -> CaptionOutcome | None:
@@ -269,6 +292,7 @@ def _write_one(
     history: History | None,
     run: CaptionRun,
     description: str,
+    known_trigger: str = "",
 ) -> CaptionOutcome:
     # Read the caption again now: a long run must not undo an edit made while it ran.
     refused = _refusal(record, options)
@@ -277,7 +301,7 @@ def _write_one(
     caption = read_caption(record.caption_path)
     existing = caption.text if caption.exists else None
     raw = current_bytes(record.caption_path) if caption.exists else None
-    text = compose_caption(generated, existing, options)
+    text = compose_caption(generated, existing, options, known_trigger)
     if not text.strip():
         return CaptionOutcome(
             record.rel_path,

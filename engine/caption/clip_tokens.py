@@ -1,12 +1,10 @@
-"""Exact CLIP token counts, offline: a byte-level BPE over OpenAI's own vocabulary file.
+"""Exact CLIP token counts, offline: a byte-level BPE over the SD 1.5 tokenizer Kiln ships.
 
-Stable Diffusion 1.x reads captions through CLIP's tokenizer and sees 75 tokens at a time
-(77 with the start and end markers). Counting words or characters misjudges that window,
-so Kiln tokenizes for real. The vocabulary (``bpe_simple_vocab_16e6.txt.gz``, the merges
-OpenAI published with CLIP) ships inside the PyPI packages ``clip-anytorch`` and
-``open-clip-torch``. Kiln finds the file through the installed packages' metadata without
-importing them (both import torchvision, which we must not require), or through the
-``KILN_CLIP_VOCAB`` environment variable. Nothing is downloaded.
+Stable Diffusion reads captions through CLIP's tokenizer and sees 75 tokens at a time (77
+with the start and end markers); SDXL's two encoders use the same BPE. Counting words or
+characters misjudges that window, so Kiln tokenizes for real, with the ``vocab.json`` and
+``merges.txt`` of SD 1.5's tokenizer that ship inside Kiln (``engine/models/configs/sd15/
+tokenizer/``, the files offline model loading uses too). Nothing is installed or downloaded.
 
 The algorithm follows CLIP's published tokenizer: clean the text (ftfy when installed,
 Unicode NFC, whitespace), lower-case it, split it into words, map each word's UTF-8
@@ -16,89 +14,39 @@ pair with the lowest merge rank until no ranked pair remains.
 
 from __future__ import annotations
 
-import gzip
-import importlib.metadata
-import importlib.util
-import os
+import json
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from kiln.engine.errors import KilnError
 
-VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_ENV = "KILN_CLIP_VOCAB"
-# Distribution name -> top-level package that holds the vocabulary file.
-VOCAB_PACKAGES: tuple[tuple[str, str], ...] = (("clip-anytorch", "clip"), ("open_clip_torch", "open_clip"))
-INSTALL_HINT = "pip install --no-deps clip-anytorch"
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
 
 WINDOW = 75
-"""Tokens SD 1.x sees in one chunk, not counting the start and end markers."""
+"""Tokens SD sees in one chunk, not counting the start and end markers."""
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
-# CLIP uses the first 48,894 merges of the file (its vocabulary is 49,408 entries:
-# 256 bytes, 256 bytes with </w>, the merges, and the two markers).
+# CLIP uses 48,894 merges (its vocabulary is 49,408 entries: 256 bytes, 256 bytes with
+# </w>, the merges, and the two markers).
 _MERGE_COUNT = 49152 - 256 - 2
+_VOCAB_SIZE = 49408
 _WORD_PATTERN = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 
 
 class TokenizerUnavailable(KilnError):
-    """The CLIP vocabulary file is not installed; token counts cannot be exact."""
+    """The shipped tokenizer files are missing or damaged; token counts cannot be exact."""
 
 
-def vocab_path() -> Path | None:
-    """Where the CLIP vocabulary lies on this machine, or None when it is not installed.
-
-    Looks at ``$KILN_CLIP_VOCAB``, then the installed files of ``clip-anytorch`` and
-    ``open-clip-torch`` (from their metadata), then their package folders; never imports them.
-    """
-    override = os.environ.get(VOCAB_ENV)
-    if override:
-        path = Path(override).expanduser()
-        return path if path.is_file() else None
-    for distribution, package in VOCAB_PACKAGES:
-        found = _vocab_from_metadata(distribution) or _vocab_from_spec(package)
-        if found is not None:
-            return found
-    return None
-
-
-def _vocab_from_metadata(distribution: str) -> Path | None:
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for entry in dist.files or []:
-        if entry.name == VOCAB_NAME:
-            path = Path(str(dist.locate_file(entry)))
-            if path.is_file():
-                return path
-    return None
-
-
-def _vocab_from_spec(package: str) -> Path | None:
-    # find_spec on a top-level name locates the package without executing it.
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / VOCAB_NAME
-        if path.is_file():
-            return path
-    return None
-
-
-def unavailable_message() -> str:
-    """The one line shown wherever a token count cannot be given."""
-    return (
-        f"CLIP token counts unavailable: {VOCAB_NAME} not found; install it with "
-        f"`{INSTALL_HINT}` (or point {VOCAB_ENV} at the file)"
-    )
+def tokenizer_dir() -> Path:
+    """The folder of the SD 1.5 tokenizer Kiln ships (``vocab.json``, ``merges.txt``)."""
+    return Path(str(resources.files("kiln.engine.models").joinpath("configs", "sd15", "tokenizer")))
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -157,18 +105,14 @@ class TokenCount:
 
 
 class ClipTokenizer:
-    """CLIP's byte-level BPE tokenizer, built from the vocabulary file."""
+    """CLIP's byte-level BPE tokenizer, built from a tokenizer folder (``vocab.json``, ``merges.txt``)."""
 
     def __init__(self, path: Path) -> None:
         import regex  # a dependency of transformers; needed for \\p{L} classes
 
-        merges = _read_merges(path)
+        self.encoder: dict[str, int] = _read_vocab(path / VOCAB_FILE)
+        merges = _read_merges(path / MERGES_FILE)
         self.byte_encoder = bytes_to_unicode()
-        symbols = list(self.byte_encoder.values())
-        vocab = symbols + [symbol + "</w>" for symbol in symbols]
-        vocab += ["".join(pair) for pair in merges]
-        vocab += [START_TOKEN, END_TOKEN]
-        self.encoder: dict[str, int] = {token: index for index, token in enumerate(vocab)}
         self.ranks: dict[tuple[str, str], int] = {pair: rank for rank, pair in enumerate(merges)}
         self.start_id = self.encoder[START_TOKEN]
         self.end_id = self.encoder[END_TOKEN]
@@ -228,22 +172,30 @@ class ClipTokenizer:
         return [self.count(text) for text in texts]
 
 
+def _damaged(path: Path, why: str) -> TokenizerUnavailable:
+    return TokenizerUnavailable(f"{path}: {why}; reinstall Kiln (pip install --force-reinstall lora-kiln)")
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(path, f"cannot read CLIP's vocabulary ({exc})") from exc
+    if not isinstance(vocab, dict) or len(vocab) != _VOCAB_SIZE or START_TOKEN not in vocab:
+        raise _damaged(path, f"not CLIP's vocabulary (expected {_VOCAB_SIZE} entries)")
+    return {str(token): int(index) for token, index in vocab.items()}
+
+
 def _read_merges(path: Path) -> list[tuple[str, str]]:
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise TokenizerUnavailable(
-            f"{path}: cannot read the CLIP vocabulary ({exc}); reinstall it with `{INSTALL_HINT}`"
-        ) from exc
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"cannot read CLIP's merges ({exc})") from exc
     # The first line is a version header; CLIP keeps the next _MERGE_COUNT merges.
-    merges = [tuple(line.split()) for line in lines[1 : _MERGE_COUNT + 1]]
-    if len(merges) != _MERGE_COUNT or any(len(pair) != 2 for pair in merges):
-        raise TokenizerUnavailable(
-            f"{path}: not CLIP's BPE vocabulary (expected {_MERGE_COUNT} merge lines); "
-            f"reinstall it with `{INSTALL_HINT}`"
-        )
-    return merges  # type: ignore[return-value]
+    pairs = [line.split() for line in lines[1 : _MERGE_COUNT + 1]]
+    if len(pairs) != _MERGE_COUNT or any(len(pair) != 2 for pair in pairs):
+        raise _damaged(path, f"not CLIP's BPE merges (expected {_MERGE_COUNT} merge lines)")
+    return [(first, second) for first, second in pairs]
 
 
 @lru_cache(maxsize=4)
@@ -251,17 +203,14 @@ def _tokenizer_at(path: Path) -> ClipTokenizer:
     return ClipTokenizer(path)
 
 
-def load_tokenizer() -> ClipTokenizer:
-    """The CLIP tokenizer (built once per process; about 0.3 s).
+def load_tokenizer(path: Path | None = None) -> ClipTokenizer:
+    """The CLIP tokenizer of ``path`` (default: the one Kiln ships), built once per process.
 
     Raises:
-        TokenizerUnavailable: The vocabulary is not installed or is damaged; the message
-            says how to install it.
+        TokenizerUnavailable: The tokenizer files are missing or damaged; the message names
+            the file and the fix.
     """
-    path = vocab_path()
-    if path is None:
-        raise TokenizerUnavailable(unavailable_message())
-    return _tokenizer_at(path)
+    return _tokenizer_at(path or tokenizer_dir())
 
 
 def try_load_tokenizer() -> tuple[ClipTokenizer | None, str | None]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.engine.caption.clip_tokens import WINDOW, ClipTokenizer, try_load_tokenizer
-from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
+from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key
+from kiln.engine.caption.triggers import Trigger, holds_trigger, infer_trigger
 from kiln.engine.dataset.captions import read_caption
 from kiln.engine.dataset.scan import EXCLUDED_FOLDER, RUNS_FOLDER, Dataset, ImageRecord, is_image_name
 from kiln.engine.dataset.selection import excluded_paths
@@ -43,7 +44,6 @@ RULES: dict[str, str] = {
     "tag-everywhere": "warning",
 }
 
-MIN_CAPTIONS_TO_INFER = 2
 MIN_CAPTIONS_FOR_EVERYWHERE = 3
 
 
@@ -72,16 +72,6 @@ class Finding:
             "message": self.message,
             "fix": self.fix,
         }
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """The trigger word a concept's captions are checked for, and where it came from."""
-
-    word: str
-    source: str  # "given" or "inferred"
-    support: int = 0
-    captions: int = 0
 
 
 @dataclass
@@ -135,43 +125,6 @@ class LintReport:
             "counts": self.counts(),
             "findings": [finding.to_json() for finding in self.findings],
         }
-
-
-def infer_trigger(captions: list[list[str]], concept: str) -> Trigger | None:
-    """The concept's trigger when its captions show one clearly, else None.
-
-    A tag is taken when it starts or ends more than half of the concept's captions (at
-    least two) and no other tag does so as often; the concept's own name wins when it
-    qualifies. Anything less clear is left to ``--trigger``.
-    """
-    if len(captions) < MIN_CAPTIONS_TO_INFER:
-        return None
-    support: Counter[str] = Counter()
-    spelling: dict[str, str] = {}
-    for pieces in captions:
-        ends = {tag_key(pieces[0]): pieces[0], tag_key(pieces[-1]): pieces[-1]} if pieces else {}
-        for key, piece in ends.items():
-            support[key] += 1
-            spelling.setdefault(key, piece)
-    qualified = [(key, count) for key, count in support.items() if count * 2 > len(captions) and count >= 2]
-    if not qualified:
-        return None
-    qualified.sort(key=lambda item: -item[1])
-    name_key = tag_key(concept)
-    for key, count in qualified:
-        if key == name_key:
-            return Trigger(spelling[key], "inferred", count, len(captions))
-    if len(qualified) > 1 and qualified[0][1] == qualified[1][1]:
-        return None  # two tags as common: no telling which is the trigger
-    key, count = qualified[0]
-    return Trigger(spelling[key], "inferred", count, len(captions))
-
-
-def holds_trigger(pieces: list[str], trigger: str) -> bool:
-    """Whether a caption holds the trigger, as a piece of its own or as words inside a sentence."""
-    key = tag_key(trigger)
-    pattern = word_pattern(trigger)
-    return any(tag_key(piece) == key or (is_sentence(piece) and pattern.search(piece)) for piece in pieces)
 
 
 def initial_prompt(pieces: list[str], trigger: str | None) -> list[str]:

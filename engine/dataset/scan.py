@@ -39,7 +39,12 @@ class Concept:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image file found by a scan; ``rel_path`` (posix, relative to the root) is its key."""
+    """One image file found by a scan; ``rel_path`` (posix, relative to the root) is its key.
+
+    ``trained`` is the one rule for "trained images" everywhere (DSB, plan, training): False
+    for images Kohya skips (in the root, in a folder without the ``N_`` prefix, or with 0
+    repeats). Those are still listed, marked skipped, so nothing hides from the user.
+    """
 
     rel_path: str
     path: Path
@@ -49,6 +54,7 @@ class ImageRecord:
     size: int
     mtime_ns: int
     caption_path: Path
+    trained: bool = True
 
     @property
     def has_caption(self) -> bool:
@@ -65,6 +71,11 @@ class Dataset:
     images: list[ImageRecord] = field(default_factory=list)
     concepts: list[Concept] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def trained_images(self) -> list[ImageRecord]:
+        """The images Kohya trains on (see :attr:`ImageRecord.trained`)."""
+        return [record for record in self.images if record.trained]
 
     def by_path(self) -> dict[str, ImageRecord]:
         """Images keyed by their relative path."""
@@ -180,6 +191,7 @@ def _records(dataset: Dataset, concept: Concept, files: list[os.DirEntry]) -> li
                 size=stat.st_size,
                 mtime_ns=stat.st_mtime_ns,
                 caption_path=path.with_suffix(dataset.caption_extension),
+                trained=concept.kohya_ok,
             )
         )
     return records

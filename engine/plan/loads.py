@@ -98,10 +98,9 @@ def dataset_load(
         repeats: Count every image with this many repeats instead of its folder's (for
             "what if" plans).
     """
-    trained = {concept.folder for concept in dataset.concepts if concept.kohya_ok}
     records = included_records(dataset.images, store) if store is not None else list(dataset.images)
-    counted = [record for record in records if record.folder in trained]
-    skipped = tuple(record.rel_path for record in records if record.folder not in trained)
+    counted = [record for record in records if record.trained]
+    skipped = tuple(record.rel_path for record in records if not record.trained)
     sizes, unreadable = image_sizes(counted, store)
 
     buckets: dict[Size, list[int]] = {}

@@ -105,13 +105,12 @@ def caption_prompts(root: Path, caption_extension: str = ".txt", limit: int = MA
     from kiln.engine.dataset.store import Store
 
     dataset = scan_dataset(Path(root), caption_extension)
-    trained = {concept.folder for concept in dataset.concepts if concept.kohya_ok}
     with Store(dataset.root) as store:
         records = included_records(dataset.images, store)
     prompts: list[str] = []
     seen_folders: set[str] = set()
     for record in sorted(records, key=lambda r: r.rel_path):
-        if record.folder not in trained or record.folder in seen_folders:
+        if not record.trained or record.folder in seen_folders:
             continue
         text = read_caption(record.caption_path).text.strip().replace("\n", " ")
         if not text:

@@ -122,12 +122,11 @@ def training_set(config: DatasetConfig) -> TrainingSet:
     """
     dataset = scan_dataset(Path(config.path), config.caption_extension)
     spec = bucket_spec(config)
-    trained_folders = {concept.folder for concept in dataset.concepts if concept.kohya_ok}
     with Store(dataset.root) as store:
         records = included_records(dataset.images, store)
-        counted = [record for record in records if record.folder in trained_folders]
+        counted = [record for record in records if record.trained]
         sizes, problems = image_sizes(counted, store)
-    skipped = tuple(record.rel_path for record in records if record.folder not in trained_folders)
+    skipped = tuple(record.rel_path for record in records if not record.trained)
     images: list[TrainImage] = []
     warnings: list[str] = []
     missing_captions = 0

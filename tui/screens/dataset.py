@@ -63,7 +63,9 @@ COLUMN_LABELS = {column.key: column.label or "included" for column in COLUMNS}
 
 
 def status_text(row: Row) -> str:
-    """The status column: error, pending, the quality flags' ids, or ok."""
+    """The status column: skipped by Kohya, error, pending, the quality flags' ids, or ok."""
+    if not row.record.trained:
+        return "skipped: Kohya trains N_name/ folders only"
     if row.analysis is None:
         return "pending"
     if row.analysis.error:
