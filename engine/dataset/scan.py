@@ -50,11 +50,6 @@ class ImageRecord:
     mtime_ns: int
     caption_path: Path
 
-    @property
-    def has_caption(self) -> bool:
-        """Whether the caption sidecar exists right now."""
-        return self.caption_path.is_file()
-
 
 @dataclass
 class Dataset:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from kiln.engine.errors import ModelError
 from kiln.engine.models.loading import SD15_CONFIG_DIR, load_pipeline, model_source
+from kiln.engine.models.lora_keys import kohya_name
+from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
 from kiln.engine.models.tiny import write_tiny_model
-from kiln.engine.train.network import kohya_name, text_encoder_targets, unet_targets
 
 
 def test_single_file_round_trips_to_the_folder_weights(tiny_model: Path, tiny_single_file: Path) -> None:
