@@ -76,7 +76,7 @@ def kiln_step_times(model: Path, data: Path, runs: Path, steps: int) -> Times:
     )
     stamps: list[tuple[float, float]] = []
     trainer = controlled_trainer(config, create_run_dir(config), cpu=True)
-    trainer.listeners.append(lambda event: event["type"] == "step" and stamps.append(now()))
+    trainer.add_listener(lambda event: event["type"] == "step" and stamps.append(now()))
     result = trainer.run()
     assert result.state == "done", result.error
     return step_times(stamps)

@@ -20,27 +20,22 @@ its test hooks as listeners (:meth:`Trainer.add_listener`, :meth:`Trainer.add_sa
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
 import math
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from kiln.engine import __version__
 from kiln.engine.errors import KilnError, RunError
 from kiln.engine.models.family import detect_family
 from kiln.engine.models.loading import model_fingerprint, model_source
 from kiln.engine.train import checkpoint
-from kiln.engine.train.config import MIXED_PRECISION, TrainConfig
+from kiln.engine.train.config import TrainConfig
 from kiln.engine.train.data import (
     LatentCache,
     TrainImage,
@@ -54,19 +49,18 @@ from kiln.engine.train.data import (
     training_set,
 )
 from kiln.engine.train.lora_io import DTYPES, kohya_state_dict, lora_metadata, write_lora
+from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
 from kiln.engine.train.models import TrainModels, load_models
+from kiln.engine.train.optimizer import make_accelerator, make_optimizer
 from kiln.engine.train.outputs import (
-    FINAL_EVENTS,
-    LOG_FILE,
     STATE_FOLDER,
-    TENSORBOARD_FOLDER,
     EventSink,
     NoEvents,
     lora_path,
     samples_dir,
 )
+from kiln.engine.train.report import RunReport
 from kiln.engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
-from kiln.engine.train.schedule import lr_factor
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
@@ -149,7 +143,6 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.listeners = list(listeners or [])
         self.save_hooks: list[Callable[[int], None]] = []
         self.cpu = cpu
         self.resume = resume
@@ -157,15 +150,11 @@ class Trainer:
         self.state = TrainState()
         self.stop_requested = threading.Event()
         self.ready = False
-        self.ended = False
-        self.events: EventSink = events or NoEvents()
-        self.log = logging.getLogger(f"kiln.train.{id(self)}")
+        self.report = RunReport(events, listeners, f"kiln.train.{id(self)}")
+        self.log = self.report.log
         self.started_at = time.time()
-        self._step_times: deque[float] = deque(maxlen=20)
         self.lora_files: list[Path] = []
         self.last_epoch = 0
-        self.tensorboard: Any = None
-        self._log_handler: logging.Handler | None = None
 
     # ----------------------------------------------------------------- public API
 
@@ -175,7 +164,7 @@ class Trainer:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each event after it is sent (on every process)."""
-        self.listeners.append(listener)
+        self.report.listeners.append(listener)
 
     def add_save_hook(self, hook: Callable[[int], None]) -> None:
         """Call ``hook(step)`` inside each resume-state save, after its payload is written and
@@ -191,39 +180,41 @@ class Trainer:
             return self._train()
         except KeyboardInterrupt:
             # A second signal (or Ctrl+C) stops at once: the last complete save stays as it was.
-            self._emit(
+            self.report.emit(
                 "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="interrupted"
             )
             return self._result("cancelled")
         except Exception as exc:
             message = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
             self.log.error("training failed: %s\n%s", message, traceback.format_exc())
-            self._emit("failed", error=message, step=self.state.step, epoch=self.state.epoch)
+            self.report.emit("failed", error=message, step=self.state.step, epoch=self.state.epoch)
             return self._result("failed", error=message)
         finally:
-            self._close()
+            self.report.close()
 
     def emit_aborted(self) -> None:
         """End the events with ``cancelled`` when the process must exit before the loop can
         (a stuck main thread after a second signal); nothing when the run already ended."""
-        if not self.ended:
-            self._emit("cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="aborted")
-            self.events.close()
+        if not self.report.ended:
+            self.report.emit(
+                "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="aborted"
+            )
+            self.report.events.close()
 
     def setup(self) -> None:
         """Load everything (and the resume state) and send the ``start`` or ``resumed`` event;
         separate from :meth:`run` so callers (and tests) can inspect or adjust the trainer
         before the first step."""
         config = self.config
-        self.accelerator = _accelerator(config, self.cpu)
+        self.accelerator = make_accelerator(config, self.cpu)
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
         self.processes = self.accelerator.num_processes
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._open_log()
+            self.report.open_log(self.run_dir)
         else:
-            self.events = NoEvents()
+            self.report.events = NoEvents()
         if config.train.precision == "fp16" and self.device.type == "cpu":
             raise RunError(
                 'train.precision = "fp16" needs a GPU: accelerate has no fp16 autocast on a CPU; '
@@ -234,7 +225,7 @@ class Trainer:
 
         self.data: TrainingSet = training_set(config.dataset)
         for warning in self.data.warnings:
-            self._warn(warning)
+            self.report.warn(warning)
         self.validation_images: tuple[TrainImage, ...] = ()
         if config.train.validation_split > 0:
             self.data, self.validation_images = split_validation(
@@ -248,7 +239,6 @@ class Trainer:
 
         self.source = model_source(config.model.base, config.model.allow_pickle)
         self.log.info("loading %s (%s)", self.source.path, self.source.kind)
-        _quiet_transformers()
         family = detect_family(self.source.path)
         self.models: TrainModels = load_models(config, family, self.device, self.weight_dtype, self.log)
         self.alphas_cumprod = self.models.noise_scheduler.alphas_cumprod.to(self.device)
@@ -274,10 +264,11 @@ class Trainer:
         )
         if train.cache_latents:
             self._cache_latents()
-        self._open_tensorboard()
+        if self.is_main:
+            self.report.open_tensorboard(self.run_dir)
         resumed_from = self._load_resume_state() if self.resume else None
         self.ready = True
-        self._emit(
+        self.report.emit(
             "resumed" if resumed_from else "start",
             **({"save": resumed_from.name} if resumed_from else {}),
             name=config.output.name,
@@ -329,20 +320,8 @@ class Trainer:
     # ----------------------------------------------------------------- setup
 
     def _prepare_optimizer(self) -> None:
-        train, models = self.config.train, self.models
-        groups = [{"params": models.unet_params, "lr": train.unet_lr}]
-        if models.te_params:
-            groups.append({"params": models.te_params, "lr": self.config.text_encoder_lr})
-        if train.optimizer == "adamw8bit":
-            import bitsandbytes
-
-            optimizer = bitsandbytes.optim.AdamW8bit(groups, weight_decay=train.weight_decay)
-        else:
-            optimizer = _adamw(groups, train.weight_decay, self.device)
-        total, warmup, kind = self.total_steps, train.lr_warmup_steps, train.scheduler
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total, warmup, kind)
-        )
+        models = self.models
+        optimizer, self.lr_scheduler = make_optimizer(self.config, models, self.total_steps, self.device)
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
         if models.train_te:
@@ -405,7 +384,14 @@ class Trainer:
                 self.state.step += 1
                 mean_loss = loss_total / (window_end - index)
                 self.state.losses.append(mean_loss)
-                self._after_step(mean_loss, time.perf_counter() - started)
+                self.report.step(
+                    step=self.state.step,
+                    total=self.total_steps,
+                    epoch=self.state.epoch,
+                    loss=mean_loss,
+                    lrs=self.lr_scheduler.get_last_lr(),
+                    seconds=time.perf_counter() - started,
+                )
                 if self.state.step >= self.total_steps:
                     break  # the run is over: finishing it is only its last saves
                 if every and self.state.step % every == 0 and self.state.batch_in_epoch < len(batches):
@@ -417,7 +403,7 @@ class Trainer:
                 epoch, final=not finished_epoch or epoch == epochs or self.state.step >= self.total_steps
             )
         last = self.lora_files[-1] if self.lora_files else None
-        self._emit(
+        self.report.emit(
             "done",
             step=self.state.step,
             epoch=self.last_epoch,
@@ -465,22 +451,25 @@ class Trainer:
 
     def batch_loss(self, epoch: int, batch_number: int, batch: tuple[int, ...]) -> torch.Tensor:
         """The loss of one batch (min-SNR weighted when asked); raises on a non-finite loss."""
-        config = self.config
+        config, models = self.config, self.models
         images = [self.data.images[i] for i in batch]
         latents = torch.stack([self._latent(image) for image in images]).to(self.device, torch.float32)
         rng = caption_rng(config.train.seed, epoch, batch_number)
         captions = [step_caption(image.caption, config.dataset, rng) for image in images]
-        generator = torch.Generator("cpu").manual_seed(_batch_seed(config.train.seed, epoch, batch_number))
-        noise = torch.randn(latents.shape, generator=generator)
-        if config.train.noise_offset:
-            noise += config.train.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
-        timesteps = torch.randint(
-            0, self.models.noise_scheduler.config.num_train_timesteps, (len(images),), generator=generator
+        noise, timesteps = batch_noise(
+            config.train.seed,
+            epoch,
+            batch_number,
+            latents.shape,
+            config.train.noise_offset,
+            models.noise_scheduler.config.num_train_timesteps,
         )
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
         loss = self._per_sample_loss(latents, noise, timesteps, captions)
         if config.train.min_snr_gamma:
-            loss = loss * self._min_snr_weights(timesteps)
+            loss = loss * min_snr_weights(
+                self.alphas_cumprod, timesteps, config.train.min_snr_gamma, models.prediction_type
+            )
         loss = loss.mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -493,29 +482,16 @@ class Trainer:
     def _per_sample_loss(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str]
     ) -> torch.Tensor:
-        """MSE between the U-Net's prediction and its target, one value per sample.
-
-        The one forward pass both training and the validation loss use: noise the latents at
-        ``timesteps``, encode the captions, predict, and compare with the noise (epsilon) or
-        the velocity (v-prediction).
-        """
-        noisy = self.models.noise_scheduler.add_noise(latents, noise, timesteps)
-        ids = self.models.tokenizer(
+        return per_sample_loss(
+            self.models,
+            self.accelerator,
+            self.weight_dtype,
+            self.config.train.clip_skip,
+            latents,
+            noise,
+            timesteps,
             captions,
-            padding="max_length",
-            max_length=self.models.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
-        with self.accelerator.autocast():
-            hidden = self._encode_text(ids)
-            prediction = self.models.unet_train(noisy.to(self.weight_dtype), timesteps, hidden).sample
-        target = (
-            noise
-            if self.models.prediction_type == "epsilon"
-            else self.models.noise_scheduler.get_velocity(latents, noise, timesteps)
         )
-        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
 
     def _latent(self, image: TrainImage) -> torch.Tensor:
         latent = self.latents.get(image)
@@ -524,21 +500,6 @@ class Trainer:
             if self.config.train.cache_latents:
                 self.latents.put(image, latent)
         return latent
-
-    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        clip_skip = self.config.train.clip_skip
-        with torch.set_grad_enabled(self.models.train_te and torch.is_grad_enabled()):
-            output = self.models.te_train(ids, output_hidden_states=clip_skip > 1)
-            if clip_skip == 1:
-                return output.last_hidden_state
-            inner = getattr(self.models.text_encoder, "text_model", self.models.text_encoder)
-            return inner.final_layer_norm(output.hidden_states[-clip_skip])
-
-    def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        alpha = self.alphas_cumprod[timesteps]
-        snr = alpha / (1 - alpha)
-        clipped = torch.clamp(snr, max=self.config.train.min_snr_gamma)
-        return clipped / (snr + 1 if self.models.prediction_type == "v_prediction" else snr)
 
     def _optimizer_step(self) -> None:
         if self.config.train.max_grad_norm:
@@ -555,33 +516,10 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _after_step(self, loss: float, seconds: float) -> None:
-        self._step_times.append(seconds)
-        it_s = len(self._step_times) / sum(self._step_times) if sum(self._step_times) > 0 else None
-        remaining = self.total_steps - self.state.step
-        lrs = self.lr_scheduler.get_last_lr()
-        event = {
-            "step": self.state.step,
-            "total": self.total_steps,
-            "epoch": self.state.epoch,
-            "loss": round(loss, 6),
-            "lr": lrs[0],
-            "it_s": round(it_s, 4) if it_s else None,
-            "eta_s": round(remaining / it_s, 1) if it_s else None,
-        }
-        if len(lrs) > 1:
-            event["lr_te"] = lrs[1]
-        self._emit("step", **event)
-        if self.tensorboard is not None:
-            self.tensorboard.add_scalar("loss", loss, self.state.step)
-            self.tensorboard.add_scalar("lr/unet", lrs[0], self.state.step)
-            if len(lrs) > 1:
-                self.tensorboard.add_scalar("lr/text_encoder", lrs[1], self.state.step)
-
     def _end_epoch(self, epoch: int, final: bool) -> None:
         losses = self.state.losses
         mean = sum(losses) / len(losses) if losses else None
-        self._emit(
+        self.report.emit(
             "epoch",
             epoch=epoch,
             epochs=self.config.train.epochs,
@@ -589,8 +527,8 @@ class Trainer:
             loss=round(mean, 6) if mean is not None else None,
         )
         self.log.info("epoch %d done at step %d, mean loss %s", epoch, self.state.step, mean)
-        if self.tensorboard is not None and mean is not None:
-            self.tensorboard.add_scalar("loss/epoch", mean, epoch)
+        if mean is not None:
+            self.report.scalar("loss/epoch", mean, epoch)
         self._maybe_validate(epoch)
         if final or epoch % self.config.save.every_n_epochs == 0:
             self.save_lora(epoch)
@@ -609,7 +547,7 @@ class Trainer:
     def _stop(self) -> RunResult:
         path = self.save_lora(self.state.epoch)
         saved = self.save_state()
-        self._emit(
+        self.report.emit(
             "cancelled",
             step=self.state.step,
             epoch=self.state.epoch,
@@ -659,7 +597,7 @@ class Trainer:
             self.processes,
             checkpoint.dataset_fingerprint(self.data.images),
             self.force,
-            self._warn,
+            self.report.warn,
         )
         self.load_resume_state_dict(point.payload)
         self.started_at = float(point.manifest.get("started_at", self.started_at))
@@ -703,7 +641,7 @@ class Trainer:
         )
         path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
         self.lora_files.append(path)
-        self._emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
+        self.report.emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
         return path
 
     @torch.no_grad()
@@ -719,9 +657,8 @@ class Trainer:
         totals = dict.fromkeys(VALIDATION_TIMESTEPS, 0.0)
         for image in self.validation_images:
             latent = self._latent(image).to(self.device, torch.float32)
-            seed = _validation_seed(self.config.train.seed, image.rel_path)
-            generator = torch.Generator("cpu").manual_seed(seed)
-            noise = torch.randn((len(timesteps), *latent.shape), generator=generator).to(self.device)
+            noise = validation_noise(self.config.train.seed, image.rel_path, (len(timesteps), *latent.shape))
+            noise = noise.to(self.device)
             latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
             steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
             losses = self._per_sample_loss(latents, noise, steps, [image.caption] * len(timesteps))
@@ -736,7 +673,7 @@ class Trainer:
         started = time.perf_counter()
         losses = self.validation_losses()
         mean = sum(losses.values()) / len(losses)
-        self._emit(
+        self.report.emit(
             "validation",
             epoch=epoch,
             step=self.state.step,
@@ -745,8 +682,7 @@ class Trainer:
             images=len(self.validation_images),
             seconds=round(time.perf_counter() - started, 3),
         )
-        if self.tensorboard is not None:
-            self.tensorboard.add_scalar("loss/validation", mean, self.state.step)
+        self.report.scalar("loss/validation", mean, self.state.step)
 
     def _maybe_sample(self, epoch: int) -> None:
         if not self.sample_prompts or not self.is_main:
@@ -767,7 +703,7 @@ class Trainer:
         finally:
             self.models.unet.train()
             self.models.text_encoder.train(self.models.train_te)
-        self._emit(
+        self.report.emit(
             "sample",
             epoch=epoch,
             step=self.state.step,
@@ -781,107 +717,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- plumbing
 
-    def _emit(self, type: str, **fields: Any) -> None:
-        if type in FINAL_EVENTS:
-            self.ended = True
-        event = self.events.emit(type, **fields)
-        if type in ("warning", "failed"):
-            self.log.warning("%s: %s", type, fields.get("message") or fields.get("error"))
-        elif type != "step":
-            self.log.info("%s %s", type, json.dumps(fields, default=str)[:500])
-        for listener in self.listeners:
-            listener(event)
-
-    def _warn(self, message: str) -> None:
-        self._emit("warning", message=message)
-
-    def _open_log(self) -> None:
-        handler = logging.FileHandler(self.run_dir / LOG_FILE, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self.log.addHandler(handler)
-        self.log.setLevel(logging.INFO)
-        self.log.propagate = False
-        self._log_handler = handler
-
-    def _open_tensorboard(self) -> None:
-        if not self.is_main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.log.info("tensorboard is not installed: no TensorBoard scalars")
-            return
-        self.tensorboard = SummaryWriter(str(self.run_dir / TENSORBOARD_FOLDER))
-
     def close(self) -> None:
         """Release the event writer (and its heartbeat thread), TensorBoard and the log of a
         trainer that was set up but will not run; :meth:`run` does this itself."""
-        self._close()
-
-    def _close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-        self.events.close()
-        if self._log_handler is not None:
-            self.log.removeHandler(self._log_handler)
-            self._log_handler.close()
+        self.report.close()
 
     def _result(self, state: str, lora: Path | None = None, error: str | None = None) -> RunResult:
         epoch = self.last_epoch if state == "done" else self.state.epoch
         return RunResult(
             state=state, run_dir=self.run_dir, step=self.state.step, epoch=epoch, lora=lora, error=error
         )
-
-
-def _adamw(groups: list[dict[str, Any]], weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """torch's AdamW, fused into one kernel per step where the device has it.
-
-    A LoRA has hundreds of small tensors; the default per-tensor loop spends more time in
-    Python and kernel launches than in arithmetic. The maths is the same AdamW.
-    """
-    try:
-        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=device.type != "cpu" or None)
-
-
-def _batch_seed(seed: int, epoch: int, batch: int) -> int:
-    digest = hashlib.sha256(f"kiln-noise:{seed}:{epoch}:{batch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _validation_seed(seed: int, rel_path: str) -> int:
-    digest = hashlib.sha256(f"kiln-validation-noise:{seed}:{rel_path}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _quiet_transformers() -> None:
-    """transformers and diffusers log progress bars and torchvision notices a run log does not need."""
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-        diffusers_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _accelerator(config: TrainConfig, cpu: bool) -> Any:
-    """accelerate's Accelerator for this run (one per process; its state is reset between runs)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state and AcceleratorState().num_processes == 1:
-        # accelerate keeps one state per process; a second run in the same process (tests,
-        # a sweep) may ask for another precision.
-        AcceleratorState._reset_state()
-    # With clip_skip the text encoder's last layers get no gradient; DDP must be told.
-    unused = config.network.train_text_encoder and config.train.clip_skip > 1
-    return Accelerator(
-        mixed_precision=MIXED_PRECISION[config.train.precision],
-        cpu=cpu,
-        log_with=None,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
-    )

@@ -92,6 +92,7 @@ def load_models(
     from diffusers import DDPMScheduler
 
     network = config.network
+    _quiet_transformers()
     pipe = family.load(config.model.base, config.model.allow_pickle)
     vae = pipe.vae.to(device, dtype=torch.float32).eval()
     vae.requires_grad_(False)
@@ -150,3 +151,16 @@ def _adapter_copy(
         down, up = lora_weights(model, target)
         copies[target.kohya] = (down.detach().clone(), up.detach().clone())
     return copies
+
+
+def _quiet_transformers() -> None:
+    """transformers and diffusers log progress bars and torchvision notices a run log does not need."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass

@@ -35,6 +35,22 @@ def test_single_file_uses_the_original_ldm_key_layout(tiny_single_file: Path) ->
     assert tiny_single_file.stat().st_size < 8_000_000
 
 
+def test_tiny_model_text_encoder_uses_the_standard_key_names(tiny_model: Path) -> None:
+    # transformers 4.x (sd-scripts' pin) finds nothing in a file without ``text_model.`` and
+    # silently starts from random weights; the names must be the standard ones.
+    from kiln.engine.models.tiny import build_tiny_pipeline
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+    assert keys and all(key.startswith("text_model.") for key in keys)
+    assert "text_model.encoder.layers.0.self_attn.q_proj.weight" in keys
+    loaded = load_pipeline(tiny_model).text_encoder.state_dict()
+    built = build_tiny_pipeline().text_encoder.state_dict()
+    assert loaded.keys() == built.keys()
+    assert all(torch.equal(loaded[key], built[key]) for key in built)
+
+
 def test_tiny_model_is_seeded(tmp_path: Path, tiny_model: Path) -> None:
     again = write_tiny_model(tmp_path / "again")
     a = (tiny_model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
