@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kiln.engine import __version__
 from kiln.engine.errors import RunError
 from kiln.engine.fsutil import fsync_dir
 from kiln.engine.train.outputs import CONFIG_FILE, STATE_FOLDER
@@ -164,6 +165,29 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         now, then = current.get(section) or {}, saved.get(section) or {}
         keys += [f"{section}.{key}" for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
     return keys
+
+
+def run_manifest(
+    *,
+    epoch: int,
+    batch_in_epoch: int,
+    total: int,
+    processes: int,
+    images: Iterable[Any],
+    config: dict[str, Any],
+    started_at: float,
+) -> dict[str, Any]:
+    """What a save's manifest records about the run, for :func:`resume_point` to check against."""
+    return {
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "total": total,
+        "processes": processes,
+        "dataset": dataset_fingerprint(images),
+        "config": config,
+        "started_at": started_at,
+        "kiln_version": __version__,
+    }
 
 
 def dataset_fingerprint(images: Iterable[Any]) -> str:

@@ -564,16 +564,15 @@ class Trainer:
         path = None
         if self.is_main:
             started = time.perf_counter()
-            manifest = {
-                "epoch": self.state.epoch,
-                "batch_in_epoch": self.state.batch_in_epoch,
-                "total": self.total_steps,
-                "processes": self.processes,
-                "dataset": checkpoint.dataset_fingerprint(self.data.images),
-                "config": self.config.to_dict(),
-                "started_at": self.started_at,
-                "kiln_version": __version__,
-            }
+            manifest = checkpoint.run_manifest(
+                epoch=self.state.epoch,
+                batch_in_epoch=self.state.batch_in_epoch,
+                total=self.total_steps,
+                processes=self.processes,
+                images=self.data.images,
+                config=self.config.to_dict(),
+                started_at=self.started_at,
+            )
             path = checkpoint.write_save(
                 self.run_dir / STATE_FOLDER,
                 self.state.step,
