@@ -25,7 +25,7 @@ def state_payload(rank: int) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
     from kiln.engine.models.loading import SD15_CONFIG_DIR
-    from kiln.engine.train.network import text_encoder_targets, unet_targets
+    from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):

@@ -56,9 +56,9 @@ def step_times(stamps: list[tuple[float, float]]) -> Times:
 
 
 def kiln_step_times(model: Path, data: Path, runs: Path, steps: int) -> Times:
+    from kiln.engine.runs.control import controlled_trainer
     from kiln.engine.runs.layout import create_run_dir
     from kiln.engine.train.config import config_from_mapping
-    from kiln.engine.train.loop import Trainer
 
     config = config_from_mapping(
         {
@@ -75,8 +75,8 @@ def kiln_step_times(model: Path, data: Path, runs: Path, steps: int) -> Times:
         }
     )
     stamps: list[tuple[float, float]] = []
-    trainer = Trainer(config, create_run_dir(config), cpu=True)
-    trainer.listeners.append(lambda event: event["type"] == "step" and stamps.append(now()))
+    trainer = controlled_trainer(config, create_run_dir(config), cpu=True)
+    trainer.add_listener(lambda event: event["type"] == "step" and stamps.append(now()))
     result = trainer.run()
     assert result.state == "done", result.error
     return step_times(stamps)
@@ -86,7 +86,7 @@ def baseline_step_times(model: Path, data: Path, steps: int) -> Times:
     """A plain loop: diffusers pipeline, peft adapters, cached latents, AdamW."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, StableDiffusionPipeline
-    from kiln.engine.train.network import text_encoder_targets, unet_targets
+    from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
     from peft import LoraConfig, inject_adapter_in_model
 
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, safety_checker=None)

@@ -90,7 +90,8 @@ def make_dataset(root: Path, resolution: int) -> Path:
 
 def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
     """Kiln's Trainer on a copy of ``pipe`` (loaded from memory instead of disk)."""
-    import kiln.engine.train.loop as loop
+    import kiln.engine.models.sd15 as sd15
+    from kiln.engine.runs.control import controlled_trainer
     from kiln.engine.runs.layout import create_run_dir
     from kiln.engine.train.config import config_from_mapping
 
@@ -121,14 +122,16 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
         if event["type"] == "step":
             stamps.append(time.perf_counter())
 
-    load_pipeline = loop.load_pipeline
-    loop.load_pipeline = lambda base, allow_pickle=False: copy.deepcopy(pipe)  # the bench times the loop
+    load_pipeline = sd15.load_pipeline
+    sd15.load_pipeline = lambda base, allow_pickle=False: copy.deepcopy(pipe)  # the bench times the loop
     try:
         _reset_memory(args.device)
-        trainer = loop.Trainer(config, create_run_dir(config), listeners=[on_event], cpu=args.device == "cpu")
+        trainer = controlled_trainer(
+            config, create_run_dir(config), listeners=[on_event], cpu=args.device == "cpu"
+        )
         result = trainer.run()
     finally:
-        loop.load_pipeline = load_pipeline
+        sd15.load_pipeline = load_pipeline
     if result.state != "done":
         raise SystemExit(f"bench.train_gpu: Kiln's run {result.state}: {result.error}")
     peak = _peak_memory(args.device)
@@ -140,7 +143,7 @@ def baseline_run(pipe, data: Path, args, batch: int) -> dict:
     """A plain loop as the diffusers examples write it: peft adapters, cached latents, AdamW."""
     import torch
     import torch.nn.functional as F
-    from kiln.engine.train.network import text_encoder_targets, unet_targets
+    from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
     from peft import LoraConfig, inject_adapter_in_model
 
     device = torch.device(args.device)

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     mode = _mode(args)
     # transformers announces missing optional packages (torchvision) at import; not news here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report, run_tec_series
+    from kiln.engine.runs.tec_series import run_tec_series
+    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report
     from kiln.engine.tec.vocab import read_words
 
     words = tuple(read_words(args.words)) if args.words else None

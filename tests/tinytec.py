@@ -90,7 +90,8 @@ def swapped_rows(first: int, second: int) -> Transform:
 
 def trained_adapter(tiny_encoder, strength: float, seed: int = 5):
     """The tiny text encoder with seeded peft adapters as the trainer adds them (up x ``strength``)."""
-    from kiln.engine.train.network import add_lora, text_encoder_targets
+    from kiln.engine.models.sd15 import text_encoder_targets
+    from kiln.engine.train.network import add_lora
 
     model = copy.deepcopy(tiny_encoder.model)
     targets = text_encoder_targets(model, RANK, ALPHA)

@@ -315,7 +315,8 @@ def measure(job: TecJob, progress: ProgressFn | None = None) -> TecResult:
     # transformers announces missing optional packages (torchvision) at import: not news here,
     # and nothing may write to the terminal under a running TUI.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report, run_tec_series
+    from kiln.engine.runs.tec_series import run_tec_series
+    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report, lora_tec_report
 
     options = ProbeOptions(
         words=job.words,

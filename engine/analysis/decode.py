@@ -58,11 +58,6 @@ class Decoded:
     exif_orientation: int = 1
     grey: np.ndarray | None = None
 
-    @property
-    def is_grey(self) -> bool:
-        """Whether ``pixels`` is a single grey channel."""
-        return self.pixels.ndim == 2
-
 
 def decode_image(
     path: Path,

@@ -56,11 +56,6 @@ class ImageRecord:
     caption_path: Path
     trained: bool = True
 
-    @property
-    def has_caption(self) -> bool:
-        """Whether the caption sidecar exists right now."""
-        return self.caption_path.is_file()
-
 
 @dataclass
 class Dataset:

@@ -25,7 +25,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 # Present in every SD 1.x/2.x single file; its width tells SD 1.5 (768) from SD 2 (1024).
 _CROSS_ATTENTION_KEY = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-_SDXL_MARKER = "conditioner.embedders.1.model.ln_final.weight"
+SDXL_MARKER = "conditioner.embedders.1.model.ln_final.weight"
 
 ModelKind = Literal["folder", "single-file"]
 
@@ -152,7 +152,7 @@ def single_file_config_dir(source: ModelSource, scratch: Path) -> Path:
 
                 write_tiny_configs(scratch, json.loads(metadata["kiln.configs"]))
                 return scratch
-            if _SDXL_MARKER in keys:
+            if SDXL_MARKER in keys:
                 raise ModelError(f"{source.path}: an SDXL checkpoint; Kiln trains SD 1.5 models only")
             if _CROSS_ATTENTION_KEY not in keys:
                 raise ModelError(

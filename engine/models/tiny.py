@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 TINY_SEED = 20241126
 TINY_RESOLUTION = 64
 LAYERS_PER_BLOCK = 2
+TEXT_MODEL_PREFIX = "text_model."
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 UNET_CONFIG: dict = {
@@ -179,6 +180,7 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
         staging = out.with_name(f".{out.name}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         pipe.save_pretrained(staging, safe_serialization=True)
+        standard_text_encoder_keys(staging / "text_encoder")
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -204,6 +206,26 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, save(state, metadata=metadata))
     return out
+
+
+def standard_text_encoder_keys(folder: Path) -> None:
+    """Give the text encoder's saved weights their standard ``text_model.``-prefixed names.
+
+    transformers >= 5.6 saves ``CLIPTextModel`` without that level; transformers 4.x (which
+    Kohya's sd-scripts pins) finds none of its keys in such a file and silently starts from
+    random weights. Both read the prefixed names.
+    """
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors = load_file(str(path))
+        if all(key.startswith(TEXT_MODEL_PREFIX) for key in tensors):
+            continue
+        named = {
+            key if key.startswith(TEXT_MODEL_PREFIX) else TEXT_MODEL_PREFIX + key: t
+            for key, t in tensors.items()
+        }
+        save_file(named, str(path), metadata={"format": "pt"})
 
 
 def write_tiny_configs(folder: Path, configs: dict[str, dict]) -> None:

@@ -57,7 +57,9 @@ _RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started")
 class EventWriter:
     """Appends events to ``events.jsonl`` and keeps ``status.json`` current.
 
-    Only the main training process writes (see :class:`NullEventWriter` for the others).
+    Only the main training process writes (the others send their events nowhere:
+    :class:`kiln.engine.train.outputs.NoEvents`). It is the trainer's event sink
+    (:class:`kiln.engine.train.outputs.EventSink`).
     Thread-safe: the heartbeat thread and a signal watcher may write beside the loop.
 
     Args:
@@ -65,7 +67,7 @@ class EventWriter:
         name: The run's name (``output.name``).
         resume: Continue an existing status (step, total, started...) instead of a fresh one.
         heartbeat_s: Rewrite ``status.json`` at least this often; 0 = no heartbeat thread.
-        on_beat: Called on each heartbeat from the heartbeat thread (the trainer checks for
+        on_beat: Called on each heartbeat from the heartbeat thread (run control checks for
             a cancel request there); also settable later as the ``on_beat`` attribute.
     """
 
@@ -173,24 +175,6 @@ class EventWriter:
             if not self._events.closed:
                 self.write_status(force=True)
                 self._events.close()
-
-
-class NullEventWriter:
-    """The event writer of non-main processes in a multi-GPU run: writes nothing."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, Any] = {}
-        self.on_beat: Callable[[], None] | None = None
-
-    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Build the event without writing it."""
-        return {"t": time.time(), "type": type, **fields}
-
-    def write_status(self, force: bool = True) -> None:
-        """Nothing to write."""
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

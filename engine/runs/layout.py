@@ -1,4 +1,8 @@
-"""Run folders: ``<output dir>/<YYYYmmdd-HHMMSS>-<name>/`` and the files in them."""
+"""Run folders: ``<output dir>/<YYYYmmdd-HHMMSS>-<name>/`` and the files in them.
+
+The trainer's own outputs (``lora/``, ``samples/``, ``state/``, ``train.log``, ``tensorboard/``)
+are named in :mod:`kiln.engine.train.outputs` and re-exported here beside run control's files.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,20 @@ from pathlib import Path
 
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.train.config import TrainConfig, resolved_toml
+from kiln.engine.train.outputs import (  # what the trainer reads and writes in a run folder
+    CONFIG_FILE,
+    LOG_FILE,
+    LORA_FOLDER,
+    SAMPLES_FOLDER,
+    STATE_FOLDER,
+    TENSORBOARD_FOLDER,
+    lora_path,
+    samples_dir,
+)
 
-CONFIG_FILE = "config.toml"
-LOG_FILE = "train.log"
-SAMPLES_FOLDER = "samples"
-LORA_FOLDER = "lora"
-STATE_FOLDER = "state"
-TENSORBOARD_FOLDER = "tensorboard"
 # How a detached or multi-GPU run was launched (gpus, cpu, command), so resume relaunches alike.
 LAUNCH_FILE = "launch.json"
-# `kiln cancel` leaves this; the trainer checks it every heartbeat and stops after the step.
+# `kiln cancel` leaves this; run control checks it every heartbeat and stops the trainer after the step.
 CANCEL_FILE = "cancel.request"
 
 
@@ -49,11 +57,17 @@ def create_run_dir(config: TrainConfig, now: float | None = None) -> Path:
     return run_dir
 
 
-def lora_path(run_dir: Path, name: str, epoch: int) -> Path:
-    """``lora/<name>-eNNN.safetensors``."""
-    return Path(run_dir) / LORA_FOLDER / f"{name}-e{epoch:03d}.safetensors"
-
-
-def samples_dir(run_dir: Path, epoch: int) -> Path:
-    """``samples/eNNN/``."""
-    return Path(run_dir) / SAMPLES_FOLDER / f"e{epoch:03d}"
+__all__ = [
+    "CANCEL_FILE",
+    "CONFIG_FILE",
+    "LAUNCH_FILE",
+    "LOG_FILE",
+    "LORA_FOLDER",
+    "SAMPLES_FOLDER",
+    "STATE_FOLDER",
+    "TENSORBOARD_FOLDER",
+    "create_run_dir",
+    "lora_path",
+    "runs_folder",
+    "samples_dir",
+]

@@ -193,14 +193,14 @@ def train_here(
 
     Returns the trainer's :class:`~kiln.engine.train.loop.RunResult`.
     """
+    from kiln.engine.runs.control import controlled_trainer
     from kiln.engine.runs.stopping import StopSignals
-    from kiln.engine.train.loop import Trainer
 
     run_dir = Path(run_dir)
     config = load_config(run_dir / rundir.CONFIG_FILE)
     (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
     record_launch(run_dir, gpus=1, cpu=cpu, pid=os.getpid(), command=[sys.executable, *sys.argv])
-    trainer = Trainer(config, run_dir, listeners=listeners, cpu=cpu, resume=resume, force=force)
+    trainer = controlled_trainer(config, run_dir, listeners=listeners, cpu=cpu, resume=resume, force=force)
     signals = StopSignals(trainer.request_stop, on_message=on_message, on_hard_exit=trainer.emit_aborted)
     with signals:
         return trainer.run()
@@ -275,12 +275,3 @@ def events_size(run_dir: Path) -> int:
         return (Path(run_dir) / EVENTS_FILE).stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def run_failed_message(run_dir: Path) -> str:
-    """The error of a failed or stale run, for one line on stderr."""
-    from kiln.engine.runs.folders import read_run
-
-    info = read_run(run_dir)
-    log = Path(run_dir) / rundir.LOG_FILE
-    return f"training {info.state}: {info.error or 'no reason recorded'} (see {log})"

@@ -216,7 +216,8 @@ def tec_drift(run_dir: Path, options: Any = None) -> tuple[float | None, str | N
     report never fails for want of a TEC figure.
     """
     try:
-        from kiln.engine.tec.meter import ProbeOptions, run_tec_series
+        from kiln.engine.runs.tec_series import run_tec_series
+        from kiln.engine.tec.meter import ProbeOptions
     except ImportError:
         return None, "the TEC meter (kiln.engine.tec) is not installed"
     try:

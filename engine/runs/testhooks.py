@@ -5,6 +5,7 @@ can signal or kill it exactly there. Unset in normal use, where each check is on
 it exists and no stop was asked (the test deletes it, cancels, or kills the process).
 ``KILN_TEST_SAVE_PAUSE="STEP:FLAG"``: inside the resume-state save of STEP, after its payload
 is written and before its manifest, create FLAG and sleep (the test kills the process there).
+Run control installs both on every trainer it starts (:func:`install`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HOLD_ENV = "KILN_TEST_HOLD_AT_STEP"
 SAVE_PAUSE_ENV = "KILN_TEST_SAVE_PAUSE"
@@ -45,3 +47,15 @@ def pause_in_save(step: int) -> None:
         return
     flag.write_text(str(os.getpid()), encoding="utf-8")
     time.sleep(LIMIT_S)
+
+
+def install(trainer: Any) -> None:
+    """Put the hooks on a :class:`~kiln.engine.train.loop.Trainer`: the hold after each step
+    (a listener on ``step`` events) and the pause inside each resume-state save."""
+
+    def hold(event: dict[str, Any]) -> None:
+        if event["type"] == "step":
+            hold_after_step(event["step"], trainer.stop_requested)
+
+    trainer.add_listener(hold)
+    trainer.add_save_hook(pause_in_save)

@@ -52,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(run_dir / rundir.CONFIG_FILE)
         if is_main:
             events = EventWriter(run_dir, name=config.output.name, resume=True)
-        from kiln.engine.train.loop import Trainer
+        from kiln.engine.runs.control import controlled_trainer
 
-        trainer = Trainer(config, run_dir, cpu=args.cpu, resume=args.resume, force=args.force, events=events)
+        trainer = controlled_trainer(
+            config, run_dir, cpu=args.cpu, resume=args.resume, force=args.force, events=events, main=is_main
+        )
     except KeyboardInterrupt:
         return _fail_early(is_main, run_dir, events, None, "cancelled")
     except Exception as exc:  # the run must end with an event whatever went wrong

@@ -4,5 +4,5 @@ Modules: ``loading`` (the text encoder and tokenizer alone, from a folder or a s
 ``vocab`` (the probe words), ``embed`` (per-word embeddings, batched), ``measures`` (score,
 confusion, drift, the report), ``lora`` (merging a LoRA's text-encoder weights) and ``meter``
 (what the CLI and the TUI call: ``checkpoint_tec_report``, ``lora_tec_report``,
-``run_tec_series``).
+``loras_tec_reports``; a run's series is :func:`kiln.engine.runs.tec_series.run_tec_series`).
 """

@@ -1,46 +1,29 @@
 """What a path given to the TEC meter holds, judged from names and safetensors headers, torch-free.
 
 The TUI checks a candidate, a reference or a run's LoRAs as the user picks them, before a
-worker imports torch and loads anything; ``kiln.engine.tec.loading`` shares the messages. A
-safetensors file starts with an 8-byte little-endian header length and a JSON header naming
-every tensor, so its keys (and metadata) are known without reading a single weight.
+worker imports torch and loads anything; ``kiln.engine.tec.loading`` shares the messages. The
+keys come from the file's header (:mod:`kiln.engine.models.safetensors_file`), so no weight is read.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from kiln.engine.errors import ModelError
 from kiln.engine.models.loading import model_source
+from kiln.engine.models.safetensors_file import SafetensorsHeader as SafetensorsHeader  # re-export
+from kiln.engine.models.safetensors_file import safetensors_header
 
 # Kohya's SD 1.x text-encoder prefix, and the one diffusers' converter writes.
 LORA_TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_")
 LORA_PREFIXES = ("lora_te", "lora_unet")
 # Both SD 1.x single-file layouts: ``...transformer.text_model.*`` and the older ``...transformer.*``.
 CLIP_LDM_PREFIX = "cond_stage_model.transformer."
-_METADATA = "__metadata__"
-# Real headers are a few hundred KB even for SDXL; anything far larger is not a safetensors file.
-_MAX_HEADER = 100 * 1024 * 1024
 
 WeightsKind = Literal["checkpoint", "lora"]
-
-
-@dataclass(frozen=True)
-class SafetensorsHeader:
-    """The tensor names and metadata of a ``.safetensors`` file.
-
-    Attributes:
-        keys: The tensor names, in file order.
-        metadata: The ``__metadata__`` strings (``ss_epoch``...), empty when there are none.
-    """
-
-    keys: tuple[str, ...]
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,41 +41,6 @@ class Weights:
     kind: WeightsKind
     pickle: bool = False
     text_encoder: bool = True
-
-
-def safetensors_header(path: Path | str) -> SafetensorsHeader:
-    """Read a ``.safetensors`` file's header (names and metadata only, no tensor data).
-
-    Raises:
-        ModelError: The file is missing, unreadable or not a safetensors file.
-    """
-    path = Path(path).expanduser()
-    try:
-        with path.open("rb") as handle:
-            start = handle.read(8)
-            if len(start) < 8:
-                raise ModelError(f"{path}: too short to be a .safetensors file")
-            (length,) = struct.unpack("<Q", start)
-            if length > _MAX_HEADER:
-                raise ModelError(f"{path}: not a .safetensors file (its header length makes no sense)")
-            raw = handle.read(length)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: a folder, not a .safetensors file") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the file ({exc})") from None
-    if len(raw) < length:
-        raise ModelError(f"{path}: the file ends inside its header; it is truncated (copy it again)")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ModelError(f"{path}: not a .safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise ModelError(f"{path}: not a .safetensors file (its header is not a JSON object)")
-    metadata = header.get(_METADATA) or {}
-    keys = tuple(key for key in header if key != _METADATA)
-    return SafetensorsHeader(keys, {str(k): str(v) for k, v in metadata.items()})
 
 
 def is_lora(keys: Sequence[str]) -> bool:

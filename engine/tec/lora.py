@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 from kiln.engine.errors import ModelError
+from kiln.engine.models.family import SD15, ModelFamily
+from kiln.engine.models.lora_keys import TEXT_ENCODER_PREFIX
 from kiln.engine.tec.checks import safetensors_header, trains_text_encoder
-from kiln.engine.train.network import TEXT_ENCODER_PREFIX, text_encoder_targets
 from torch import nn
 
 DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
@@ -50,7 +51,7 @@ class LoraLayer:
 
 
 def text_encoder_lora_layers(
-    tensors: Mapping[str, torch.Tensor], model: nn.Module, path: Path
+    tensors: Mapping[str, torch.Tensor], model: nn.Module, path: Path, family: ModelFamily = SD15
 ) -> list[LoraLayer]:
     """The LoRA's text-encoder layers, matched to ``model``'s modules by Kohya name.
 
@@ -60,7 +61,7 @@ def text_encoder_lora_layers(
         ModelError: A text-encoder key of a kind Kiln cannot merge (LyCORIS, DoRA...), a name
             that matches no layer of the model, or shapes that do not fit it.
     """
-    modules = {target.kohya: target.module for target in text_encoder_targets(model, 1, 1.0)}
+    modules = {target.kohya: target.module for target in family.text_encoder_targets(model, 1, 1.0)}
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("lora_te2_"):

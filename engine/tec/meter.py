@@ -9,13 +9,13 @@ when it is cancelled).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from kiln.engine.errors import ModelError, RunError, UsageError
+from kiln.engine.errors import ModelError, UsageError
+from kiln.engine.models.safetensors_file import read_safetensors
 from kiln.engine.tec.embed import DEFAULT_BATCH, Position, word_embeddings
 from kiln.engine.tec.loading import TextEncoder, load_text_encoder, require_same_tokenizer
 from kiln.engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
@@ -24,7 +24,6 @@ from kiln.engine.tec.vocab import BUILTIN, ProbeSet, full_vocab_probe_set, probe
 from torch import nn
 
 ProgressFn = Callable[[str, int, int], None]
-_EPOCH_IN_NAME = re.compile(r"-e(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -151,51 +150,30 @@ def lora_tec_report(
     )[1]
 
 
-def run_tec_series(
-    run_dir: Path | str,
-    base: Path | str | None = None,
+def loras_tec_reports(
+    files: list[Path],
+    base: Path | str,
     scale: float = 1.0,
     options: ProbeOptions = ProbeOptions(),
-    allow_pickle: bool | None = None,
+    allow_pickle: bool = False,
     progress: ProgressFn | None = None,
-) -> list[EpochTec]:
-    """The TEC each saved LoRA (``lora/*.safetensors``) of a run adds to its base, in epoch order.
-
-    The base's embeddings are computed once and shared by every epoch. A LoRA without
-    text-encoder weights (a U-Net-only run) gets a zero report with ``text_encoder=False``.
+) -> list[tuple[bool, TecReport]]:
+    """The TEC each LoRA of ``files`` adds to ``base``: ``(holds text-encoder weights, report)``
+    per file, in order. The base's embeddings are computed once and shared by every file; a
+    LoRA without text-encoder weights gets a zero report.
 
     Args:
-        run_dir: The run folder (``runs/<time>-<name>/``).
-        base: The base model; None reads ``model.base`` from the run's ``config.toml``.
-        scale: The LoRA weight to merge at.
-        options: Probe words, position, batch size, device.
-        allow_pickle: Accept a pickled base; None takes the run config's ``model.allow_pickle``.
         progress: ``progress(stage, done, total)``: stage ``reference``, then each file's name
             (a U-Net-only file reports itself done at once).
-
-    Raises:
-        RunError: The folder has no saved LoRA, or no base is given and its config names none.
     """
-    run_dir = Path(run_dir).expanduser()
-    files = sorted((run_dir / "lora").glob("*.safetensors"))
-    if not files:
-        raise RunError(f"{run_dir}: no saved LoRA in lora/; the run has not finished an epoch yet")
-    if base is None or allow_pickle is None:
-        config_base, config_pickle = _run_base(run_dir)
-        base = config_base if base is None else base
-        allow_pickle = config_pickle if allow_pickle is None else allow_pickle
     device = _device(options.device)
     base_te = load_text_encoder(base, allow_pickle)
     probe = _probe(base_te, options)
     reference_vectors = _embed(base_te.model, base_te, probe, options, device, "reference", progress)
-    series = []
-    for path in files:
-        trained, report = _lora_report(
-            path, base_te, probe, reference_vectors, scale, options, device, progress, path.name
-        )
-        series.append(EpochTec(_epoch(path), path, trained, report))
-    series.sort(key=lambda entry: (entry.epoch is None, entry.epoch or 0, entry.path.name))
-    return series
+    return [
+        _lora_report(path, base_te, probe, reference_vectors, scale, options, device, progress, path.name)
+        for path in files
+    ]
 
 
 def _lora_report(
@@ -209,12 +187,10 @@ def _lora_report(
     progress: ProgressFn | None,
     stage: str,
 ) -> tuple[bool, TecReport]:
-    from kiln.engine.train.lora_io import read_lora
-
     if not path.is_file():
         raise ModelError(f"{path}: no such LoRA file")
     try:
-        tensors, _ = read_lora(path)
+        tensors, _ = read_safetensors(path)
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})") from None
     layers = text_encoder_lora_layers(tensors, base_te.model, path)
@@ -296,33 +272,3 @@ def _device(name: str) -> torch.device:
             raise UsageError("--device cuda: torch sees no CUDA device here; use --device cpu")
         return torch.device(name)
     raise UsageError(f"--device {name}: use cpu or cuda")
-
-
-def _run_base(run_dir: Path) -> tuple[str, bool]:
-    from kiln.engine.errors import ConfigError
-    from kiln.engine.runs.layout import CONFIG_FILE
-    from kiln.engine.train.config import load_config
-
-    try:
-        config = load_config(run_dir / CONFIG_FILE)
-    except ConfigError as exc:
-        raise RunError(
-            f"{run_dir}: cannot read the run's base model from its config ({exc}); pass --base MODEL"
-        ) from None
-    if not config.model.base:
-        raise RunError(f"{run_dir}: the run's config names no model.base; pass --base MODEL")
-    return config.model.base, config.model.allow_pickle
-
-
-def _epoch(path: Path) -> int | None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            value = (handle.metadata() or {}).get("ss_epoch")
-        if value is not None:
-            return int(value)
-    except Exception:  # a name is as good a source as metadata
-        pass
-    match = _EPOCH_IN_NAME.search(path.stem)
-    return int(match.group(1)) if match else None

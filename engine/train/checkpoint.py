@@ -19,11 +19,15 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kiln.engine import __version__
+from kiln.engine.errors import RunError
 from kiln.engine.fsutil import fsync_dir
-from kiln.engine.runs import testhooks
+from kiln.engine.train.outputs import CONFIG_FILE, STATE_FOLDER
 
 MANIFEST = "manifest.json"
 PAYLOAD = "trainer.pt"
@@ -37,7 +41,13 @@ def save_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: dict[str, Any]) -> Path:
+def write_save(
+    state_dir: Path,
+    step: int,
+    payload: dict[str, Any],
+    manifest: dict[str, Any],
+    after_payload: Callable[[int], None] | None = None,
+) -> Path:
     """Write one save atomically and prune older ones; returns the ``step-NNNNNN`` folder.
 
     Args:
@@ -46,6 +56,8 @@ def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: di
         payload: Tensors and plain values for :func:`torch.save` (the trainer's resume state).
         manifest: JSON-ready facts about the save (epoch, config...); ``files``, ``step``,
             ``layout`` and ``saved`` are added here.
+        after_payload: Called with ``step`` once the payload is written, before the manifest
+            (run control's test hook kills the process there).
     """
     import torch
 
@@ -62,7 +74,8 @@ def write_save(state_dir: Path, step: int, payload: dict[str, Any], manifest: di
         torch.save(payload, writer)
         handle.flush()
         os.fsync(handle.fileno())
-    testhooks.pause_in_save(step)  # a test may kill the process here
+    if after_payload is not None:
+        after_payload(step)
     record = {
         **manifest,
         "layout": SAVE_LAYOUT,
@@ -152,6 +165,111 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         now, then = current.get(section) or {}, saved.get(section) or {}
         keys += [f"{section}.{key}" for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
     return keys
+
+
+def run_manifest(
+    *,
+    epoch: int,
+    batch_in_epoch: int,
+    total: int,
+    processes: int,
+    images: Iterable[Any],
+    config: dict[str, Any],
+    started_at: float,
+) -> dict[str, Any]:
+    """What a save's manifest records about the run, for :func:`resume_point` to check against."""
+    return {
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "total": total,
+        "processes": processes,
+        "dataset": dataset_fingerprint(images),
+        "config": config,
+        "started_at": started_at,
+        "kiln_version": __version__,
+    }
+
+
+def dataset_fingerprint(images: Iterable[Any]) -> str:
+    """What the data order depends on: each image's path, repeats and bucket (captions may change)."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.rel_path}|{image.repeats}|{image.bucket}\n".encode())
+    return digest.hexdigest()
+
+
+def resume_problems(
+    manifest: dict[str, Any], config: dict[str, Any], processes: int, dataset: str
+) -> list[str]:
+    """Why continuing from a save would not continue the same run (empty: nothing changed)."""
+    problems = []
+    changed = config_changes(manifest.get("config") or {}, config)
+    if changed:
+        problems.append(f"the config changed since ({', '.join(changed)})")
+    if manifest.get("processes", 1) != processes:
+        problems.append(
+            f"it was made by {manifest.get('processes')} training process(es), this run has "
+            f"{processes} (resume with --gpus {manifest.get('processes')})"
+        )
+    if manifest.get("dataset") != dataset:
+        problems.append("the dataset's images, repeats or buckets changed since")
+    return problems
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The save a run continues from.
+
+    Attributes:
+        save: Its ``state/step-NNNNNN`` folder.
+        payload: What the trainer saved (:func:`load_save`).
+        manifest: Its manifest.
+        skipped: Newer damaged saves passed over, with why (remove them once every process read).
+    """
+
+    save: Path
+    payload: dict[str, Any]
+    manifest: dict[str, Any]
+    skipped: list[tuple[Path, str]]
+
+
+def resume_point(
+    run_dir: Path,
+    config: dict[str, Any],
+    processes: int,
+    dataset: str,
+    force: bool,
+    warn: Callable[[str], None],
+) -> ResumePoint:
+    """The newest complete save of a run (passing over damaged ones), checked against the run.
+
+    Args:
+        run_dir: The run folder.
+        config: The run's config now (``TrainConfig.to_dict()``).
+        processes: Training processes now.
+        dataset: :func:`dataset_fingerprint` of the images now.
+        force: Resume even when the config, the processes or the dataset changed (warned).
+        warn: Called with each warning (a damaged save passed over, a change forced past).
+
+    Raises:
+        RunError: No complete save, or a change without ``force``.
+    """
+    state_dir = Path(run_dir) / STATE_FOLDER
+    save, skipped = latest_complete(state_dir)
+    for path, reason in skipped:
+        warn(f"{STATE_FOLDER}/{path.name} is unusable ({reason}); using an earlier save")
+    if save is None:
+        raise RunError(
+            f"{state_dir}: no complete save to resume from; start the run again with "
+            f"`kiln train {Path(run_dir) / CONFIG_FILE}`"
+        )
+    manifest = read_manifest(save) or {}
+    problems = resume_problems(manifest, config, processes, dataset)
+    if problems and not force:
+        raise RunError(f"{save}: " + "; ".join(problems) + "; or resume with --force")
+    for problem in problems:
+        warn(f"resuming with --force although {problem}")
+    return ResumePoint(save, load_save(save), manifest, skipped)
 
 
 def prune(state_dir: Path, keep: int = KEEP) -> None:

@@ -1,44 +1,41 @@
 """The training loop: a :class:`Trainer` with explicit state, read top to bottom.
 
-``Trainer(config, run_dir).run()`` loads the base model, adds Kohya's LoRA adapters with
-peft, caches latents, then trains epoch by epoch, writing events, samples and LoRA files
-into the run folder. Everything a resumed run needs is either in :class:`TrainState` (step,
-epoch, batch within the epoch) or derived from the seed: the data order, caption shuffles,
-noise and timesteps of each batch are pure functions of ``(seed, epoch, batch)``. The loop
-checks a stop flag between optimizer steps, so a cancel lands on a step boundary; the full
-resume state is saved at every epoch's end, every ``save.state_every_n_steps`` and on a
-cancel (see :mod:`kiln.engine.train.checkpoint`), and ``Trainer(..., resume=True)`` continues
-from the newest complete save. With several processes (``accelerate launch``) each trains
-every N-th batch, gradients are averaged, and only the main process writes anything.
+``Trainer(config, run_dir).run()`` loads the base model through its family, adds Kohya's LoRA
+adapters with peft (:mod:`kiln.engine.train.models`), caches latents, then trains epoch by
+epoch, sending events to its event sink and writing samples and LoRA files into the run
+folder. Everything a resumed run needs is either in :class:`TrainState` (step, epoch, batch
+within the epoch) or derived from the seed: the data order, caption shuffles, noise and
+timesteps of each batch are pure functions of ``(seed, epoch, batch)``. The loop checks a stop
+flag between optimizer steps, so a cancel lands on a step boundary; the full resume state is
+saved at every epoch's end, every ``save.state_every_n_steps`` and on a cancel (see
+:mod:`kiln.engine.train.checkpoint`), and ``Trainer(..., resume=True)`` continues from the
+newest complete save. With several processes (``accelerate launch``) each trains every N-th
+batch, gradients are averaged, and only the main process writes anything.
+
+The trainer knows nothing of run control: :mod:`kiln.engine.runs` passes it an event writer,
+stops it (:meth:`Trainer.request_stop`, from a signal or a cancel-request file) and installs
+its test hooks as listeners (:meth:`Trainer.add_listener`, :meth:`Trainer.add_save_hook`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
 import math
-import random
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from kiln.engine import __version__
 from kiln.engine.errors import KilnError, RunError
-from kiln.engine.models.loading import load_pipeline, model_fingerprint, model_source
-from kiln.engine.runs import layout as rundir
-from kiln.engine.runs import testhooks
-from kiln.engine.runs.events import FINAL_STATES, EventWriter, NullEventWriter
+from kiln.engine.models.family import detect_family
+from kiln.engine.models.loading import model_fingerprint, model_source
 from kiln.engine.train import checkpoint
-from kiln.engine.train.config import MIXED_PRECISION, TrainConfig
+from kiln.engine.train.config import TrainConfig
 from kiln.engine.train.data import (
     LatentCache,
     TrainImage,
@@ -51,15 +48,26 @@ from kiln.engine.train.data import (
     step_caption,
     training_set,
 )
-from kiln.engine.train.lora_io import DTYPES, json_metadata, kohya_state_dict, modelspec_metadata, write_lora
-from kiln.engine.train.network import LoraTarget, add_lora, lora_weights, text_encoder_targets, unet_targets
+from kiln.engine.train.lora_io import DTYPES, kohya_state_dict, lora_metadata, write_lora
+from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
+from kiln.engine.train.models import TrainModels, load_models
+from kiln.engine.train.optimizer import make_accelerator, make_optimizer
+from kiln.engine.train.outputs import (
+    STATE_FOLDER,
+    EventSink,
+    NoEvents,
+    lora_path,
+    samples_dir,
+)
+from kiln.engine.train.report import RunReport
 from kiln.engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
-from kiln.engine.train.schedule import lr_factor
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
 VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+Listener = Callable[[dict[str, Any]], None]
 
 
 class TrainingDiverged(RunError):
@@ -110,42 +118,41 @@ class Trainer:
     Args:
         config: The checked config.
         run_dir: The run folder (made by :func:`kiln.engine.runs.layout.create_run_dir`).
-        listeners: Called with each event after it is written (the CLI's progress bar).
+        listeners: Called with each event after it is sent (the CLI's progress bar).
         cpu: Train on the CPU even when a GPU is present.
         resume: Continue from the newest complete save in ``state/`` (emits ``resumed``).
         force: Resume even when the dataset or the number of processes changed.
-        events: The event writer to use on the main process (a detached worker starts it,
-            and its heartbeat, before the heavy imports); default: one made in :meth:`setup`.
+        events: Where the main process sends its events (run control's event writer);
+            default: nowhere but the listeners. Other processes never send any.
 
     Extension points for run control: :meth:`request_stop` (a signal handler may call it),
-    :attr:`state`, :meth:`resume_state_dict` / :meth:`load_resume_state_dict`, and
-    ``accelerator.is_main_process`` deciding who writes events, samples and files.
+    :meth:`add_listener`, :meth:`add_save_hook`, :attr:`state`, :meth:`resume_state_dict` /
+    :meth:`load_resume_state_dict`, and ``accelerator.is_main_process`` deciding who writes
+    events, samples and files.
     """
 
     def __init__(
         self,
         config: TrainConfig,
         run_dir: Path,
-        listeners: list[Callable[[dict[str, Any]], None]] | None = None,
+        listeners: list[Listener] | None = None,
         cpu: bool = False,
         resume: bool = False,
         force: bool = False,
-        events: EventWriter | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.listeners = list(listeners or [])
+        self.save_hooks: list[Callable[[int], None]] = []
         self.cpu = cpu
         self.resume = resume
         self.force = force
         self.state = TrainState()
         self.stop_requested = threading.Event()
         self.ready = False
-        self.ended = False
-        self.events: EventWriter | NullEventWriter = events or NullEventWriter()
-        self.log = logging.getLogger(f"kiln.train.{id(self)}")
+        self.report = RunReport(events, listeners, f"kiln.train.{id(self)}")
+        self.log = self.report.log
         self.started_at = time.time()
-        self._step_times: deque[float] = deque(maxlen=20)
         self.lora_files: list[Path] = []
         self.last_epoch = 0
 
@@ -154,6 +161,15 @@ class Trainer:
     def request_stop(self) -> None:
         """Stop after the current optimizer step, save a LoRA and end with ``cancelled``."""
         self.stop_requested.set()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with each event after it is sent (on every process)."""
+        self.report.listeners.append(listener)
+
+    def add_save_hook(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(step)`` inside each resume-state save, after its payload is written and
+        before its manifest (a test kills the process there)."""
+        self.save_hooks.append(hook)
 
     def run(self) -> RunResult:
         """Set up (if not yet), train to the end, and return how it ended. Never raises for
@@ -164,55 +180,41 @@ class Trainer:
             return self._train()
         except KeyboardInterrupt:
             # A second signal (or Ctrl+C) stops at once: the last complete save stays as it was.
-            self._emit(
+            self.report.emit(
                 "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="interrupted"
             )
             return self._result("cancelled")
         except Exception as exc:
             message = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
             self.log.error("training failed: %s\n%s", message, traceback.format_exc())
-            self._emit("failed", error=message, step=self.state.step, epoch=self.state.epoch)
+            self.report.emit("failed", error=message, step=self.state.step, epoch=self.state.epoch)
             return self._result("failed", error=message)
         finally:
-            self._close()
+            self.report.close()
 
     def emit_aborted(self) -> None:
         """End the events with ``cancelled`` when the process must exit before the loop can
         (a stuck main thread after a second signal); nothing when the run already ended."""
-        if not self.ended:
-            self._emit("cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="aborted")
-            self.events.close()
+        if not self.report.ended:
+            self.report.emit(
+                "cancelled", step=self.state.step, epoch=self.state.epoch, lora=None, reason="aborted"
+            )
+            self.report.events.close()
 
     def setup(self) -> None:
-        """Load everything (and the resume state) and write the ``start`` or ``resumed`` event;
+        """Load everything (and the resume state) and send the ``start`` or ``resumed`` event;
         separate from :meth:`run` so callers (and tests) can inspect or adjust the trainer
         before the first step."""
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-        from accelerate.state import AcceleratorState
-
         config = self.config
-        if AcceleratorState._shared_state and AcceleratorState().num_processes == 1:
-            # accelerate keeps one state per process; a second run in the same process (tests,
-            # a sweep) may ask for another precision.
-            AcceleratorState._reset_state()
-        # With clip_skip the text encoder's last layers get no gradient; DDP must be told.
-        unused = config.network.train_text_encoder and config.train.clip_skip > 1
-        self.accelerator = Accelerator(
-            mixed_precision=MIXED_PRECISION[config.train.precision],
-            cpu=self.cpu,
-            log_with=None,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
-        )
+        self.accelerator = make_accelerator(config, self.cpu)
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
+        self.processes = self.accelerator.num_processes
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if isinstance(self.events, NullEventWriter):
-                self.events = EventWriter(self.run_dir, name=config.output.name, resume=self.resume)
-            self.events.on_beat = self._check_cancel_request
-            self._open_log()
+            self.report.open_log(self.run_dir)
         else:
-            self.events = NullEventWriter()
+            self.report.events = NoEvents()
         if config.train.precision == "fp16" and self.device.type == "cpu":
             raise RunError(
                 'train.precision = "fp16" needs a GPU: accelerate has no fp16 autocast on a CPU; '
@@ -223,7 +225,7 @@ class Trainer:
 
         self.data: TrainingSet = training_set(config.dataset)
         for warning in self.data.warnings:
-            self._warn(warning)
+            self.report.warn(warning)
         self.validation_images: tuple[TrainImage, ...] = ()
         if config.train.validation_split > 0:
             self.data, self.validation_images = split_validation(
@@ -237,23 +239,36 @@ class Trainer:
 
         self.source = model_source(config.model.base, config.model.allow_pickle)
         self.log.info("loading %s (%s)", self.source.path, self.source.kind)
-        _quiet_transformers()
-        self.pipe = load_pipeline(config.model.base, config.model.allow_pickle)
-        self._prepare_models()
-        self._prepare_plan()
+        family = detect_family(self.source.path)
+        self.models: TrainModels = load_models(config, family, self.device, self.weight_dtype, self.log)
+        self.alphas_cumprod = self.models.noise_scheduler.alphas_cumprod.to(self.device)
+
+        from kiln.engine.plan.steps import plan_steps
+
+        train = config.train
+        self.plan = plan_steps(
+            self.data.bucket_items(), train.batch_size, train.epochs, train.grad_accumulation, self.processes
+        )
+        self.total_steps = (
+            min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
+        )
         self._prepare_optimizer()
-        self.sample_prompts = self._sample_prompts()
+        self.sample_prompts: list[SamplePrompt] = [
+            parse_prompt(line, index, config.dataset.resolution, train.seed)
+            for index, line in enumerate(config.sample.prompts)
+        ]
         self.latents = LatentCache(
             disk_cache_folder(self.data.root, model_fingerprint(self.source))
-            if config.train.cache_latents_to_disk
+            if train.cache_latents_to_disk
             else None
         )
-        if config.train.cache_latents:
+        if train.cache_latents:
             self._cache_latents()
-        self._open_tensorboard()
+        if self.is_main:
+            self.report.open_tensorboard(self.run_dir)
         resumed_from = self._load_resume_state() if self.resume else None
         self.ready = True
-        self._emit(
+        self.report.emit(
             "resumed" if resumed_from else "start",
             **({"save": resumed_from.name} if resumed_from else {}),
             name=config.output.name,
@@ -261,12 +276,12 @@ class Trainer:
             model=str(self.source.path),
             dataset=str(self.data.root),
             device=str(self.device),
-            precision=config.train.precision,
+            precision=train.precision,
             images=len(self.data.images),
             items_per_epoch=self.plan.items_per_epoch,
             batches_per_epoch=self.plan.batches_per_epoch,
             steps_per_epoch=self.plan.steps_per_epoch,
-            epochs=config.train.epochs,
+            epochs=train.epochs,
             total=self.total_steps,
             step=self.state.step,
             epoch=self.state.epoch,
@@ -274,8 +289,8 @@ class Trainer:
                 {"resolution": list(b.resolution), "items": b.items, "batches": b.batches}
                 for b in self.plan.buckets
             ],
-            unet_modules=len(self.unet_targets),
-            text_encoder_modules=len(self.te_targets),
+            unet_modules=len(self.models.unet_targets),
+            text_encoder_modules=len(self.models.te_targets),
             processes=self.processes,
             version=__version__,
         )
@@ -288,8 +303,7 @@ class Trainer:
         """
         return {
             "state": self.state.to_dict(),
-            "unet_lora": _adapter_copy(self.unet, self.unet_targets),
-            "te_lora": _adapter_copy(self.text_encoder, self.te_targets),
+            **self.models.adapters(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.lr_scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -298,109 +312,24 @@ class Trainer:
     def load_resume_state_dict(self, data: dict[str, Any]) -> None:
         """Restore what :meth:`resume_state_dict` returned (call after :meth:`setup`)."""
         self.state = TrainState.from_dict(data["state"])
-        for model, targets, key in (
-            (self.unet, self.unet_targets, "unet_lora"),
-            (self.text_encoder, self.te_targets, "te_lora"),
-        ):
-            for target in targets:
-                down, up = lora_weights(model, target)
-                saved_down, saved_up = data[key][target.kohya]
-                down.data.copy_(saved_down)
-                up.data.copy_(saved_up)
+        self.models.load_adapters(data)
         self.optimizer.load_state_dict(data["optimizer"])
         self.lr_scheduler.load_state_dict(data["scheduler"])
         torch.set_rng_state(data["torch_rng"])
 
     # ----------------------------------------------------------------- setup
 
-    def _prepare_models(self) -> None:
-        config, pipe = self.config, self.pipe
-        network = config.network
-        self.tokenizer = pipe.tokenizer
-        self.vae = pipe.vae.to(self.device, dtype=torch.float32).eval()
-        self.vae.requires_grad_(False)
-        self.unet = pipe.unet.to(self.device, dtype=self.weight_dtype)
-        self.text_encoder = pipe.text_encoder.to(self.device, dtype=self.weight_dtype)
-        self.unet_targets = unet_targets(
-            self.unet, network.rank, network.alpha, network.conv_rank, network.conv_alpha
-        )
-        self.unet_params = add_lora(self.unet, self.unet_targets)
-        self.train_te = network.train_text_encoder
-        if self.train_te:
-            self.te_targets = text_encoder_targets(self.text_encoder, network.rank, network.alpha)
-            self.te_params = add_lora(self.text_encoder, self.te_targets)
-        else:
-            self.te_targets, self.te_params = [], []
-            self.text_encoder.requires_grad_(False)
-        if config.train.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-            if self.train_te:
-                # transformers >= 5 renamed it; non-reentrant so LoRA grads flow past frozen inputs.
-                if hasattr(self.text_encoder, "activation_checkpointing_enable"):
-                    self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
-                else:
-                    self.text_encoder.gradient_checkpointing_enable(
-                        gradient_checkpointing_kwargs={"use_reentrant": False}
-                    )
-        self.unet.train()
-        self.text_encoder.train(self.train_te)
-        from diffusers import DDPMScheduler
-
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
-        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
-        self.log.info(
-            "LoRA rank %d alpha %g on %d U-Net and %d text-encoder modules",
-            network.rank,
-            network.alpha,
-            len(self.unet_targets),
-            len(self.te_targets),
-        )
-
-    def _prepare_plan(self) -> None:
-        from kiln.engine.plan.steps import plan_steps
-
-        train = self.config.train
-        self.processes = self.accelerator.num_processes
-        self.plan = plan_steps(
-            self.data.bucket_items(), train.batch_size, train.epochs, train.grad_accumulation, self.processes
-        )
-        self.total_steps = (
-            min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
-        )
-
     def _prepare_optimizer(self) -> None:
-        train = self.config.train
-        groups = [{"params": self.unet_params, "lr": train.unet_lr}]
-        if self.te_params:
-            groups.append({"params": self.te_params, "lr": self.config.text_encoder_lr})
-        if train.optimizer == "adamw8bit":
-            import bitsandbytes
-
-            optimizer = bitsandbytes.optim.AdamW8bit(groups, weight_decay=train.weight_decay)
-        else:
-            optimizer = _adamw(groups, train.weight_decay, self.device)
-        total, warmup, kind = self.total_steps, train.lr_warmup_steps, train.scheduler
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total, warmup, kind)
-        )
+        models = self.models
+        optimizer, self.lr_scheduler = make_optimizer(self.config, models, self.total_steps, self.device)
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
-        if self.train_te:
-            self.unet_train, self.te_train, self.optimizer = self.accelerator.prepare(
-                self.unet, self.text_encoder, optimizer
+        if models.train_te:
+            models.unet_train, models.te_train, self.optimizer = self.accelerator.prepare(
+                models.unet, models.text_encoder, optimizer
             )
         else:
-            self.unet_train, self.optimizer = self.accelerator.prepare(self.unet, optimizer)
-            self.te_train = self.text_encoder
-        self.trainable = self.unet_params + self.te_params
-
-    def _sample_prompts(self) -> list[SamplePrompt]:
-        config = self.config
-        return [
-            parse_prompt(line, index, config.dataset.resolution, config.train.seed)
-            for index, line in enumerate(config.sample.prompts)
-        ]
+            models.unet_train, self.optimizer = self.accelerator.prepare(models.unet, optimizer)
 
     def _cache_latents(self) -> None:
         started = time.perf_counter()
@@ -416,9 +345,10 @@ class Trainer:
 
     @torch.no_grad()
     def _encode(self, image: TrainImage) -> torch.Tensor:
+        vae = self.models.vae
         pixels = load_pixels(image).unsqueeze(0).to(self.device, torch.float32)
-        latent = self.vae.encode(pixels).latent_dist.mode()
-        return (latent * self.vae.config.scaling_factor)[0]
+        latent = vae.encode(pixels).latent_dist.mode()
+        return (latent * vae.config.scaling_factor)[0]
 
     # ----------------------------------------------------------------- the loop
 
@@ -430,11 +360,15 @@ class Trainer:
             self._maybe_sample(0)
             self._barrier()
         every = config.save.state_every_n_steps
+        ga = config.train.grad_accumulation
         while self.state.epoch <= epochs and self.state.step < self.total_steps:
             epoch = self.state.epoch
             batches = self.process_batches(epoch)
-            ga = config.train.grad_accumulation
             while self.state.batch_in_epoch < len(batches) and self.state.step < self.total_steps:
+                # Gradient accumulation is done by hand, not with accelerator.accumulate: an
+                # optimizer step covers the batches of one window [index, window_end), and the
+                # windows are fixed by the batch's place in the epoch, so a run resumed in the
+                # middle of an epoch continues exactly as an uninterrupted one would.
                 index = self.state.batch_in_epoch
                 started = time.perf_counter()
                 window_end = min(len(batches), (index // ga + 1) * ga)
@@ -450,8 +384,14 @@ class Trainer:
                 self.state.step += 1
                 mean_loss = loss_total / (window_end - index)
                 self.state.losses.append(mean_loss)
-                self._after_step(mean_loss, time.perf_counter() - started)
-                testhooks.hold_after_step(self.state.step, self.stop_requested)
+                self.report.step(
+                    step=self.state.step,
+                    total=self.total_steps,
+                    epoch=self.state.epoch,
+                    loss=mean_loss,
+                    lrs=self.lr_scheduler.get_last_lr(),
+                    seconds=time.perf_counter() - started,
+                )
                 if self.state.step >= self.total_steps:
                     break  # the run is over: finishing it is only its last saves
                 if every and self.state.step % every == 0 and self.state.batch_in_epoch < len(batches):
@@ -463,7 +403,7 @@ class Trainer:
                 epoch, final=not finished_epoch or epoch == epochs or self.state.step >= self.total_steps
             )
         last = self.lora_files[-1] if self.lora_files else None
-        self._emit(
+        self.report.emit(
             "done",
             step=self.state.step,
             epoch=self.last_epoch,
@@ -481,9 +421,9 @@ class Trainer:
         if not active or self.accelerator.num_processes == 1:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
-        stack.enter_context(self.accelerator.no_sync(self.unet_train))
-        if self.train_te:
-            stack.enter_context(self.accelerator.no_sync(self.te_train))
+        stack.enter_context(self.accelerator.no_sync(self.models.unet_train))
+        if self.models.train_te:
+            stack.enter_context(self.accelerator.no_sync(self.models.te_train))
         return stack
 
     def _stop_agreed(self) -> bool:
@@ -498,11 +438,6 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             self.accelerator.wait_for_everyone()
 
-    def _check_cancel_request(self) -> None:
-        """Heartbeat hook: `kiln cancel` left a request file (it may run on another machine)."""
-        if (self.run_dir / rundir.CANCEL_FILE).exists():
-            self.request_stop()
-
     def process_batches(self, epoch: int) -> list[tuple[int, ...]]:
         """This process's batches of ``epoch``: every N-th of the epoch's order, padded so all
         processes take the same number of steps."""
@@ -516,22 +451,25 @@ class Trainer:
 
     def batch_loss(self, epoch: int, batch_number: int, batch: tuple[int, ...]) -> torch.Tensor:
         """The loss of one batch (min-SNR weighted when asked); raises on a non-finite loss."""
-        config = self.config
+        config, models = self.config, self.models
         images = [self.data.images[i] for i in batch]
         latents = torch.stack([self._latent(image) for image in images]).to(self.device, torch.float32)
         rng = caption_rng(config.train.seed, epoch, batch_number)
         captions = [step_caption(image.caption, config.dataset, rng) for image in images]
-        generator = torch.Generator("cpu").manual_seed(_batch_seed(config.train.seed, epoch, batch_number))
-        noise = torch.randn(latents.shape, generator=generator)
-        if config.train.noise_offset:
-            noise += config.train.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
-        timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (len(images),), generator=generator
+        noise, timesteps = batch_noise(
+            config.train.seed,
+            epoch,
+            batch_number,
+            latents.shape,
+            config.train.noise_offset,
+            models.noise_scheduler.config.num_train_timesteps,
         )
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
         loss = self._per_sample_loss(latents, noise, timesteps, captions)
         if config.train.min_snr_gamma:
-            loss = loss * self._min_snr_weights(timesteps)
+            loss = loss * min_snr_weights(
+                self.alphas_cumprod, timesteps, config.train.min_snr_gamma, models.prediction_type
+            )
         loss = loss.mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -544,29 +482,16 @@ class Trainer:
     def _per_sample_loss(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str]
     ) -> torch.Tensor:
-        """MSE between the U-Net's prediction and its target, one value per sample.
-
-        The one forward pass both training and the validation loss use: noise the latents at
-        ``timesteps``, encode the captions, predict, and compare with the noise (epsilon) or
-        the velocity (v-prediction).
-        """
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        ids = self.tokenizer(
+        return per_sample_loss(
+            self.models,
+            self.accelerator,
+            self.weight_dtype,
+            self.config.train.clip_skip,
+            latents,
+            noise,
+            timesteps,
             captions,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
-        with self.accelerator.autocast():
-            hidden = self._encode_text(ids)
-            prediction = self.unet_train(noisy.to(self.weight_dtype), timesteps, hidden).sample
-        target = (
-            noise
-            if self.prediction_type == "epsilon"
-            else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         )
-        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
 
     def _latent(self, image: TrainImage) -> torch.Tensor:
         latent = self.latents.get(image)
@@ -576,24 +501,9 @@ class Trainer:
                 self.latents.put(image, latent)
         return latent
 
-    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        clip_skip = self.config.train.clip_skip
-        with torch.set_grad_enabled(self.train_te and torch.is_grad_enabled()):
-            output = self.te_train(ids, output_hidden_states=clip_skip > 1)
-            if clip_skip == 1:
-                return output.last_hidden_state
-            inner = getattr(self.text_encoder, "text_model", self.text_encoder)
-            return inner.final_layer_norm(output.hidden_states[-clip_skip])
-
-    def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        alpha = self.alphas_cumprod[timesteps]
-        snr = alpha / (1 - alpha)
-        clipped = torch.clamp(snr, max=self.config.train.min_snr_gamma)
-        return clipped / (snr + 1 if self.prediction_type == "v_prediction" else snr)
-
     def _optimizer_step(self) -> None:
-        if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
-            norm = self.accelerator.clip_grad_norm_(self.trainable, self.config.train.max_grad_norm)
+        if self.config.train.max_grad_norm:
+            norm = self.accelerator.clip_grad_norm_(self.models.trainable, self.config.train.max_grad_norm)
             # fp16's grad scaler skips overflowing steps by itself; elsewhere a non-finite
             # gradient would poison the adapters, so stop before the optimizer applies it.
             if self.accelerator.scaler is None and not torch.isfinite(norm):
@@ -606,33 +516,10 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _after_step(self, loss: float, seconds: float) -> None:
-        self._step_times.append(seconds)
-        it_s = len(self._step_times) / sum(self._step_times) if sum(self._step_times) > 0 else None
-        remaining = self.total_steps - self.state.step
-        lrs = self.lr_scheduler.get_last_lr()
-        event = {
-            "step": self.state.step,
-            "total": self.total_steps,
-            "epoch": self.state.epoch,
-            "loss": round(loss, 6),
-            "lr": lrs[0],
-            "it_s": round(it_s, 4) if it_s else None,
-            "eta_s": round(remaining / it_s, 1) if it_s else None,
-        }
-        if len(lrs) > 1:
-            event["lr_te"] = lrs[1]
-        self._emit("step", **event)
-        if self.tensorboard is not None:
-            self.tensorboard.add_scalar("loss", loss, self.state.step)
-            self.tensorboard.add_scalar("lr/unet", lrs[0], self.state.step)
-            if len(lrs) > 1:
-                self.tensorboard.add_scalar("lr/text_encoder", lrs[1], self.state.step)
-
     def _end_epoch(self, epoch: int, final: bool) -> None:
         losses = self.state.losses
         mean = sum(losses) / len(losses) if losses else None
-        self._emit(
+        self.report.emit(
             "epoch",
             epoch=epoch,
             epochs=self.config.train.epochs,
@@ -640,8 +527,8 @@ class Trainer:
             loss=round(mean, 6) if mean is not None else None,
         )
         self.log.info("epoch %d done at step %d, mean loss %s", epoch, self.state.step, mean)
-        if self.tensorboard is not None and mean is not None:
-            self.tensorboard.add_scalar("loss/epoch", mean, epoch)
+        if mean is not None:
+            self.report.scalar("loss/epoch", mean, epoch)
         self._maybe_validate(epoch)
         if final or epoch % self.config.save.every_n_epochs == 0:
             self.save_lora(epoch)
@@ -660,7 +547,7 @@ class Trainer:
     def _stop(self) -> RunResult:
         path = self.save_lora(self.state.epoch)
         saved = self.save_state()
-        self._emit(
+        self.report.emit(
             "cancelled",
             step=self.state.step,
             epoch=self.state.epoch,
@@ -677,67 +564,51 @@ class Trainer:
         path = None
         if self.is_main:
             started = time.perf_counter()
-            folder = self.run_dir / rundir.STATE_FOLDER
-            path = checkpoint.write_save(folder, self.state.step, self.resume_state_dict(), self._manifest())
+            manifest = checkpoint.run_manifest(
+                epoch=self.state.epoch,
+                batch_in_epoch=self.state.batch_in_epoch,
+                total=self.total_steps,
+                processes=self.processes,
+                images=self.data.images,
+                config=self.config.to_dict(),
+                started_at=self.started_at,
+            )
+            path = checkpoint.write_save(
+                self.run_dir / STATE_FOLDER,
+                self.state.step,
+                self.resume_state_dict(),
+                manifest,
+                after_payload=self._after_save_payload,
+            )
             self.log.info("resume state saved: %s (%.1fs)", path.name, time.perf_counter() - started)
         self._barrier()
         return path
 
-    def _manifest(self) -> dict[str, Any]:
-        return {
-            "epoch": self.state.epoch,
-            "batch_in_epoch": self.state.batch_in_epoch,
-            "total": self.total_steps,
-            "processes": self.processes,
-            "dataset": self._dataset_fingerprint(),
-            "config": self.config.to_dict(),
-            "started_at": self.started_at,
-            "kiln_version": __version__,
-        }
-
-    def _dataset_fingerprint(self) -> str:
-        """What the data order depends on: each image's path, repeats and bucket (captions may change)."""
-        digest = hashlib.sha256()
-        for image in self.data.images:
-            digest.update(f"{image.rel_path}|{image.repeats}|{image.bucket}\n".encode())
-        return digest.hexdigest()
+    def _after_save_payload(self, step: int) -> None:
+        for hook in self.save_hooks:
+            hook(step)
 
     def _load_resume_state(self) -> Path:
         """Restore the newest complete save (passing over damaged ones) and return its folder."""
-        state_dir = self.run_dir / rundir.STATE_FOLDER
-        save, skipped = checkpoint.latest_complete(state_dir)
-        for path, reason in skipped:
-            self._warn(f"{rundir.STATE_FOLDER}/{path.name} is unusable ({reason}); using an earlier save")
-        if save is None:
-            raise RunError(
-                f"{state_dir}: no complete save to resume from; start the run again with "
-                f"`kiln train {self.run_dir / rundir.CONFIG_FILE}`"
-            )
-        manifest = checkpoint.read_manifest(save) or {}
-        problems = []
-        changed = checkpoint.config_changes(manifest.get("config") or {}, self.config.to_dict())
-        if changed:
-            problems.append(f"the config changed since ({', '.join(changed)})")
-        if manifest.get("processes", 1) != self.processes:
-            problems.append(
-                f"it was made by {manifest.get('processes')} training process(es), this run has "
-                f"{self.processes} (resume with --gpus {manifest.get('processes')})"
-            )
-        if manifest.get("dataset") != self._dataset_fingerprint():
-            problems.append("the dataset's images, repeats or buckets changed since")
-        if problems and not self.force:
-            raise RunError(f"{save}: " + "; ".join(problems) + "; or resume with --force")
-        for problem in problems:
-            self._warn(f"resuming with --force although {problem}")
-        self.load_resume_state_dict(checkpoint.load_save(save))
-        self.started_at = float(manifest.get("started_at", self.started_at))
+        point = checkpoint.resume_point(
+            self.run_dir,
+            self.config.to_dict(),
+            self.processes,
+            checkpoint.dataset_fingerprint(self.data.images),
+            self.force,
+            self.report.warn,
+        )
+        self.load_resume_state_dict(point.payload)
+        self.started_at = float(point.manifest.get("started_at", self.started_at))
         self.last_epoch = self.state.epoch - 1
         self._barrier()
         if self.is_main:
-            for path, _ in skipped:  # useless, and they would crowd good saves out of the kept ones
+            for path, _ in point.skipped:  # useless, and they would crowd good saves out of the kept ones
                 checkpoint.remove_save(path)
-        self.log.info("resumed from %s: step %d, epoch %d", save.name, self.state.step, self.state.epoch)
-        return save
+        self.log.info(
+            "resumed from %s: step %d, epoch %d", point.save.name, self.state.step, self.state.epoch
+        )
+        return point.save
 
     # ----------------------------------------------------------------- outputs
 
@@ -745,95 +616,32 @@ class Trainer:
         """Write ``lora/<name>-eNNN.safetensors`` (main process) and emit ``checkpoint``."""
         if not self.is_main:
             return None
-        dtype = DTYPES[self.config.save.precision]
-        unet = self.accelerator.unwrap_model(self.unet_train)
-        tensors = kohya_state_dict(unet, self.unet_targets, dtype)
-        if self.train_te:
+        models, config = self.models, self.config
+        dtype = DTYPES[config.save.precision]
+        tensors = kohya_state_dict(
+            self.accelerator.unwrap_model(models.unet_train), models.unet_targets, dtype
+        )
+        if models.train_te:
             tensors.update(
-                kohya_state_dict(self.accelerator.unwrap_model(self.te_train), self.te_targets, dtype)
+                kohya_state_dict(self.accelerator.unwrap_model(models.te_train), models.te_targets, dtype)
             )
-        path = write_lora(
-            rundir.lora_path(self.run_dir, self.config.output.name, epoch), tensors, self.lora_metadata(epoch)
+        metadata = lora_metadata(
+            config,
+            epoch=epoch,
+            step=self.state.step,
+            total_steps=self.total_steps,
+            plan=self.plan,
+            processes=self.processes,
+            data=self.data,
+            started_at=self.started_at,
+            model_name=self.source.name,
+            optimizer=self.optimizer,
+            prediction_type=models.prediction_type,
         )
+        path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
         self.lora_files.append(path)
-        self._emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
+        self.report.emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
         return path
-
-    def lora_metadata(self, epoch: int) -> dict[str, str]:
-        """Kohya's ``ss_*`` keys and Stability's ``modelspec.*`` keys for the LoRA file."""
-        config, train, network, data = (
-            self.config,
-            self.config.train,
-            self.config.network,
-            self.config.dataset,
-        )
-        now = time.time()
-        conv_args = (
-            {"conv_dim": str(network.conv_rank), "conv_alpha": str(network.conv_alpha)}
-            if network.conv_rank
-            else None
-        )
-        buckets = {
-            str(i): {"resolution": list(bucket.resolution), "count": bucket.items}
-            for i, bucket in enumerate(self.plan.buckets)
-        }
-        meta: dict[str, Any] = {
-            "ss_session_id": str(random.Random(self.started_at).randrange(2**31)),
-            "ss_training_started_at": self.started_at,
-            "ss_training_finished_at": now,
-            "ss_output_name": config.output.name,
-            "ss_training_comment": config.output.comment,
-            "ss_sd_model_name": self.source.name,
-            "ss_base_model_version": "sd_v1",
-            "ss_v2": False,
-            "ss_network_module": "networks.lora",
-            "ss_network_dim": network.rank,
-            "ss_network_alpha": network.alpha,
-            "ss_network_args": json_metadata(conv_args) if conv_args else None,
-            "ss_network_train_unet_only": not network.train_text_encoder,
-            "ss_num_train_images": self.plan.items_per_epoch,
-            "ss_num_batches_per_epoch": self.plan.batches_per_epoch,
-            "ss_num_epochs": train.epochs,
-            "ss_epoch": epoch,
-            "ss_steps": self.state.step,
-            "ss_max_train_steps": self.total_steps,
-            "ss_batch_size_per_device": train.batch_size,
-            "ss_total_batch_size": train.batch_size * train.grad_accumulation * self.processes,
-            "ss_gradient_accumulation_steps": train.grad_accumulation,
-            "ss_learning_rate": train.unet_lr,
-            "ss_unet_lr": train.unet_lr,
-            "ss_text_encoder_lr": config.text_encoder_lr if network.train_text_encoder else 0.0,
-            "ss_lr_scheduler": train.scheduler,
-            "ss_lr_warmup_steps": train.lr_warmup_steps,
-            "ss_optimizer": f"{self.optimizer.__class__.__module__}.{self.optimizer.__class__.__name__}"
-            f"(weight_decay={train.weight_decay})",
-            "ss_max_grad_norm": train.max_grad_norm,
-            "ss_mixed_precision": MIXED_PRECISION[train.precision],
-            "ss_full_fp16": False,
-            "ss_save_precision": self.config.save.precision,
-            "ss_seed": train.seed,
-            "ss_min_snr_gamma": train.min_snr_gamma or None,
-            "ss_noise_offset": train.noise_offset or None,
-            "ss_clip_skip": train.clip_skip,
-            "ss_gradient_checkpointing": train.gradient_checkpointing,
-            "ss_cache_latents": train.cache_latents,
-            "ss_resolution": f"({data.resolution}, {data.resolution})",
-            "ss_enable_bucket": True,
-            "ss_min_bucket_reso": data.min_bucket_reso,
-            "ss_max_bucket_reso": data.max_bucket_reso,
-            "ss_bucket_no_upscale": data.bucket_no_upscale,
-            "ss_bucket_info": json_metadata({"buckets": buckets, "mean_img_ar_error": 0.0}),
-            "ss_shuffle_caption": data.shuffle_caption,
-            "ss_keep_tokens": data.keep_tokens,
-            "ss_caption_dropout_rate": data.caption_dropout_rate,
-            "ss_dataset_dirs": json_metadata(self.data.dataset_dirs()),
-            "ss_tag_frequency": json_metadata(self.data.tag_frequency()),
-            "kiln_version": __version__,
-        }
-        out = {key: str(value) for key, value in meta.items() if value is not None}
-        date = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        out.update(modelspec_metadata(config.output.name, data.resolution, date, self.prediction_type))
-        return out
 
     @torch.no_grad()
     def validation_losses(self) -> dict[int, float]:
@@ -843,14 +651,13 @@ class Trainer:
         path), captions are used as written, and min-SNR weighting is left out, so the
         figure depends only on the weights.
         """
-        limit = self.noise_scheduler.config.num_train_timesteps - 1
+        limit = self.models.noise_scheduler.config.num_train_timesteps - 1
         timesteps = [min(t, limit) for t in VALIDATION_TIMESTEPS]
         totals = dict.fromkeys(VALIDATION_TIMESTEPS, 0.0)
         for image in self.validation_images:
             latent = self._latent(image).to(self.device, torch.float32)
-            seed = _validation_seed(self.config.train.seed, image.rel_path)
-            generator = torch.Generator("cpu").manual_seed(seed)
-            noise = torch.randn((len(timesteps), *latent.shape), generator=generator).to(self.device)
+            noise = validation_noise(self.config.train.seed, image.rel_path, (len(timesteps), *latent.shape))
+            noise = noise.to(self.device)
             latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
             steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
             losses = self._per_sample_loss(latents, noise, steps, [image.caption] * len(timesteps))
@@ -865,7 +672,7 @@ class Trainer:
         started = time.perf_counter()
         losses = self.validation_losses()
         mean = sum(losses.values()) / len(losses)
-        self._emit(
+        self.report.emit(
             "validation",
             epoch=epoch,
             step=self.state.step,
@@ -874,29 +681,28 @@ class Trainer:
             images=len(self.validation_images),
             seconds=round(time.perf_counter() - started, 3),
         )
-        if self.tensorboard is not None:
-            self.tensorboard.add_scalar("loss/validation", mean, self.state.step)
+        self.report.scalar("loss/validation", mean, self.state.step)
 
     def _maybe_sample(self, epoch: int) -> None:
         if not self.sample_prompts or not self.is_main:
             return
         started = time.perf_counter()
-        scheduler = sample_scheduler(self.config.sample.sampler, self.noise_scheduler.config)
-        self.unet.eval()
-        self.text_encoder.eval()
+        scheduler = sample_scheduler(self.config.sample.sampler, self.models.noise_scheduler.config)
+        self.models.unet.eval()
+        self.models.text_encoder.eval()
         try:
             with self.accelerator.autocast():
                 paths = render_samples(
-                    self.pipe,
+                    self.models.pipe,
                     self.sample_prompts,
-                    rundir.samples_dir(self.run_dir, epoch),
+                    samples_dir(self.run_dir, epoch),
                     scheduler,
                     self.config.train.clip_skip,
                 )
         finally:
-            self.unet.train()
-            self.text_encoder.train(self.train_te)
-        self._emit(
+            self.models.unet.train()
+            self.models.text_encoder.train(self.models.train_te)
+        self.report.emit(
             "sample",
             epoch=epoch,
             step=self.state.step,
@@ -910,101 +716,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- plumbing
 
-    def _emit(self, type: str, **fields: Any) -> None:
-        if type in FINAL_STATES:
-            self.ended = True
-        event = self.events.emit(type, **fields)
-        if type in ("warning", "failed"):
-            self.log.warning("%s: %s", type, fields.get("message") or fields.get("error"))
-        elif type != "step":
-            self.log.info("%s %s", type, json.dumps(fields, default=str)[:500])
-        for listener in self.listeners:
-            listener(event)
-
-    def _warn(self, message: str) -> None:
-        self._emit("warning", message=message)
-
-    def _open_log(self) -> None:
-        handler = logging.FileHandler(self.run_dir / rundir.LOG_FILE, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self.log.addHandler(handler)
-        self.log.setLevel(logging.INFO)
-        self.log.propagate = False
-        self._log_handler = handler
-
-    def _open_tensorboard(self) -> None:
-        self.tensorboard = None
-        if not self.is_main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.log.info("tensorboard is not installed: no TensorBoard scalars")
-            return
-        self.tensorboard = SummaryWriter(str(self.run_dir / rundir.TENSORBOARD_FOLDER))
-
     def close(self) -> None:
         """Release the event writer (and its heartbeat thread), TensorBoard and the log of a
         trainer that was set up but will not run; :meth:`run` does this itself."""
-        self._close()
-
-    def _close(self) -> None:
-        tensorboard = getattr(self, "tensorboard", None)
-        if tensorboard is not None:
-            tensorboard.close()
-        self.events.close()
-        handler = getattr(self, "_log_handler", None)
-        if handler is not None:
-            self.log.removeHandler(handler)
-            handler.close()
+        self.report.close()
 
     def _result(self, state: str, lora: Path | None = None, error: str | None = None) -> RunResult:
         epoch = self.last_epoch if state == "done" else self.state.epoch
         return RunResult(
             state=state, run_dir=self.run_dir, step=self.state.step, epoch=epoch, lora=lora, error=error
         )
-
-
-def _adamw(groups: list[dict[str, Any]], weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """torch's AdamW, fused into one kernel per step where the device has it.
-
-    A LoRA has hundreds of small tensors; the default per-tensor loop spends more time in
-    Python and kernel launches than in arithmetic. The maths is the same AdamW.
-    """
-    try:
-        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=device.type != "cpu" or None)
-
-
-def _batch_seed(seed: int, epoch: int, batch: int) -> int:
-    digest = hashlib.sha256(f"kiln-noise:{seed}:{epoch}:{batch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _validation_seed(seed: int, rel_path: str) -> int:
-    digest = hashlib.sha256(f"kiln-validation-noise:{seed}:{rel_path}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _adapter_copy(
-    model: torch.nn.Module, targets: list[LoraTarget]
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    copies = {}
-    for target in targets:
-        down, up = lora_weights(model, target)
-        copies[target.kohya] = (down.detach().clone(), up.detach().clone())
-    return copies
-
-
-def _quiet_transformers() -> None:
-    """transformers and diffusers log progress bars and torchvision notices a run log does not need."""
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-        diffusers_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass

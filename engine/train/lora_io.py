@@ -12,14 +12,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import struct
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from kiln.engine import __version__
 from kiln.engine.fsutil import atomic_write_bytes
-from kiln.engine.train.network import LoraTarget, lora_weights
+from kiln.engine.models.lora_keys import LoraTarget
+from kiln.engine.models.safetensors_file import read_safetensors
+from kiln.engine.train.config import MIXED_PRECISION, TrainConfig
+from kiln.engine.train.network import lora_weights
 from torch import nn
+
+if TYPE_CHECKING:
+    from kiln.engine.plan.steps import StepPlan
+    from kiln.engine.train.data import TrainingSet
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -67,14 +78,7 @@ def write_lora(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mappin
 
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A LoRA file's tensors and metadata (safetensors only: nothing is unpickled)."""
-    from safetensors import safe_open
-
-    tensors = {}
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-        for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
-            tensors[key] = handle.get_tensor(key)
-    return tensors, metadata
+    return read_safetensors(path)
 
 
 def modelspec_metadata(
@@ -95,3 +99,101 @@ def modelspec_metadata(
 def json_metadata(value: object) -> str:
     """Kohya stores nested metadata (dataset dirs, tag frequency, buckets) as JSON strings."""
     return json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def lora_metadata(
+    config: TrainConfig,
+    *,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    plan: StepPlan,
+    processes: int,
+    data: TrainingSet,
+    started_at: float,
+    model_name: str,
+    optimizer: torch.optim.Optimizer,
+    prediction_type: str,
+) -> dict[str, str]:
+    """Kohya's ``ss_*`` keys and Stability's ``modelspec.*`` keys for a LoRA file saved at ``epoch``.
+
+    Args:
+        config: The run's config.
+        epoch: The epoch the file is saved at; ``step`` and ``total_steps``: optimizer steps done
+            and planned.
+        plan: The run's step plan (buckets, items and batches per epoch).
+        processes: Training processes (the total batch size counts them).
+        data: The training set (its folders and tag frequency).
+        started_at: When the run first started (the session id derives from it).
+        model_name: The base model's file or folder name.
+        optimizer: The optimizer (its class is recorded).
+        prediction_type: ``epsilon`` or ``v_prediction``.
+    """
+    train, network, dataset = config.train, config.network, config.dataset
+    now = time.time()
+    conv_args = (
+        {"conv_dim": str(network.conv_rank), "conv_alpha": str(network.conv_alpha)}
+        if network.conv_rank
+        else None
+    )
+    buckets = {
+        str(i): {"resolution": list(bucket.resolution), "count": bucket.items}
+        for i, bucket in enumerate(plan.buckets)
+    }
+    meta: dict[str, Any] = {
+        "ss_session_id": str(random.Random(started_at).randrange(2**31)),
+        "ss_training_started_at": started_at,
+        "ss_training_finished_at": now,
+        "ss_output_name": config.output.name,
+        "ss_training_comment": config.output.comment,
+        "ss_sd_model_name": model_name,
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": False,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": network.rank,
+        "ss_network_alpha": network.alpha,
+        "ss_network_args": json_metadata(conv_args) if conv_args else None,
+        "ss_network_train_unet_only": not network.train_text_encoder,
+        "ss_num_train_images": plan.items_per_epoch,
+        "ss_num_batches_per_epoch": plan.batches_per_epoch,
+        "ss_num_epochs": train.epochs,
+        "ss_epoch": epoch,
+        "ss_steps": step,
+        "ss_max_train_steps": total_steps,
+        "ss_batch_size_per_device": train.batch_size,
+        "ss_total_batch_size": train.batch_size * train.grad_accumulation * processes,
+        "ss_gradient_accumulation_steps": train.grad_accumulation,
+        "ss_learning_rate": train.unet_lr,
+        "ss_unet_lr": train.unet_lr,
+        "ss_text_encoder_lr": config.text_encoder_lr if network.train_text_encoder else 0.0,
+        "ss_lr_scheduler": train.scheduler,
+        "ss_lr_warmup_steps": train.lr_warmup_steps,
+        "ss_optimizer": f"{optimizer.__class__.__module__}.{optimizer.__class__.__name__}"
+        f"(weight_decay={train.weight_decay})",
+        "ss_max_grad_norm": train.max_grad_norm,
+        "ss_mixed_precision": MIXED_PRECISION[train.precision],
+        "ss_full_fp16": False,
+        "ss_save_precision": config.save.precision,
+        "ss_seed": train.seed,
+        "ss_min_snr_gamma": train.min_snr_gamma or None,
+        "ss_noise_offset": train.noise_offset or None,
+        "ss_clip_skip": train.clip_skip,
+        "ss_gradient_checkpointing": train.gradient_checkpointing,
+        "ss_cache_latents": train.cache_latents,
+        "ss_resolution": f"({dataset.resolution}, {dataset.resolution})",
+        "ss_enable_bucket": True,
+        "ss_min_bucket_reso": dataset.min_bucket_reso,
+        "ss_max_bucket_reso": dataset.max_bucket_reso,
+        "ss_bucket_no_upscale": dataset.bucket_no_upscale,
+        "ss_bucket_info": json_metadata({"buckets": buckets, "mean_img_ar_error": 0.0}),
+        "ss_shuffle_caption": dataset.shuffle_caption,
+        "ss_keep_tokens": dataset.keep_tokens,
+        "ss_caption_dropout_rate": dataset.caption_dropout_rate,
+        "ss_dataset_dirs": json_metadata(data.dataset_dirs()),
+        "ss_tag_frequency": json_metadata(data.tag_frequency()),
+        "kiln_version": __version__,
+    }
+    out = {key: str(value) for key, value in meta.items() if value is not None}
+    date = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+    out.update(modelspec_metadata(config.output.name, dataset.resolution, date, prediction_type))
+    return out

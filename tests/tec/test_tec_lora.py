@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from kiln.engine.errors import ModelError, RunError
+from kiln.engine.runs.tec_series import run_tec_series
 from kiln.engine.tec.embed import word_embeddings
 from kiln.engine.tec.lora import lora_trains_text_encoder, merged_text_encoder, text_encoder_lora_layers
-from kiln.engine.tec.meter import ProbeOptions, lora_tec_report, run_tec_series
+from kiln.engine.tec.meter import ProbeOptions, lora_tec_report
 from kiln.engine.train.lora_io import kohya_state_dict, read_lora, write_lora
 from safetensors.torch import save_file
 

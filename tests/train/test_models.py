@@ -9,8 +9,9 @@ import pytest
 import torch
 from kiln.engine.errors import ModelError
 from kiln.engine.models.loading import SD15_CONFIG_DIR, load_pipeline, model_source
+from kiln.engine.models.lora_keys import kohya_name
+from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
 from kiln.engine.models.tiny import write_tiny_model
-from kiln.engine.train.network import kohya_name, text_encoder_targets, unet_targets
 
 
 def test_single_file_round_trips_to_the_folder_weights(tiny_model: Path, tiny_single_file: Path) -> None:
@@ -32,6 +33,22 @@ def test_single_file_uses_the_original_ldm_key_layout(tiny_single_file: Path) ->
     assert "first_stage_model.encoder.mid.attn_1.q.weight" in keys
     assert "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight" in keys
     assert tiny_single_file.stat().st_size < 8_000_000
+
+
+def test_tiny_model_text_encoder_uses_the_standard_key_names(tiny_model: Path) -> None:
+    # transformers 4.x (sd-scripts' pin) finds nothing in a file without ``text_model.`` and
+    # silently starts from random weights; the names must be the standard ones.
+    from kiln.engine.models.tiny import build_tiny_pipeline
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+    assert keys and all(key.startswith("text_model.") for key in keys)
+    assert "text_model.encoder.layers.0.self_attn.q_proj.weight" in keys
+    loaded = load_pipeline(tiny_model).text_encoder.state_dict()
+    built = build_tiny_pipeline().text_encoder.state_dict()
+    assert loaded.keys() == built.keys()
+    assert all(torch.equal(loaded[key], built[key]) for key in built)
 
 
 def test_tiny_model_is_seeded(tmp_path: Path, tiny_model: Path) -> None:

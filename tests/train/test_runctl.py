@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kiln.engine.errors import RunError
 from kiln.engine.runs import layout as rundir
+from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events, read_status
 from kiln.engine.runs.folders import (
     cancel_run,
@@ -31,7 +32,6 @@ from kiln.engine.runs.folders import (
 from kiln.engine.runs.testhooks import HOLD_ENV, SAVE_PAUSE_ENV
 from kiln.engine.train.checkpoint import saves
 from kiln.engine.train.config import TrainConfig, config_from_mapping, resolved_toml
-from kiln.engine.train.loop import Trainer
 from safetensors.torch import load_file
 
 from tests.train.test_cli_train import kiln
@@ -124,7 +124,7 @@ def reference(detached, config_file: Path) -> dict:
 
     config = load_config(config_file)
     run_dir = rundir.create_run_dir(config)
-    result = Trainer(config, run_dir, cpu=True).run()
+    result = controlled_trainer(config, run_dir, cpu=True).run()
     assert result.state == "done", result.error
     steps = {e["step"]: e for e in read_events(run_dir) if e["type"] == "step"}
     return {"steps": steps, "total": result.step, "lora": load_file(str(result.lora))}
@@ -323,7 +323,7 @@ def test_cancel_request_file_alone_stops_the_run_on_its_next_heartbeat(
 
     thread = threading.Thread(target=request, daemon=True)
     thread.start()
-    result = Trainer(config, run_dir, cpu=True).run()
+    result = controlled_trainer(config, run_dir, cpu=True).run()
     thread.join()
     assert result.state == "cancelled" and result.step == 2
     # The run closed its event writer: no heartbeat goes on rewriting status.json.

@@ -13,6 +13,7 @@ from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.dataset.store import Store
 from kiln.engine.plan.loads import dataset_load
 from kiln.engine.plan.steps import plan_steps
+from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.config import config_from_mapping, load_config
@@ -25,7 +26,7 @@ PROMPTS = ["pot, colour --s 2 --d 3", "hill --n blurry --s 2 --w 64 --h 96"]
 
 def train(config):
     run_dir = create_run_dir(config)
-    result = Trainer(config, run_dir).run()
+    result = controlled_trainer(config, run_dir).run()
     return result, read_events(run_dir)
 
 
@@ -246,10 +247,10 @@ def test_fp16_on_a_cpu_fails_with_a_clear_event(make_config) -> None:
 
 def test_nan_loss_aborts_with_a_failed_event(make_config) -> None:
     config = make_config()
-    trainer = Trainer(config, create_run_dir(config))
+    trainer = controlled_trainer(config, create_run_dir(config))
     trainer.setup()
     with torch.no_grad():
-        trainer.unet_params[1].fill_(float("nan"))  # a lora_B weight: every output becomes NaN
+        trainer.models.unet_params[1].fill_(float("nan"))  # a lora_B weight: every output becomes NaN
     result = trainer.run()
     events = read_events(result.run_dir)
     assert result.state == "failed" and "loss became nan at step 1" in result.error
@@ -262,8 +263,8 @@ def test_nan_loss_aborts_with_a_failed_event(make_config) -> None:
 def test_stop_request_ends_after_the_step_with_a_saved_lora(make_config) -> None:
     config = make_config(train={"cache_latents": False})  # the VAE encodes every step
     run_dir = create_run_dir(config)
-    trainer = Trainer(config, run_dir)
-    trainer.listeners.append(
+    trainer = controlled_trainer(config, run_dir)
+    trainer.add_listener(
         lambda event: event["type"] == "step" and event["step"] == 3 and trainer.request_stop()
     )
     result = trainer.run()
@@ -300,7 +301,7 @@ def test_batches_and_losses_are_reproducible_from_the_seed(make_config) -> None:
     assert torch.allclose(one, two)
     one.backward()
     two.backward()
-    grads = [p.grad for p in second.unet_params if p.grad is not None]
+    grads = [p.grad for p in second.models.unet_params if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     first.close()  # set up but never run: stop their status heartbeats
     second.close()

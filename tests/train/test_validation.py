@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from kiln.engine.errors import ConfigError, DatasetError
+from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.config import config_from_mapping
 from kiln.engine.train.data import split_validation, training_set
-from kiln.engine.train.loop import VALIDATION_TIMESTEPS, Trainer
+from kiln.engine.train.loop import VALIDATION_TIMESTEPS
 
 
 def test_validation_split_is_a_checked_config_key() -> None:
@@ -39,7 +40,7 @@ def test_split_is_deterministic_disjoint_and_leaves_images_to_train(make_config)
 def test_run_reports_the_same_validation_loss_for_the_same_weights(make_config) -> None:
     config = make_config(train={"epochs": 1, "validation_split": 0.3, "max_steps": 2})
     run_dir = create_run_dir(config)
-    trainer = Trainer(config, run_dir)
+    trainer = controlled_trainer(config, run_dir)
     trainer.setup()
     try:
         held = {image.rel_path for image in trainer.validation_images}

@@ -1,0 +1,86 @@
+"""Stable Diffusion 1.x: how Kiln recognises, loads and names an SD 1.5 model's parts.
+
+What belongs to the family and nowhere else: the shape of its files (a diffusers
+``StableDiffusionPipeline`` folder, or an LDM single file whose cross-attention is 768 wide),
+the config folder Kiln ships for single files (:data:`CONFIG_DIR`), the LDM key layout
+(:mod:`kiln.engine.models.ldm_keys`), the layers Kohya's ``networks.lora`` adapts and their
+key prefixes, and the tiny test model (:mod:`kiln.engine.models.tiny`).
+
+Kohya puts an adapter on every Linear and 1x1 Conv2d inside the U-Net's
+``Transformer2DModel`` blocks and the text encoder's attention and MLP blocks: 192 + 72
+modules on SD 1.5. With a conv rank (LoCon) it adds the ResNet and up/down-sampler blocks:
+their 3x3 convs at the conv rank, their Linear and 1x1 convs at the main rank.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kiln.engine.errors import ModelError
+from kiln.engine.models.loading import SD15_CONFIG_DIR, SDXL_MARKER, load_pipeline
+from kiln.engine.models.lora_keys import TEXT_ENCODER_PREFIX, UNET_PREFIX, LoraTarget, select_targets
+from kiln.engine.models.safetensors_file import safetensors_header
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+    from torch import nn
+
+NAME = "sd15"
+CONFIG_DIR = SD15_CONFIG_DIR
+UNET_BLOCKS = ("Transformer2DModel",)
+UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TEXT_ENCODER_BLOCKS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
+# Kohya's text-encoder prefix, and the one diffusers' converter writes; read both.
+LORA_TEXT_ENCODER_PREFIXES = (TEXT_ENCODER_PREFIX + "_", "lora_te1_")
+
+
+def detect(path: Path) -> bool:
+    """Whether ``path`` (a diffusers folder or a single file) may hold an SD 1.x model: any
+    diffusers folder or single file that is not recognisably another family's (an SDXL
+    pipeline or checkpoint). Loading checks the rest (an SD 2.x width, missing keys...) and
+    says what is wrong; a pickled file cannot be looked into before it is trusted."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return True
+        return not (isinstance(index, dict) and "XL" in str(index.get("_class_name", "")))
+    if path.suffix.lower() != ".safetensors":
+        return True
+    try:
+        return SDXL_MARKER not in safetensors_header(path).keys
+    except ModelError:
+        return True
+
+
+def load(path: Path | str, allow_pickle: bool = False) -> StableDiffusionPipeline:
+    """The full pipeline on the CPU in float32, offline."""
+    return load_pipeline(path, allow_pickle)
+
+
+def unet_targets(
+    unet: nn.Module, rank: int, alpha: float, conv_rank: int = 0, conv_alpha: float = 1.0
+) -> list[LoraTarget]:
+    """The U-Net layers Kohya adapts, in model order."""
+    blocks = UNET_BLOCKS + (UNET_CONV_BLOCKS if conv_rank > 0 else ())
+    return select_targets(unet, UNET_PREFIX, blocks, rank, alpha, conv_rank, conv_alpha)
+
+
+def text_encoder_targets(text_encoder: nn.Module, rank: int, alpha: float) -> list[LoraTarget]:
+    """The text-encoder layers Kohya adapts (attention projections and MLP), in model order."""
+    return select_targets(text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_BLOCKS, rank, alpha)
+
+
+def text_encoder(pipe: StableDiffusionPipeline) -> nn.Module:
+    """The pipeline's (one) text encoder, the model TEC measures."""
+    return pipe.text_encoder
+
+
+def build_tiny(seed: int | None = None) -> StableDiffusionPipeline:
+    """The tiny SD 1.5-shaped pipeline tests and benchmarks train (:mod:`kiln.engine.models.tiny`)."""
+    from kiln.engine.models.tiny import TINY_SEED, build_tiny_pipeline
+
+    return build_tiny_pipeline(TINY_SEED if seed is None else seed)
