@@ -26,7 +26,7 @@ class KilnApp(App):
 
     Args:
         path: The dataset folder.
-        images: Image protocol for previews (see ``kiln.tui.widgets.image_preview.IMAGE_MODES``).
+        images: Image protocol for previews (see ``kiln.tui.image_modes.IMAGE_MODES``).
         theme_name: One of Kiln's themes (``kiln-dark`` by default) or a Textual built-in.
         watch: Follow changes made by other programs.
         poll: Use a polling file watcher (network file systems).
