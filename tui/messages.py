@@ -12,12 +12,12 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
+    from kiln.engine.plan.loads import DatasetLoad
     from kiln.engine.runs.feed import RunFeed
     from kiln.engine.runs.folders import RunInfo
     from kiln.engine.runs.sweep_report import SweepReport
-    from PIL.Image import Image
-    from kiln.engine.plan.loads import DatasetLoad
     from kiln.tui.tec_form import TecResult
+    from PIL.Image import Image
 
 
 @dataclass

@@ -62,7 +62,7 @@ def _clean(app: KilnApp) -> Screen:
 def _tec(app: KilnApp) -> Screen:
     from kiln.tui.screens.tec import TecScreen
 
-    return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
+    return TecScreen(app.curation.root, app.runs_dirs)
 
 
 def _runs(app: KilnApp) -> Screen:

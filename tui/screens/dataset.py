@@ -17,6 +17,7 @@ from kiln.engine.errors import ImageError, KilnError
 from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from kiln.tui.screens.confirm import UnsavedEditScreen
 from kiln.tui.screens.rebalance import RebalanceScreen
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import DatasetWatcher
 from kiln.tui.widgets.caption_editor import CaptionEditor
 from kiln.tui.widgets.dsb_gauge import DsbGauge
@@ -28,7 +29,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
@@ -73,10 +73,11 @@ def status_text(row: Row) -> str:
     return "ok"
 
 
-class DatasetScreen(Screen):
+class DatasetScreen(SectionScreen):
     """Curate a dataset: toggle images, watch the DSB move, edit captions."""
 
     CSS_PATH = "dataset.tcss"
+    SECTION = "dataset"
 
     BINDINGS = [
         Binding(
@@ -382,9 +383,7 @@ class DatasetScreen(Screen):
         if self._current in changed:
             self.show_row_info(self._current)
         # Other sections (the Clean overview) show the judgement too.
-        for screen in self.app.section_screens.values():
-            if screen is not self:
-                screen.post_message(QualityJudged(message.quality))
+        self.kiln.tell_sections(lambda: QualityJudged(message.quality), sender=self)
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -777,9 +776,7 @@ class DatasetScreen(Screen):
 
     def tell_sections(self, paths: set[str]) -> None:
         """Let the other sections know these images' captions (or files) changed."""
-        for screen in getattr(self.app, "section_screens", {}).values():
-            if screen is not self:
-                screen.post_message(CaptionsChanged(set(paths)))
+        self.kiln.tell_sections(lambda: CaptionsChanged(set(paths)), sender=self)
 
     def unsaved_caption(self) -> str | None:
         """The image whose caption has an unsaved edit in the editor, or None."""
