@@ -10,6 +10,7 @@ from kiln.engine.analysis.run import start_pool_server
 from kiln.engine.analysis.tones import DEFAULT_METHOD
 from kiln.engine.curate import Curation
 from kiln.tui.commands import BindingCommands
+from kiln.tui.keymap import binding_ids, keymap_path, read_keymap
 from kiln.tui.messages import ConceptRenamed, FilesChanged
 from kiln.tui.screens.help import HelpScreen
 from kiln.tui.screens.section import SectionScreen
@@ -41,6 +42,8 @@ class KilnApp(App):
         method: Desaturation method for the shares.
         caption_extension: Caption sidecar extension.
         runs: More runs folders for the runs section (beside the dataset's ``runs/``).
+        keymap: The key remapping file (default ``$XDG_CONFIG_HOME/kiln/keymap.toml``, see
+            ``docs/keymap.md``); a missing file changes nothing.
     """
 
     CSS_PATH = "app.tcss"
@@ -83,6 +86,7 @@ class KilnApp(App):
         method: str = DEFAULT_METHOD,
         caption_extension: str = ".txt",
         runs: list[Path] | tuple[Path, ...] = (),
+        keymap: Path | None = None,
     ) -> None:
         super().__init__()
         start_pool_server()
@@ -94,6 +98,7 @@ class KilnApp(App):
         self.watch_files = watch
         self.poll = poll
         self.runs_dirs = [Path(folder) for folder in runs]
+        self.keymap_file = keymap_path() if keymap is None else Path(keymap)
         self.sub_title = str(self.curation.root)
         self.dataset_name = self.curation.root.name
         self.section_screens: dict[str, SectionScreen] = {}
@@ -101,7 +106,22 @@ class KilnApp(App):
             self.add_mode(section.name, lambda section=section: self._build_section(section))
 
     def on_mount(self) -> None:
+        self.apply_keymap()
         self.switch_mode(SECTIONS[0].name)
+
+    def apply_keymap(self) -> None:
+        """Remap keys from the user's keymap file; each problem in it is one notification."""
+        if not self.keymap_file.is_file():
+            return  # the usual case: nothing to read, and no section module to import
+        keymap = read_keymap(self.keymap_file, known_ids=self.binding_ids())
+        if keymap.keys:
+            self.set_keymap(keymap.keys)
+        for problem in keymap.problems:
+            self.notify(problem, title="keymap", severity="error", timeout=15)
+
+    def binding_ids(self) -> set[str]:
+        """Every binding id of the workbench (see :func:`kiln.tui.keymap.binding_ids`)."""
+        return {binding_id for group in binding_ids().values() for binding_id, _ in group}
 
     def _build_section(self, section: Section) -> SectionScreen:
         screen = section.factory(self)
