@@ -11,9 +11,8 @@ from kiln.engine.errors import DatasetError, UsageError
 
 if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
+    from kiln.engine.plan.evaluate import PlanRequest
     from kiln.engine.plan.loads import DatasetLoad
-    from kiln.engine.plan.solve import Solution
-    from kiln.engine.plan.steps import StepPlan
 
 # The guide's minimum, used when --epochs is not given and not solved for.
 DEFAULT_EPOCHS = 10
@@ -88,9 +87,8 @@ def non_negative_float(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kiln calc``."""
-    from kiln.engine.plan.advisor import PlanFacts, advise
     from kiln.engine.plan.buckets import BucketSpec
-    from kiln.engine.plan.steps import plan_steps, require_batch_fits
+    from kiln.engine.plan.evaluate import evaluate_plan
 
     if (args.path is None) == (args.images is None):
         raise UsageError("give a dataset PATH or --images N (not both)")
@@ -123,25 +121,12 @@ def run(args: argparse.Namespace) -> int:
             for concept in load.concepts
         ]
 
-    solution = _solve(args, bucket_images, load)
-    plan = plan_steps(solution.bucket_items, args.batch, solution.epochs, args.grad_accumulation, args.gpus)
-    require_batch_fits(plan.items_per_epoch, args.batch)
-    facts = PlanFacts(
-        batch=args.batch,
-        epochs=solution.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        total_steps=plan.total_steps,
-        run=args.run,
-        training=args.training,
-        unet_lr=args.unet_lr,
-        text_encoder_lr=args.te_lr,
-        precision=args.precision,
-        dsb_verdict=dsb_verdict,
-    )
+    evaluation = evaluate_plan(_request(args, bucket_images, load, dsb_verdict))
+    solution, plan = evaluation.solution, evaluation.plan
     result.update(
         {
             "mode": solution.mode,
-            "images": sum(bucket_images.values()),
+            "images": evaluation.images,
             "repeats": solution.repeats,
             "batch": args.batch,
             "epochs": solution.epochs,
@@ -164,13 +149,13 @@ def run(args: argparse.Namespace) -> int:
                 for bucket in plan.buckets
             ],
             "dsb_verdict": dsb_verdict,
-            "warnings": notices + [advice.to_json() for advice in advise(facts)],
+            "warnings": notices + [advice.to_json() for advice in evaluation.advice],
         }
     )
     if args.json:
         print_json(result)
     else:
-        _print_summary(result, plan)
+        _print_summary(result, evaluation.notes)
     return 0
 
 
@@ -207,9 +192,11 @@ def _dataset(
     return load, verdict, notices
 
 
-def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None) -> Solution:
-    """Solve for whatever the arguments leave open: steps, repeats or epochs."""
-    from kiln.engine.plan.solve import solve_plan
+def _request(
+    args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None, dsb_verdict: str | None
+) -> PlanRequest:
+    """The plan the arguments describe, solving whatever they leave open: steps, repeats or epochs."""
+    from kiln.engine.plan.evaluate import PlanRequest, load_counts
 
     if args.target_steps is not None and args.epochs is not None:
         mode = "repeats"
@@ -223,30 +210,30 @@ def _solve(args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | No
         mode = "steps"
         if args.repeats is None and load is None:
             raise UsageError("give --repeats R, or --target-steps S with --epochs E to solve for repeats")
-    return solve_plan(
-        mode,
-        bucket_images,
+    counts = None if load is None else load_counts(load)
+    return PlanRequest(
+        mode=mode,
+        bucket_images=bucket_images,
+        batch=args.batch,
+        grad_accumulation=args.grad_accumulation,
+        gpus=args.gpus,
         repeats=args.repeats,
         epochs=DEFAULT_EPOCHS if mode == "steps" and args.epochs is None else args.epochs,
         target_steps=args.target_steps,
-        batch=args.batch,
-        grad_accumulation=args.grad_accumulation,
-        processes=args.gpus,
-        folder_items=None if load is None else load.bucket_items(),
-        folder_repeats=None if load is None else _uniform(concept.repeats for concept in load.concepts),
+        folder_items=None if counts is None else counts.folder_items,
+        folder_repeats=None if counts is None else counts.folder_repeats,
+        run=args.run,
+        training=args.training,
+        unet_lr=args.unet_lr,
+        text_encoder_lr=args.te_lr,
+        precision=args.precision,
+        dsb_verdict=dsb_verdict,
     )
 
 
-def _uniform(values) -> int | None:
-    """The one value all ``values`` share, or None when they differ."""
-    found = set(values)
-    return found.pop() if len(found) == 1 else None
-
-
-def _print_summary(result: dict, plan: StepPlan) -> None:
+def _print_summary(result: dict, notes: list[str]) -> None:
     """The readable summary: inputs, concept and bucket tables, counts, why they differ, advice."""
     from kiln.engine.plan.repeats import renamed_folder
-    from kiln.engine.plan.steps import rounding_notes
     from rich.markup import escape
     from rich.table import Table
 
@@ -304,7 +291,7 @@ def _print_summary(result: dict, plan: StepPlan) -> None:
         f"Plain formula   {result['plain_total_steps']:g}  (({result['items_per_epoch']} / {result['batch']})"
         f" x {result['epochs']}{' / accumulation / GPUs' if divided else ''})"
     )
-    for note in rounding_notes(plan):
+    for note in notes:
         out.print(escape(note))
     if result["dsb_verdict"] is None and result["root"]:
         out.print(

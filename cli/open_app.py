@@ -9,8 +9,7 @@ from pathlib import Path
 from kiln.cli.common import KilnArgumentParser, add_example
 from kiln.engine.analysis.tones import DEFAULT_METHOD, METHODS
 from kiln.engine.dataset.scan import scan_dataset
-
-IMAGE_MODES = ("auto", "tgp", "sixel", "halfcell", "unicode", "none")
+from kiln.tui.image_modes import IMAGE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:

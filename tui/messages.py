@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kiln.engine.analysis.measure import ImageAnalysis
 from kiln.engine.analysis.quality import DatasetQuality
@@ -13,7 +13,11 @@ from textual.message import Message
 if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.loads import DatasetLoad
+    from kiln.engine.runs.feed import RunFeed
+    from kiln.engine.runs.folders import RunInfo
+    from kiln.engine.runs.sweep_report import SweepReport
     from kiln.tui.tec_form import TecResult
+    from PIL.Image import Image
 
 
 @dataclass
@@ -106,7 +110,7 @@ class RunFilesChanged(Message):
 class RunsListed(Message):
     """Every run found, newest first, as ``(RunInfo, sweep name or None)``."""
 
-    runs: list[tuple[Any, str | None]]
+    runs: list[tuple[RunInfo, str | None]]
 
 
 @dataclass
@@ -114,7 +118,7 @@ class RunLoaded(Message):
     """A run's whole history, read in a worker, and its log tail."""
 
     key: str
-    feed: Any
+    feed: RunFeed
     log: list[str]
 
 
@@ -124,7 +128,7 @@ class SamplesLoaded(Message):
 
     key: str
     title: str
-    items: list[tuple[str, Path | None, Any]]
+    items: list[tuple[str, Path | None, Image | None]]
     hint: str | None
 
 
@@ -132,4 +136,4 @@ class SamplesLoaded(Message):
 class SweepLoaded(Message):
     """A sweep's report, read in a worker."""
 
-    report: Any
+    report: SweepReport

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kiln.engine.errors import UsageError
-from kiln.engine.plan.advisor import Advice, PlanFacts, advise
+from kiln.engine.plan.advisor import Advice
 from kiln.engine.plan.buckets import BucketSpec
+from kiln.engine.plan.evaluate import BatchTooLarge, PlanRequest, evaluate_plan, load_counts
 from kiln.engine.plan.loads import DatasetLoad, load_notices
-from kiln.engine.plan.solve import Solution, solve_plan
-from kiln.engine.plan.steps import StepPlan, plan_steps, require_batch_fits, rounding_notes
+from kiln.engine.plan.solve import Solution
+from kiln.engine.plan.steps import StepPlan
 
 SOURCES: tuple[str, ...] = ("dataset", "typed")
 # The form's whole-number fields, in form order, and their defaults.
@@ -272,42 +273,23 @@ def evaluate(
                 text_encoder_lr=te_lr,
                 warnings=notices,
             )
-        bucket_images = load.bucket_images()
-        folder_items = load.bucket_items()
-        shared = {concept.repeats for concept in load.concepts}
-        folder_repeats = shared.pop() if len(shared) == 1 else None
-
-    try:
-        solution = solve_plan(
-            inputs.solve,
-            bucket_images,
-            repeats=counts.get("repeats"),
-            epochs=counts.get("epochs"),
-            target_steps=counts.get("target"),
-            batch=counts["batch"],
-            grad_accumulation=counts["grad_accumulation"],
-            processes=counts["gpus"],
-            folder_items=folder_items,
-            folder_repeats=folder_repeats,
+        found = load_counts(load)
+        bucket_images, folder_items, folder_repeats = (
+            found.bucket_images,
+            found.folder_items,
+            found.folder_repeats,
         )
-        plan = plan_steps(
-            solution.bucket_items,
-            counts["batch"],
-            solution.epochs,
-            counts["grad_accumulation"],
-            counts["gpus"],
-        )
-    except UsageError as exc:
-        return PlanOutcome(problem=str(exc), spec=spec, text_encoder_lr=te_lr, warnings=notices)
-    try:
-        require_batch_fits(plan.items_per_epoch, counts["batch"])
-    except UsageError as exc:
-        return PlanOutcome(errors={"batch": str(exc)}, spec=spec, text_encoder_lr=te_lr, warnings=notices)
-    facts = PlanFacts(
+    request = PlanRequest(
+        mode=inputs.solve,
+        bucket_images=bucket_images,
         batch=counts["batch"],
-        epochs=solution.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        total_steps=plan.total_steps,
+        grad_accumulation=counts["grad_accumulation"],
+        gpus=counts["gpus"],
+        repeats=counts.get("repeats"),
+        epochs=counts.get("epochs"),
+        target_steps=counts.get("target"),
+        folder_items=folder_items,
+        folder_repeats=folder_repeats,
         run=inputs.run,
         training=inputs.training,
         unet_lr=unet_lr,
@@ -315,12 +297,18 @@ def evaluate(
         precision=inputs.precision,
         dsb_verdict=dsb_verdict if inputs.source == "dataset" else None,
     )
+    try:
+        result = evaluate_plan(request, bf16_supported)
+    except BatchTooLarge as exc:
+        return PlanOutcome(errors={"batch": str(exc)}, spec=spec, text_encoder_lr=te_lr, warnings=notices)
+    except UsageError as exc:
+        return PlanOutcome(problem=str(exc), spec=spec, text_encoder_lr=te_lr, warnings=notices)
     return PlanOutcome(
-        solution=solution,
-        plan=plan,
-        images=sum(bucket_images.values()),
+        solution=result.solution,
+        plan=result.plan,
+        images=result.images,
         spec=spec,
         text_encoder_lr=te_lr,
-        notes=rounding_notes(plan),
-        warnings=notices + advise(facts, bf16_supported),
+        notes=result.notes,
+        warnings=notices + result.advice,
     )

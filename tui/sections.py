@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kiln.tui.app import KilnApp
-    from textual.screen import Screen
+    from kiln.tui.screens.section import SectionScreen
 
 
 @dataclass(frozen=True)
@@ -32,40 +32,40 @@ class Section:
     key: str
     title: str
     tooltip: str
-    factory: Callable[[KilnApp], Screen]
+    factory: Callable[[KilnApp], SectionScreen]
 
 
-def _dataset(app: KilnApp) -> Screen:
+def _dataset(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.dataset import DatasetScreen
 
     return DatasetScreen(app.curation, app.images, app.watch_files, app.poll)
 
 
-def _plan(app: KilnApp) -> Screen:
+def _plan(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.plan import PlanScreen
 
     return PlanScreen(app.curation)
 
 
-def _captions(app: KilnApp) -> Screen:
+def _captions(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.captions import CaptionsScreen
 
     return CaptionsScreen(app.curation)
 
 
-def _clean(app: KilnApp) -> Screen:
+def _clean(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.clean import CleanScreen
 
     return CleanScreen(app.curation, app.images)
 
 
-def _tec(app: KilnApp) -> Screen:
+def _tec(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.tec import TecScreen
 
-    return TecScreen(app.curation.root, getattr(app, "runs_dirs", ()))
+    return TecScreen(app.curation.root, app.runs_dirs)
 
 
-def _runs(app: KilnApp) -> Screen:
+def _runs(app: KilnApp) -> SectionScreen:
     from kiln.tui.screens.runs import RunsScreen
 
     return RunsScreen(

@@ -191,6 +191,8 @@ async def test_preview_then_apply_then_undo(sample_copy: Path) -> None:
         await pilot.press("u")
         await wait_for(pilot, lambda: caption(sample_copy, POT) == originals[POT])
         assert {path: caption(sample_copy, path) for path in originals} == originals
+        # The file is written in the worker before the UI reloads the caption: wait for both.
+        await wait_for(pilot, lambda: app.curation.rows[POT].caption.text == originals[POT])
         assert app.curation.rows[POT].caption.text == originals[POT]
 
 

@@ -16,9 +16,9 @@ from kiln.engine.caption.run_choices import load_choices, save_choices
 from kiln.engine.caption.undo import History, UndoConflict, UndoResult
 from kiln.engine.curate import Curation
 from kiln.engine.dataset.scan import ImageRecord
-from kiln.engine.errors import KilnError
 from kiln.tui.messages import CaptionsChanged
 from kiln.tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.widgets.caption_run_pane import CaptionRunPane
 from kiln.tui.widgets.lint_pane import LintPane
 from kiln.tui.widgets.section_bar import SectionBar
@@ -28,7 +28,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static, TabbedContent, TabPane, Tabs
 
 SCOPE_INCLUDED, SCOPE_ALL, SCOPE_FILTER = "included", "all", "filter"
@@ -36,10 +35,11 @@ ALL_CONCEPTS = "*"
 TABS = ("caption-tab", "tags-tab", "lint-tab")
 
 
-class CaptionsScreen(Screen):
+class CaptionsScreen(SectionScreen):
     """Caption tools over the scope's images: run a captioner, edit tags in batches, lint."""
 
     CSS_PATH = "captions.tcss"
+    SECTION = "captions"
 
     BINDINGS = [
         Binding(
@@ -160,11 +160,6 @@ class CaptionsScreen(Screen):
         return self.query_one(LintPane)
 
     @property
-    def dataset_screen(self):
-        """The dataset section's screen, when it is open (it always is once the app runs)."""
-        return getattr(self.app, "section_screens", {}).get("dataset")
-
-    @property
     def active_tab(self) -> str:
         """The id of the tab shown."""
         return self.query_one("#tabs", TabbedContent).active
@@ -177,8 +172,7 @@ class CaptionsScreen(Screen):
         return str(self.query_one("#scope", Select).value)
 
     def _filter_text(self) -> str:
-        screen = self.dataset_screen
-        return getattr(screen, "filter_text", "") if screen is not None else ""
+        return self.kiln.dataset_filter()
 
     @property
     def concept(self) -> str | None:
@@ -468,10 +462,8 @@ class CaptionsScreen(Screen):
             result = History(self.curation.store).undo(force=force, dry_run=dry_run)
         except UndoConflict as exc:
             self.post_message(self.UndoDone(None, str(exc), conflict=True))
-        except KilnError as exc:
-            self.post_message(self.UndoDone(None, str(exc)))
         except Exception as exc:  # a worker error must never take the workbench down
-            self.post_message(self.UndoDone(None, f"{exc.__class__.__name__}: {exc}"))
+            self.post_message(self.UndoDone(None, self.worker_error(exc)))
         else:
             self.post_message(self.UndoDone(result))
 
@@ -550,18 +542,17 @@ class CaptionsScreen(Screen):
                 made before the save is stale, so it is made again).
             on_keep: Run when the user keeps the edit and drops the change.
         """
-        screen = self.dataset_screen
-        editing = screen.unsaved_caption() if screen is not None else None
+        editing = self.kiln.unsaved_caption()
         if editing is None or editing not in paths:
             proceed()
             return
 
         def decide(choice: str | None) -> None:
             if choice == "save":
-                screen.settle_unsaved("save")
+                self.kiln.settle_unsaved_caption("save")
                 (after_save or proceed)()
             elif choice == "discard":
-                screen.settle_unsaved("discard")
+                self.kiln.settle_unsaved_caption("discard")
                 proceed()
             elif on_keep is not None:
                 on_keep()
@@ -583,12 +574,7 @@ class CaptionsScreen(Screen):
         paths = [path for path in paths if path in self.curation.rows]
         if not paths:
             return
-        screen = self.dataset_screen
-        if screen is not None:
-            screen.captions_written(paths)
-        else:
-            for path in paths:
-                self.curation.reload_caption(path)
+        self.kiln.captions_written(paths)
 
     # -- jumping to the dataset section ------------------------------------------------------
 
@@ -616,11 +602,8 @@ class CaptionsScreen(Screen):
 
     def jump_to(self, path: str) -> None:
         """Switch to the dataset section with the cursor on ``path``."""
-        screen = self.dataset_screen
-        if screen is None or path not in self.curation.rows:
-            return
-        self.app.action_section("dataset")
-        screen.reveal(path)
+        if path in self.curation.rows:
+            self.kiln.show_in_dataset(path)
 
     # -- leaving -----------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from kiln.engine.tiles import (
 )
 from kiln.tui.form_keys import field_tab_bindings
 from kiln.tui.messages import FilesChanged, QualityJudged
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.screens.yes_no import YesNoScreen
 from kiln.tui.widgets.image_preview import image_widget_class
 from kiln.tui.widgets.section_bar import SectionBar
@@ -42,7 +43,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
@@ -84,10 +84,11 @@ class FlagRef:
     flag: str
 
 
-class CleanScreen(Screen):
+class CleanScreen(SectionScreen):
     """Quality overview and tiles tool over the workbench's dataset."""
 
     CSS_PATH = "clean.tcss"
+    SECTION = "clean"
 
     BINDINGS = [
         # The tab titles name these two keys, so the footer leaves them out.
@@ -414,10 +415,7 @@ class CleanScreen(Screen):
 
     def jump_to(self, path: str) -> None:
         """Open the dataset section with the cursor on ``path``."""
-        dataset = self.app.section_screens.get("dataset")
-        self.app.action_section("dataset")  # type: ignore[attr-defined]
-        if dataset is not None:
-            dataset.reveal(path)  # type: ignore[attr-defined]
+        self.kiln.show_in_dataset(path)
 
     def action_filter_flag(self) -> None:
         node = self.query_one("#quality-tree", Tree).cursor_node
@@ -432,11 +430,7 @@ class CleanScreen(Screen):
         if flag is None:
             self.notify("Put the cursor on a flag or an image first.")
             return
-        dataset = self.app.section_screens.get("dataset")
-        self.app.action_section("dataset")  # type: ignore[attr-defined]
-        if dataset is not None:
-            dataset.set_filter(f"{FLAG_PREFIX}{flag}")  # type: ignore[attr-defined]
-            dataset.table.focus()  # type: ignore[attr-defined]
+        self.kiln.show_in_dataset(filter=f"{FLAG_PREFIX}{flag}")
 
     # -- tiles: choosing -----------------------------------------------------------------------
 
@@ -452,8 +446,7 @@ class CleanScreen(Screen):
 
     def prefill_source(self) -> None:
         """Offer the dataset section's current image as the one to tile."""
-        dataset = self.app.section_screens.get("dataset")
-        current = dataset.current_path() if dataset is not None else None  # type: ignore[attr-defined]
+        current = self.kiln.dataset_cursor()
         if current:
             self._prefilled = current
             self.query_one("#tile-source", Input).value = current
@@ -738,17 +731,14 @@ class CleanScreen(Screen):
 
     def tell_dataset(self, written: list[Path]) -> None:
         """Make the dataset section rescan now (its watcher may be off, or miss a folder's move)."""
-        dataset = self.app.section_screens.get("dataset")
-        if dataset is None:
-            self.curation.rescan()
-            return
         root = self.curation.root.resolve()
         extension = self.curation.dataset.caption_extension
         paths = set()
         for path in written:
             relative = path.resolve().relative_to(root)
             paths |= {relative.as_posix(), relative.with_suffix(extension).as_posix()}
-        dataset.post_message(FilesChanged(paths, {}))
+        if not self.kiln.tell_dataset(FilesChanged(paths, {})):
+            self.curation.rescan()
 
     def display_path(self, path: Path) -> str:
         """``path`` relative to the dataset when inside it."""

@@ -11,74 +11,36 @@ from pathlib import Path
 
 from kiln.engine.analysis.preview import preview_pair
 from kiln.engine.analysis.run import iter_analyses
-from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, Row, split_query
-from kiln.engine.dataset.captions import caption_preview
+from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, split_query
 from kiln.engine.errors import ImageError, KilnError
 from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from kiln.tui.screens.confirm import UnsavedEditScreen
 from kiln.tui.screens.rebalance import RebalanceScreen
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import DatasetWatcher
 from kiln.tui.widgets.caption_editor import CaptionEditor
 from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.image_preview import ImagePreview
-from kiln.tui.widgets.image_table import Column, ImageTable
+from kiln.tui.widgets.image_rows import COLUMN_LABELS, COLUMNS, SORT_KEYS, SORT_ORDER, row_cells, status_text
+from kiln.tui.widgets.image_table import ImageTable
 from kiln.tui.widgets.section_bar import SectionBar
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
-# The shares come first and are dropped last, so they stay visible on an 80-column terminal.
-COLUMNS: list[Column] = [
-    Column("inc", "", 1, priority=100),
-    Column("white", "W%", 5, priority=90, justify="right"),
-    Column("black", "B%", 5, priority=80, justify="right"),
-    Column("path", "path", None, priority=70, min_width=24),
-    Column("concept", "concept", 10, priority=30),
-    Column("repeats", "rep", 3, priority=35, justify="right"),
-    Column("status", "status", 16, priority=45),
-    Column("caption", "caption", None, priority=20, min_width=20),
-]
-_MISSING = float("inf")
 # Analyses arrive in batches every 0.1 s; the dataset is judged again at most this often.
 QUALITY_INTERVAL = 0.5
 
-# Sort keys per column; missing figures sort last.
-SORT_KEYS: dict[str, Callable[[Row], object]] = {
-    "path": lambda row: row.record.rel_path,
-    "white": lambda row: row.analysis.white if row.analysis and row.analysis.ok else _MISSING,
-    "black": lambda row: row.analysis.black if row.analysis and row.analysis.ok else _MISSING,
-    "concept": lambda row: (row.record.concept, row.record.rel_path),
-    "repeats": lambda row: (row.record.repeats, row.record.rel_path),
-    "status": lambda row: (status_text(row), row.record.rel_path),
-    "caption": lambda row: row.caption.text.lower(),
-    "inc": lambda row: (not row.included, row.record.rel_path),
-}
-SORT_ORDER = ["path", "white", "black", "concept", "repeats", "status", "caption", "inc"]
-COLUMN_LABELS = {column.key: column.label or "included" for column in COLUMNS}
 
-
-def status_text(row: Row) -> str:
-    """The status column: skipped by Kohya, error, pending, the quality flags' ids, or ok."""
-    if not row.record.trained:
-        return "skipped: Kohya trains N_name/ folders only"
-    if row.analysis is None:
-        return "pending"
-    if row.analysis.error:
-        return row.analysis.error
-    if row.flags:
-        return ", ".join(row.flag_ids)
-    return "ok"
-
-
-class DatasetScreen(Screen):
+class DatasetScreen(SectionScreen):
     """Curate a dataset: toggle images, watch the DSB move, edit captions."""
 
     CSS_PATH = "dataset.tcss"
+    SECTION = "dataset"
 
     BINDINGS = [
         Binding(
@@ -223,35 +185,7 @@ class DatasetScreen(Screen):
 
     def cells_for(self, path: str) -> list[Text]:
         """The cells of one row, straight from the model (the table caches the drawn line)."""
-        return self.row_cells(self.curation.rows[path])
-
-    def row_cells(self, row: Row) -> list[Text]:
-        """The table cells for a row."""
-        analysis = row.analysis
-        pending = analysis is None
-        dim = "" if row.included else "dim"
-        white = black = ""
-        if pending:
-            white = black = "…"
-        elif analysis.ok:
-            white, black = f"{analysis.white:.1f}", f"{analysis.black:.1f}"
-        status = status_text(row)
-        if analysis is not None and analysis.error:
-            status_style = "red"
-        elif pending:
-            status_style = "dim"
-        else:
-            status_style = "yellow" if row.flags else ""
-        return [
-            Text("✓", style="bold green") if row.included else Text("·", style="dim"),
-            Text(white, style=dim, justify="right"),
-            Text(black, style=dim, justify="right"),
-            Text(row.record.rel_path, style=dim),
-            Text(row.record.concept, style=dim),
-            Text(str(row.record.repeats), style=dim, justify="right"),
-            Text(status, style=status_style or dim),
-            Text(caption_preview(row.caption.text, 40), style="dim"),
-        ]
+        return row_cells(self.curation.rows[path])
 
     def visible_paths(self) -> list[str]:
         """Rows passing the filter, in the current sort order."""
@@ -384,9 +318,7 @@ class DatasetScreen(Screen):
         if self._current in changed:
             self.show_row_info(self._current)
         # Other sections (the Clean overview) show the judgement too.
-        for screen in self.app.section_screens.values():
-            if screen is not self:
-                screen.post_message(QualityJudged(message.quality))
+        self.kiln.tell_sections(lambda: QualityJudged(message.quality), sender=self)
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -779,9 +711,7 @@ class DatasetScreen(Screen):
 
     def tell_sections(self, paths: set[str]) -> None:
         """Let the other sections know these images' captions (or files) changed."""
-        for screen in getattr(self.app, "section_screens", {}).values():
-            if screen is not self:
-                screen.post_message(CaptionsChanged(set(paths)))
+        self.kiln.tell_sections(lambda: CaptionsChanged(set(paths)), sender=self)
 
     def unsaved_caption(self) -> str | None:
         """The image whose caption has an unsaved edit in the editor, or None."""

@@ -20,6 +20,7 @@ from kiln.tui.form_keys import form_bindings
 from kiln.tui.messages import ConceptRenamed, DatasetLoaded
 from kiln.tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
 from kiln.tui.screens.rename import RenameConceptScreen
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.widgets.plan_field import PlanField, content_key
 from kiln.tui.widgets.section_bar import SectionBar
 from rich.markup import escape
@@ -28,7 +29,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Checkbox, DataTable, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
@@ -54,7 +54,7 @@ RUN_OPTIONS = [("final", "final"), ("test", "test")]
 CHOICES = {"source", "solve", "precision", "training", "run"}
 
 
-class PlanScreen(Screen):
+class PlanScreen(SectionScreen):
     """Plan a run: images, repeats, batch and epochs in, Kohya's step count and the advice out.
 
     Args:
@@ -62,6 +62,7 @@ class PlanScreen(Screen):
     """
 
     CSS_PATH = "plan.tcss"
+    SECTION = "plan"
 
     BINDINGS = [
         Binding(
@@ -547,10 +548,7 @@ class PlanScreen(Screen):
         if new_folder == folder:
             self.notify(f"{folder}/ already gives {repeats} repeats.")
             return
-        dataset_screen = (
-            self.app.section_screens.get("dataset") if hasattr(self.app, "section_screens") else None
-        )
-        if dataset_screen is not None and getattr(dataset_screen, "has_unsaved_edit", lambda: False)():
+        if self.kiln.unsaved_caption() is not None:
             self.notify(
                 "Save or cancel the caption edit on the dataset screen (1) first.", severity="warning"
             )
@@ -572,9 +570,7 @@ class PlanScreen(Screen):
             return
         self.curation.rescan()
         self._follow_folder = new_folder
-        dataset_screen = getattr(self.app, "section_screens", {}).get("dataset")
-        if dataset_screen is not None:
-            dataset_screen.post_message(ConceptRenamed(folder, new_folder))
+        self.kiln.tell_dataset(ConceptRenamed(folder, new_folder))
         self.notify(
             f"Renamed {escape(folder)}/ to {escape(new_folder)}/: Kohya now trains its images {repeats} "
             "times per epoch."

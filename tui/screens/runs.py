@@ -25,6 +25,7 @@ from kiln.engine.runs.readout import duration, event_text, loss_text, lr_text, r
 from kiln.engine.runs.sweep import is_sweep_dir
 from kiln.tui.messages import RunFilesChanged, RunLoaded, RunsListed, SamplesLoaded
 from kiln.tui.screens.confirm import ConfirmScreen
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import RunsWatcher
 from kiln.tui.widgets.loss_chart import LossChart
 from kiln.tui.widgets.run_table import RunTable, run_cells
@@ -36,12 +37,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 LOG_LINES = 6
-NARROW_WIDTH = 100
 LOG_TAIL_BYTES = 16 * 1024
 LIST_REFRESH_S = 2.0
 # Bursts of file events (a step writes events.jsonl, status.json...) become one update.
@@ -95,10 +94,11 @@ def log_tail(path: Path, lines: int = LOG_LINES) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
-class RunsScreen(Screen):
+class RunsScreen(SectionScreen):
     """Follow, start, cancel and resume runs."""
 
     CSS_PATH = "runs.tcss"
+    SECTION = "runs"
 
     BINDINGS = [
         Binding(
@@ -218,10 +218,6 @@ class RunsScreen(Screen):
     def on_unmount(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-
-    def on_resize(self, event) -> None:
-        # The screen's own size: narrow terminals drop the samples for the chart.
-        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     # -- the list ----------------------------------------------------------------------------
 
@@ -717,20 +713,11 @@ class RunsScreen(Screen):
         """The plan section's settings as config keys (empty when the plan was not opened)."""
         from kiln.engine.runs.newrun import plan_overrides
 
-        screens = getattr(self.app, "section_screens", {})
-        plan = screens.get("plan")
-        read = getattr(plan, "read_inputs", None)
-        if read is None:
+        inputs = self.kiln.plan_inputs()
+        if inputs is None:
             return {}, [], "defaults (open the plan section, key 2, to set batch, epochs, LRs)"
-        try:
-            inputs = read()
-        except Exception:
-            return {}, ["the plan section's form could not be read"], "defaults"
         overrides, notes = plan_overrides(
-            getattr(inputs, "texts", {}),
-            precision=getattr(inputs, "precision", None),
-            no_upscale=getattr(inputs, "no_upscale", None),
-            run=getattr(inputs, "run", None),
+            inputs.texts, precision=inputs.precision, no_upscale=inputs.no_upscale, run=inputs.run
         )
         return overrides, notes, "the plan section"
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kiln.engine.errors import KilnError
 from kiln.engine.runs.tec_series import TecRun, tec_runs
 from kiln.engine.tec.reading import READINGS, SCORE_BANDS, THRESHOLDS_NOTE
 from kiln.tui.form_keys import form_bindings
 from kiln.tui.messages import TecFailed, TecFinished, TecProgress
 from kiln.tui.path_suggester import PathSuggester
+from kiln.tui.screens.section import SectionScreen
 from kiln.tui.tec_form import (
     DEVICES,
     POSITIONS,
@@ -40,7 +40,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Footer, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, get_current_worker
 
@@ -85,7 +84,7 @@ class TecRunCancelled(Exception):
     """Raised inside the meter's progress callback to stop a cancelled measurement."""
 
 
-class TecScreen(Screen):
+class TecScreen(SectionScreen):
     """Measure text-encoder corruption: a checkpoint or LoRA against a reference, or a run per epoch.
 
     Args:
@@ -94,6 +93,7 @@ class TecScreen(Screen):
     """
 
     CSS_PATH = "tec.tcss"
+    SECTION = "tec"
 
     BINDINGS = [
         Binding(
@@ -442,11 +442,8 @@ class TecScreen(Screen):
             result = self.measure_fn(job, progress)
         except TecRunCancelled:
             return
-        except KilnError as exc:
-            self.post_message(TecFailed(job_id, str(exc)))
-            return
         except Exception as exc:  # a damaged file or a library error must not kill the screen
-            self.post_message(TecFailed(job_id, f"{type(exc).__name__}: {exc}"))
+            self.post_message(TecFailed(job_id, self.worker_error(exc)))
             return
         if not worker.is_cancelled:
             self.post_message(TecFinished(job_id, result))

@@ -37,6 +37,7 @@ from kiln.engine.caption.settings import BlipSettings, Wd14Settings
 from kiln.engine.dataset.scan import ImageRecord
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import KilnError
+from kiln.tui.screens.section import worker_error_text
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -335,10 +336,8 @@ class CaptionRunPane(Vertical):
             if pending:
                 self.post_message(self.Outcomes(list(pending)))
             self.post_message(self.Finished(run, None))
-        except KilnError as exc:
-            self.post_message(self.Finished(None, str(exc)))
         except Exception as exc:  # a worker error must never take the workbench down
-            self.post_message(self.Finished(None, f"{exc.__class__.__name__}: {exc}"))
+            self.post_message(self.Finished(None, worker_error_text(exc)))
         finally:
             if captioner is not None:
                 captioner.close()

@@ -13,8 +13,6 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
-IMAGE_MODES = ("auto", "tgp", "sixel", "halfcell", "unicode", "none")
-
 
 def image_widget_class(mode: str) -> type[Widget] | None:
     """The textual-image widget class for a mode, or None for ``none``.

@@ -10,6 +10,7 @@ from pathlib import Path
 from kiln.engine.caption.lint import Finding, LintReport, lint_dataset
 from kiln.engine.dataset.scan import Dataset
 from kiln.engine.dataset.store import Store
+from kiln.tui.screens.section import worker_error_text
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -114,7 +115,7 @@ class LintPane(Vertical):
             if keep is not None:
                 report.findings = [finding for finding in report.findings if keep(finding)]
         except Exception as exc:  # a worker error must never take the workbench down
-            self.post_message(self.Linted(None, f"{exc.__class__.__name__}: {exc}"))
+            self.post_message(self.Linted(None, worker_error_text(exc)))
             return
         if not worker.is_cancelled:
             self.post_message(self.Linted(report))

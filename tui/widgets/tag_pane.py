@@ -16,6 +16,7 @@ from kiln.engine.caption.tagtext import tag_key
 from kiln.engine.dataset.scan import ImageRecord
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import KilnError, UsageError
+from kiln.tui.screens.section import worker_error_text
 from kiln.tui.widgets.caption_diff import CaptionDiff
 from rich.text import Text
 from textual import on, work
@@ -234,7 +235,7 @@ class TagPane(Horizontal):
         try:
             stats = tags.tag_stats(records)
         except Exception as exc:  # e.g. an unreadable caption; must never take the workbench down
-            self.post_message(self.StatsReady(None, title, f"{exc.__class__.__name__}: {exc}"))
+            self.post_message(self.StatsReady(None, title, worker_error_text(exc)))
             return
         if not worker.is_cancelled:
             self.post_message(self.StatsReady(stats, title))
@@ -328,11 +329,8 @@ class TagPane(Horizontal):
             if edit is None:
                 edit = build_edit(operation, "", "", False, records)
             plan = tags.plan_edit(records, edit)
-        except KilnError as exc:
-            self.post_message(self.PlanReady(None, str(exc)))
-            return
         except Exception as exc:  # a worker error must never take the workbench down
-            self.post_message(self.PlanReady(None, f"{exc.__class__.__name__}: {exc}"))
+            self.post_message(self.PlanReady(None, worker_error_text(exc)))
             return
         if not worker.is_cancelled:
             self.post_message(self.PlanReady(plan))
@@ -373,7 +371,7 @@ class TagPane(Horizontal):
         try:
             result = tags.apply_plan(plan, self.root, store)
         except Exception as exc:  # a worker error must never take the workbench down
-            self.post_message(self.Applied(plan, None, str(exc)))
+            self.post_message(self.Applied(plan, None, worker_error_text(exc)))
             return
         self.post_message(self.Applied(plan, result))
 
