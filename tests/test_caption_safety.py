@@ -195,3 +195,26 @@ def test_apply_reports_only_what_it_wrote(root: Path) -> None:
     assert [image for image, _ in result.failed] == ["10_pot/a.png"]
     assert (root / "10_pot/a.txt").read_text() == "changed meanwhile"
     assert os.path.exists(root / ".kiln" / "captions.lock")
+
+
+def test_temp_files_of_a_killed_edit_are_removed_on_the_next_run_and_only_those(root: Path) -> None:
+    ours = root / "10_pot" / ".a.txt.kiln-k1ll3d00.tmp"
+    theirs = root / "10_pot" / ".a.txt.swp.tmp"
+    ours.write_text("half a caption")
+    theirs.write_text("an editor's file")
+    assert main(["tags", str(root), "add", "X"]) == 0
+    assert not ours.exists() and theirs.exists()
+
+
+def test_new_files_get_the_users_umask_not_0600(tmp_path: Path) -> None:
+    from kiln.engine.fsutil import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "lora.safetensors", b"x")
+        os.umask(0o027)
+        atomic_write_bytes(tmp_path / "other", b"y")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "lora.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "other").stat().st_mode & 0o777 == 0o640

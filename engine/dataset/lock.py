@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kiln.engine.dataset.store import STATE_FOLDER
 from kiln.engine.errors import KilnError
+from kiln.engine.fsutil import remove_stale_temps
 
 LOCK_NAME = "captions.lock"
 WAIT_S = 60.0
@@ -43,6 +44,7 @@ class _Held:
 
 
 _held: dict[Path, _Held] = {}
+_cleaned: set[Path] = set()
 _held_guard = threading.Lock()
 
 
@@ -67,6 +69,9 @@ def caption_lock(root: Path, wait_s: float = WAIT_S) -> Iterator[None]:
     with held.thread_lock:
         if held.depth == 0:
             held.fd = _acquire(path, wait_s)
+            if path not in _cleaned:
+                _clean_temps(Path(root))
+                _cleaned.add(path)
         held.depth += 1
         try:
             yield
@@ -75,6 +80,15 @@ def caption_lock(root: Path, wait_s: float = WAIT_S) -> Iterator[None]:
             if held.depth == 0 and held.fd is not None:
                 os.close(held.fd)  # closing the descriptor releases the flock
                 held.fd = None
+
+
+def _clean_temps(root: Path) -> None:
+    """Remove caption temp files a killed writer left (the lock is ours: nobody is writing)."""
+    remove_stale_temps(root)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                remove_stale_temps(Path(entry.path))
 
 
 def _acquire(path: Path, wait_s: float) -> int:
