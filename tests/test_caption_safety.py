@@ -79,15 +79,16 @@ def test_concurrent_tag_edits_all_land_and_all_undo(make_dataset: Callable[..., 
 
 def test_a_second_writer_waits_for_the_lock_and_then_plans_on_fresh_captions(root: Path) -> None:
     dataset = scan_dataset(root)
-    released = threading.Event()
+    released, holding = threading.Event(), threading.Event()
 
     def hold() -> None:
         with caption_lock(root):
-            released.wait(5)
+            holding.set()
+            released.wait(10)
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.1)
+    assert holding.wait(5)
     process = tags_process(root, "add", "late")
     time.sleep(0.5)
     assert process.poll() is None  # waiting on the lock, nothing written yet

@@ -86,6 +86,22 @@ class Store:
             )
 
     def _open_file(self) -> sqlite3.Connection:
+        """Open the database file, waiting out another process that is creating it.
+
+        Two Kiln processes opening a new ``kiln.db`` together race to switch it to WAL, and
+        the loser gets "database is locked" at once (the busy timeout does not cover it):
+        retry for a while rather than fall back to a memory store and lose the undo record.
+        """
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
         try:
