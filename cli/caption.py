@@ -135,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
                 def on_outcome(outcome) -> None:
                     progress.advance(task)
                     progress.update(task, last=outcome.rel_path)
-                    if outcome.status == FAILED:
+                    if outcome.error:
                         line = escape(f"{outcome.rel_path}: {outcome.error}")
-                        progress.console.print(f"[red]failed:[/] {line}", soft_wrap=True)
+                        label = "[red]failed:[/]" if outcome.status == FAILED else "[yellow]skipped:[/]"
+                        progress.console.print(f"{label} {line}", soft_wrap=True)
 
                 result = caption_images(
                     records, captioner, options, root=dataset.root, store=store, on_outcome=on_outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -91,10 +92,21 @@ def run(args: argparse.Namespace) -> int:
         with Store(dataset.root) as store:
             return _undo(args, store) if args.action == "undo" else _history(args, store)
 
-    from kiln.engine.caption import tags
-
     dataset = load_dataset(args.path, args.caption_extension)
+    edits = args.action != "stats" and not args.dry_run
     with Store(dataset.root) as store:
+        if edits:
+            store.require_persistent(f"kiln tags {args.action}")
+        return _edit_or_stats(args, dataset, store, edits)
+
+
+def _edit_or_stats(args: argparse.Namespace, dataset, store, edits: bool) -> int:
+    from kiln.engine.caption import tags
+    from kiln.engine.dataset.lock import caption_lock
+
+    # An edit reads, plans and writes under the dataset's caption lock: a second `kiln tags`
+    # started meanwhile waits, then plans on the captions this one wrote.
+    with caption_lock(dataset.root) if edits else nullcontext():
         records = tags.select_records(
             dataset,
             store,

@@ -21,6 +21,7 @@ from kiln.engine.analysis.rebalance import DEFAULT_MIN_IMAGES, Rebalance, rebala
 from kiln.engine.analysis.report import judged_candidates
 from kiln.engine.analysis.tones import DEFAULT_METHOD
 from kiln.engine.dataset.captions import Caption, read_caption, write_caption
+from kiln.engine.dataset.lock import caption_lock
 from kiln.engine.dataset.scan import Dataset, ImageRecord, scan_dataset
 from kiln.engine.dataset.selection import excluded_paths, move_file_state, set_included
 from kiln.engine.dataset.store import Store
@@ -251,9 +252,14 @@ class Curation:
             set_included(self.store, changed, included)
 
     def save_caption(self, rel_path: str, text: str) -> None:
-        """Write a caption atomically and remember it as the on-disk text."""
+        """Write a caption atomically (under the dataset's caption lock) and remember it.
+
+        Raises:
+            CaptionError: The caption is read-only, a folder, or cannot be written.
+        """
         row = self.rows[rel_path]
-        write_caption(row.record.caption_path, text)
+        with caption_lock(self.root):
+            write_caption(row.record.caption_path, text)
         row.caption = Caption(text=text, exists=True)
 
     def reload_caption(self, rel_path: str) -> Caption:

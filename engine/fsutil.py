@@ -7,31 +7,62 @@ import os
 import tempfile
 from pathlib import Path
 
+TEMP_MARK = ".kiln-"
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then rename.
 
     The rename is atomic on POSIX, so readers see either the old file or the new one.
-    The original file's permission bits are kept when it already exists.
+    The original file's permission bits are kept when it already exists; a new file gets the
+    mode any program would give it (0666 less the umask), not the temp file's 0600. The temp
+    file's name (``.<name>.kiln-XXXXXXXX.tmp``, see :data:`TEMP_PATTERN`) is Kiln's own, so
+    one left by a killed process can be recognised and removed (:func:`remove_stale_temps`).
     """
     path = Path(path)
-    mode = None
+    mode = 0o666 & ~current_umask()
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o7777
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp_name, mode)
+        os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the fallback)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove Kiln's own temp files (``.<name>.kiln-*.tmp``) left in ``folder`` by a killed writer.
+
+    Call it only while no Kiln process can be writing there (under the folder's lock); other
+    programs' files never match the pattern.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and TEMP_MARK in entry.name and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:

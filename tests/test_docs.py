@@ -13,12 +13,8 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 
 # The README's two set-up commands, exactly; CI (.ci/run) runs the test one.
-OPEN_COMMAND = (
-    "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && kiln sample_data"
-)
-TEST_COMMAND = (
-    'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest'
-)
+OPEN_COMMAND = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && kiln sample_data"
+TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest'
 
 # docs/keymap.md is written on another branch (issue 13); until it lands here its links are
 # allowed to dangle. Remove this once docs/keymap.md is in the tree.

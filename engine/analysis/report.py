@@ -92,11 +92,7 @@ def candidates_of(
 ) -> list[Candidate]:
     """The included, measured images of a report as rebalance candidates (see :func:`judged_candidates`)."""
     return judged_candidates(
-        (
-            (row.record.rel_path, row.analysis.white, row.analysis.metrics)
-            for row in rows
-            if row.counted
-        ),
+        ((row.record.rel_path, row.analysis.white, row.analysis.metrics) for row in rows if row.counted),
         thresholds,
     )
 

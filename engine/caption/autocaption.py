@@ -19,7 +19,8 @@ from kiln.engine.caption.images import rgb_on_white
 from kiln.engine.caption.tagtext import has_tag, join_tags, split_tags, tag_key
 from kiln.engine.caption.triggers import infer_trigger
 from kiln.engine.caption.undo import FileChange, History, current_bytes, relative
-from kiln.engine.dataset.captions import read_caption, write_caption
+from kiln.engine.dataset.captions import CaptionError, read_caption, read_only_reason, write_caption
+from kiln.engine.dataset.lock import caption_lock
 from kiln.engine.dataset.scan import ImageRecord
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import ImageError, ModelError, UsageError
@@ -87,7 +88,8 @@ class CaptionOutcome:
         status: ``written``, ``unchanged`` (the new caption equals the old), ``skipped``
             (it had a caption and the mode is skip) or ``failed``.
         text: The caption now on disk (written or unchanged), else None.
-        error: For ``failed``, the one-line reason and fix.
+        error: For ``failed``, the one-line reason and fix; for a ``skipped`` caption the user
+            made read-only, why it was left as is.
     """
 
     rel_path: str
@@ -185,6 +187,8 @@ def caption_images(
         Every outcome in order, whether the run stopped early, and its undo step id.
     """
     run = CaptionRun()
+    if store is not None:
+        store.require_persistent("captioning")
     history = History(store) if store is not None else None
     description = f"caption ({captioner.style}, {options.mode})"
 
@@ -273,6 +277,11 @@ def _refusal(record: ImageRecord, options: CaptionOptions) -> CaptionOutcome | N
     caption = read_caption(record.caption_path)
     if not needs_caption(caption.text, options.mode):
         return CaptionOutcome(record.rel_path, record.caption_path, SKIPPED, text=caption.text)
+    read_only = read_only_reason(record.caption_path)
+    if read_only is not None:
+        return CaptionOutcome(
+            record.rel_path, record.caption_path, SKIPPED, text=caption.text, error=read_only
+        )
     if options.mode == "append" and caption.lossy:
         return CaptionOutcome(
             record.rel_path,
@@ -294,7 +303,22 @@ def _write_one(
     description: str,
     known_trigger: str = "",
 ) -> CaptionOutcome:
-    # Read the caption again now: a long run must not undo an edit made while it ran.
+    # Read the caption again now, under the dataset's caption lock: a long run must not undo
+    # an edit made while it ran, and no other writer may slip in between read and write.
+    with caption_lock(root):
+        return _write_locked(record, generated, options, root, history, run, description, known_trigger)
+
+
+def _write_locked(
+    record: ImageRecord,
+    generated: str,
+    options: CaptionOptions,
+    root: Path,
+    history: History | None,
+    run: CaptionRun,
+    description: str,
+    known_trigger: str,
+) -> CaptionOutcome:
     refused = _refusal(record, options)
     if refused is not None:
         return refused
@@ -319,13 +343,8 @@ def _write_one(
                 run.step, [FileChange(relative(root, record.caption_path), raw, text.encode("utf-8"))]
             )
         write_caption(record.caption_path, text)
-    except OSError as exc:
-        return CaptionOutcome(
-            record.rel_path,
-            record.caption_path,
-            FAILED,
-            error=f"cannot write {record.caption_path.name} ({exc.strerror or exc}); check permissions",
-        )
+    except CaptionError as exc:
+        return CaptionOutcome(record.rel_path, record.caption_path, FAILED, error=str(exc))
     return CaptionOutcome(record.rel_path, record.caption_path, WRITTEN, text=text)
 
 

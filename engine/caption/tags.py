@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kiln.engine.caption.tagtext import is_sentence, join_tags, split_tags, tag_key, word_pattern
 from kiln.engine.caption.undo import FileChange, History, current_bytes, relative
-from kiln.engine.dataset.captions import read_caption, write_caption
+from kiln.engine.dataset.captions import CaptionError, read_caption, read_only_reason, write_caption
+from kiln.engine.dataset.lock import caption_lock
 from kiln.engine.dataset.scan import Dataset, ImageRecord
 from kiln.engine.dataset.selection import excluded_paths
 from kiln.engine.dataset.store import Store
@@ -273,6 +274,10 @@ def plan_edit(records: Iterable[ImageRecord], edit: TagEdit) -> TagPlan:
             continue
         if not caption.exists and not edit.creates:
             continue
+        read_only = read_only_reason(record.caption_path)
+        if read_only is not None:
+            plan.skipped.append((record.rel_path, read_only))
+            continue
         pieces = split_tags(caption.text)
         after = edit.apply(list(pieces))
         if after == pieces:
@@ -294,22 +299,39 @@ def apply_plan(plan: TagPlan, root: Path, store: Store) -> ApplyResult:
     """Write a plan's captions atomically, as one undo step.
 
     A caption edited on disk since the plan was made is not overwritten: it is reported as
-    failed, and the step only holds what was written.
+    failed, and the step only holds what was written. Checking, recording the undo step and
+    writing all happen under the dataset's caption lock, so a concurrent edit (another
+    ``kiln tags``, the TUI, captioning) waits instead of being overwritten.
+
+    Raises:
+        KilnError: The undo step cannot be recorded (Kiln's state is not writable); nothing
+            is written.
     """
     result = ApplyResult(step=None)
     if not plan.changes:
         return result
+    store.require_persistent(plan.description)
+    with caption_lock(root):
+        _apply_locked(plan, root, store, result)
+    return result
+
+
+def _apply_locked(plan: TagPlan, root: Path, store: Store, result: ApplyResult) -> None:
     history = History(store)
     current: list[tuple[CaptionChange, bytes | None]] = []
     for change in plan.changes:
-        raw = current_bytes(change.caption_path)
-        now = read_caption(change.caption_path)
+        try:
+            raw = current_bytes(change.caption_path)
+            now = read_caption(change.caption_path)
+        except (CaptionError, OSError) as exc:
+            result.failed.append((change.image, str(exc)))
+            continue
         if (now.text if now.exists else None) != change.before:
             result.failed.append((change.image, "changed on disk since the preview; run the operation again"))
             continue
         current.append((change, raw))
     if not current:
-        return result
+        return
     result.step = history.begin(plan.description)
     history.record(
         result.step,
@@ -321,12 +343,10 @@ def apply_plan(plan: TagPlan, root: Path, store: Store) -> ApplyResult:
     for change, _ in current:
         try:
             write_caption(change.caption_path, change.after)
-        except OSError as exc:
-            reason = f"cannot write it ({exc.strerror or exc}); check permissions"
-            result.failed.append((change.image, reason))
+        except CaptionError as exc:
+            result.failed.append((change.image, str(exc)))
             continue
         result.written.append(change.image)
-    return result
 
 
 # --- stats -----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln.engine.dataset.captions import CaptionError, read_only_reason
+from kiln.engine.dataset.lock import caption_lock
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import KilnError
 from kiln.engine.fsutil import atomic_write_bytes
@@ -152,6 +154,10 @@ class History:
             KilnError: There is nothing to undo.
             UndoConflict: Files were edited since the step and ``force`` is not set.
         """
+        with caption_lock(self.root):
+            return self._undo_locked(force=force, dry_run=dry_run)
+
+    def _undo_locked(self, *, force: bool, dry_run: bool) -> UndoResult:
         steps = self.steps()
         if not steps:
             raise KilnError(f"{self.root}: nothing to undo (no caption edits are recorded)")
@@ -160,7 +166,9 @@ class History:
         plan: list[FileChange] = []
         for change in self.files(step.id):
             current = current_bytes(self.root / change.path)
-            if current == change.before:
+            if read_only_reason(self.root / change.path) is not None and current != change.before:
+                result.conflicts.append(change.path)  # the user made it read-only since: theirs
+            elif current == change.before:
                 result.unchanged.append(change.path)
             elif current == change.after:
                 plan.append(change)
@@ -194,6 +202,10 @@ def current_bytes(path: Path) -> bytes | None:
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         return None
+    except OSError as exc:
+        raise CaptionError(
+            f"{path}: cannot read the caption ({exc.strerror or exc}); fix its permissions (chmod u+r)"
+        ) from exc
 
 
 def _bytes(value: object) -> bytes | None:

@@ -1,17 +1,25 @@
 """Kiln's per-dataset state in ``<dataset>/.kiln/kiln.db`` (SQLite in WAL mode).
 
-It holds the selection (which images are included) and the analysis cache. Deleting it
-loses nothing but time. When the dataset folder is read-only the store lives in memory and
-says so, so Kiln still opens.
+It holds the selection (which images are included), the analysis cache and the captions'
+undo history. Deleting it loses nothing but time and undo. A damaged file (truncated,
+overwritten) is moved aside as ``kiln.db.damaged-<time>`` and a fresh one started, with a
+warning that says so. When the state cannot be written at all (the dataset folder is
+read-only, ``.kiln`` is a file) the store lives in memory and says so, so Kiln still opens;
+caption edits then refuse to run, since their undo could not be recorded
+(:meth:`Store.require_persistent`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from kiln.engine.errors import KilnError
 
 STATE_FOLDER = ".kiln"
 DB_NAME = "kiln.db"
@@ -52,24 +60,88 @@ class Store:
         self.path = self.root / STATE_FOLDER / DB_NAME
         self.persistent = True
         self.warning: str | None = None
+        self.problem: str | None = None
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            self.persistent = False
-            self.warning = (
-                f"{self.path}: cannot write Kiln's state ({exc}); the selection and cache "
-                "last only for this session"
-            )
-            self._conn = sqlite3.connect(":memory:", check_same_thread=False)
-            self._conn.executescript(_SCHEMA)
+            self._conn = self._open_file()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) or not self.path.is_file():
+                self._open_memory(exc)
+            else:
+                aside = self._move_aside()
+                try:
+                    self._conn = self._open_file()
+                    self.warning = (
+                        f"{self.path}: was damaged ({exc}); kept as {aside.name} and started afresh "
+                        "(selection, analysis cache and caption undo history begin empty)"
+                    )
+                except (OSError, sqlite3.Error) as again:
+                    self._open_memory(again)
+        except OSError as exc:
+            self._open_memory(exc)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def _open_file(self) -> sqlite3.Connection:
+        """Open the database file, waiting out another process that is creating it.
+
+        Two Kiln processes opening a new ``kiln.db`` together race to switch it to WAL, and
+        the loser gets "database is locked" at once (the busy timeout does not cover it):
+        retry for a while rather than fall back to a memory store and lose the undo record.
+        """
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_memory(self, exc: BaseException) -> None:
+        self.persistent = False
+        reason = getattr(exc, "strerror", None) or str(exc)
+        self.problem = f"{self.path}: cannot write Kiln's state ({reason})"
+        self.warning = f"{self.problem}; the selection and cache last only for this session"
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self._conn.executescript(_SCHEMA)
+
+    def _move_aside(self) -> Path:
+        """Keep a damaged database for inspection under a new name; drop its WAL files."""
+        aside = self.path.with_name(f"{DB_NAME}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(DB_NAME + suffix).unlink(missing_ok=True)
+        return aside
+
+    def require_persistent(self, what: str) -> None:
+        """Refuse ``what`` (an edit whose undo must be recorded) when the state is in memory.
+
+        Raises:
+            KilnError: The state cannot be written; the message names the file and the fix,
+                and says nothing was changed.
+        """
+        if not self.persistent:
+            raise KilnError(
+                f"{self.problem}; {what} refused, nothing changed: its undo could not be recorded. "
+                f"Make {self.path.parent} a writable folder (move away a file of that name)"
             )
 
     @contextmanager

@@ -435,8 +435,8 @@ class DatasetScreen(SectionScreen):
 
             def decide(choice: str | None) -> None:
                 if choice == "save":
-                    self._save_editor()
-                    self._load_row(path)
+                    if self._save_editor():  # a failed save keeps the edit open
+                        self._load_row(path)
                 elif choice == "discard":
                     self._load_row(path)
                 else:
@@ -507,23 +507,24 @@ class DatasetScreen(SectionScreen):
         self.editor.text_area.focus()
 
     def action_save(self) -> None:
-        if self.editor.dirty:
-            self._save_editor()
+        if self.editor.dirty and self._save_editor():
             self.notify(f"Saved {self.curation.rows[self.editor.rel_path].record.caption_path.name}")
 
-    def _save_editor(self) -> None:
+    def _save_editor(self) -> bool:
+        """Write the editor's caption; False (and an error notice) when it could not be written."""
         editor = self.editor
         path = editor.rel_path
         if path is None or path not in self.curation.rows:
-            return
+            return False
         try:
             self.curation.save_caption(path, editor.text)
-        except OSError as exc:
-            self.notify(f"Cannot write the caption: {exc}", severity="error")
-            return
+        except KilnError as exc:
+            self.notify(str(exc), severity="error")
+            return False
         editor.mark_saved()
         self.update_row(path)
         self.tell_sections({path})
+        return True
 
     def action_cancel(self) -> None:
         box = self.query_one("#filter", Input)
@@ -585,8 +586,8 @@ class DatasetScreen(SectionScreen):
 
         def decide(choice: str | None) -> None:
             if choice == "save":
-                self._save_editor()
-                then()
+                if self._save_editor():  # a failed save keeps the edit open
+                    then()
             elif choice == "discard":
                 editor.revert()
                 then()
