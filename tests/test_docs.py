@@ -16,9 +16,6 @@ DOCS = ROOT / "docs"
 OPEN_COMMAND = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && kiln sample_data"
 TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest'
 
-# docs/keymap.md is written on another branch (issue 13); until it lands here its links are
-# allowed to dangle. Remove this once docs/keymap.md is in the tree.
-PENDING = {DOCS / "keymap.md"}
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
@@ -71,6 +68,6 @@ def test_relative_links_point_to_files():
                 continue
             path = target.split("#", 1)[0]
             resolved = (page.parent / path).resolve()
-            if not resolved.exists() and resolved not in PENDING:
+            if not resolved.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, "broken links:\n" + "\n".join(broken)
