@@ -15,7 +15,7 @@ from kiln.cli import main
 from kiln.engine.models.loading import SD15_CONFIG_DIR
 from safetensors.torch import save_file
 
-from tests.tec.conftest import cli_json
+from tests.tec.helpers import cli_json
 from tests.tinytec import LETTERS, file_variant, swapped_rows, write_epoch
 
 

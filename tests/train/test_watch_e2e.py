@@ -19,7 +19,7 @@ from kiln.tui.screens.runs import RunsScreen
 from kiln.tui.widgets.run_table import RunTable
 
 from kiln import engine
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 
 REPO = Path(engine.__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 240
