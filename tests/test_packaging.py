@@ -7,6 +7,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# Builds and installs the wheel in subprocesses.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_SUFFIXES = {".tcss", ".toml", ".json", ".txt", ".gz"}
 IMAGE_SUFFIXES = {".jpg", ".png", ".webp"}
@@ -52,4 +57,9 @@ def test_wheel_installs_one_import_name_and_the_licence(tmp_path: Path) -> None:
     assert top_level == {"kiln"}
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     modules = {name for name in names if name.endswith(".py")}
-    assert {"kiln/__main__.py", "kiln/cli/__init__.py", "kiln/engine/runs/worker.py", "kiln/tui/app.py"} <= modules
+    assert {
+        "kiln/__main__.py",
+        "kiln/cli/__init__.py",
+        "kiln/engine/runs/worker.py",
+        "kiln/tui/app.py",
+    } <= modules

@@ -130,6 +130,7 @@ def test_failures_exit_1_with_one_line(tiny_folder: Path, tiny_file: Path, tmp_p
     assert "no such words file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_entry_prints_json_in_a_fresh_process(tiny_folder: Path, tiny_file: Path) -> None:
     env = dict(os.environ)
     command = [sys.executable, "-m", "kiln.cli", "tec", str(tiny_file), "--reference", str(tiny_folder)]
