@@ -130,7 +130,11 @@ def dsb_report(
         for record in dataset.images
     ]
     summary = summarise(
-        ((row.analysis.white, row.record.repeats) for row in rows if row.included and row.analysis.ok),
+        (
+            (row.analysis.white, row.record.repeats)
+            for row in rows
+            if row.included and row.analysis.ok and row.analysis.white is not None
+        ),
         target,
     )
     suggestion = rebalance(candidates_of(rows), target, min_images)

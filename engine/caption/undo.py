@@ -97,7 +97,8 @@ class History:
             cursor = conn.execute(
                 "INSERT INTO caption_steps (created, description) VALUES (?, ?)", (time.time(), description)
             )
-            step = int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT always sets it
+            step = cursor.lastrowid
             old = [
                 row[0]
                 for row in conn.execute(
@@ -196,8 +197,8 @@ def current_bytes(path: Path) -> bytes | None:
         return None
 
 
-def _bytes(value: object) -> bytes | None:
-    return None if value is None else bytes(value)  # type: ignore[arg-type]
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def relative(root: Path, path: Path) -> str:
