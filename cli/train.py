@@ -164,7 +164,14 @@ class _Progress:
     """A Rich progress bar fed by the trainer's events."""
 
     def __init__(self, out, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.out = out
         self.enabled = enabled
@@ -177,13 +184,13 @@ class _Progress:
             console=out,
             disable=not enabled,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def on_event(self, event: dict) -> None:

@@ -331,9 +331,14 @@ class Curation:
         self._count(row)
 
     def _count(self, row: Row) -> None:
-        if row.counted:
-            self.accumulator.add(row.analysis.white, row.record.repeats)  # type: ignore[union-attr]
+        if (white := _counted_white(row)) is not None:
+            self.accumulator.add(white, row.record.repeats)
 
     def _uncount(self, row: Row) -> None:
-        if row.counted:
-            self.accumulator.remove(row.analysis.white, row.record.repeats)  # type: ignore[union-attr]
+        if (white := _counted_white(row)) is not None:
+            self.accumulator.remove(white, row.record.repeats)
+
+
+def _counted_white(row: Row) -> float | None:
+    """The row's white share when it contributes to the DSB (``Row.counted``), else None."""
+    return row.analysis.white if row.counted and row.analysis is not None else None

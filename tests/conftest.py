@@ -6,25 +6,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.imagegen import share_image
 
 # No test may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-
-def share_image(white_percent: float, size: tuple[int, int] = (100, 100), mode: str = "L") -> Image.Image:
-    """An image whose first ``white_percent`` of pixels (row-major) are white, the rest black."""
-    width, height = size
-    total = width * height
-    white = round(total * white_percent / 100)
-    flat = np.zeros(total, dtype=np.uint8)
-    flat[:white] = 255
-    image = Image.fromarray(flat.reshape(height, width), "L")
-    return image.convert(mode) if mode != "L" else image
 
 
 @pytest.fixture

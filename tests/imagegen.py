@@ -1,4 +1,4 @@
-"""Synthetic images with the statistics of natural photos, for tests and benchmarks.
+"""Synthetic images for tests and benchmarks: photo-like ones and ones with a known white share.
 
 Natural photos have an amplitude spectrum falling roughly as 1/f^1.2 once a camera's optics
 and noise reduction have softened the finest scales; these images are random fields with
@@ -35,3 +35,14 @@ def photo_like(size: tuple[int, int], seed: int = 0, slope: float = 1.2) -> Imag
     )
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, 2, (height, width, 1))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def share_image(white_percent: float, size: tuple[int, int] = (100, 100), mode: str = "L") -> Image.Image:
+    """An image whose first ``white_percent`` of pixels (row-major) are white, the rest black."""
+    width, height = size
+    total = width * height
+    white = round(total * white_percent / 100)
+    flat = np.zeros(total, dtype=np.uint8)
+    flat[:white] = 255
+    image = Image.fromarray(flat.reshape(height, width), "L")
+    return image.convert(mode) if mode != "L" else image

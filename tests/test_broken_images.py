@@ -13,7 +13,7 @@ from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.dataset.store import Store
 from PIL import Image
 
-from tests.conftest import share_image
+from tests.imagegen import share_image
 
 
 def digest(path: Path) -> str:

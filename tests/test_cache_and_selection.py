@@ -12,7 +12,7 @@ from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.dataset.selection import excluded_paths, included_records, move_folder_state, set_included
 from kiln.engine.dataset.store import Store
 
-from tests.conftest import share_image
+from tests.imagegen import share_image
 
 
 def no_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:

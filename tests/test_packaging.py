@@ -7,6 +7,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# Builds and installs the wheel in subprocesses.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_SUFFIXES = {".tcss", ".toml", ".json", ".txt", ".gz"}
 IMAGE_SUFFIXES = {".jpg", ".png", ".webp"}

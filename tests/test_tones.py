@@ -12,8 +12,7 @@ from kiln.engine.analysis.measure import analyse_image
 from kiln.engine.analysis.tones import METHODS, desaturate, posterize4, tone_share
 from PIL import Image
 
-from tests.conftest import share_image
-from tests.imagegen import photo_like
+from tests.imagegen import photo_like, share_image
 
 
 def measure(path: Path, method: str = "luma601", exact: bool = True) -> float:

@@ -58,19 +58,21 @@ class QualityReport:
     def _image_json(self, row: QualityRow) -> dict:
         metrics = row.analysis.metrics
         width, height = metrics.get("width"), metrics.get("height")
-        sized = isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0
+        size = (
+            (width, height)
+            if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0
+            else None
+        )
         data: dict = {
             "path": row.record.rel_path,
             "flags": row.quality.flag_ids,
             "reasons": [flag.reason for flag in row.quality.flags],
             "included": row.included,
             "error": row.analysis.error,
-            "width": width if sized else None,
-            "height": height if sized else None,
-            "aspect": round(max(width, height) / min(width, height), 3) if sized else None,
-            "upscale": round(training_upscale(width, height, self.thresholds.resolution), 3)
-            if sized
-            else None,
+            "width": size[0] if size else None,
+            "height": size[1] if size else None,
+            "aspect": round(max(size) / min(size), 3) if size else None,
+            "upscale": round(training_upscale(*size, self.thresholds.resolution), 3) if size else None,
             "exif_orientation": metrics.get("exif_orientation"),
             "sharpness_rank": row.quality.sharpness_rank,
             "duplicate_of": row.quality.duplicate_of,

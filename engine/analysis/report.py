@@ -132,7 +132,11 @@ def dsb_report(
         for record in dataset.images
     ]
     summary = summarise(
-        ((row.analysis.white, row.record.repeats) for row in rows if row.counted),
+        (
+            (row.analysis.white, row.record.repeats)
+            for row in rows
+            if row.counted and row.analysis.white is not None
+        ),
         target,
     )
     suggestion = rebalance(candidates_of(rows), target, min_images)

@@ -79,7 +79,8 @@ class BlipCaptioner:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
             raise ModelError(f"{self.folder}: transformers cannot load this BLIP model ({first})") from exc
-        self.model.to(self.device).eval()
+        # transformers types .to() as its dtype-only overload; a device is what it takes here.
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
 
     def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
         """One sentence per image, with the conditional prefix removed; the captioner interface."""

@@ -99,7 +99,8 @@ class History:
             cursor = conn.execute(
                 "INSERT INTO caption_steps (created, description) VALUES (?, ?)", (time.time(), description)
             )
-            step = int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT always sets it
+            step = cursor.lastrowid
             old = [
                 row[0]
                 for row in conn.execute(
@@ -208,8 +209,8 @@ def current_bytes(path: Path) -> bytes | None:
         ) from exc
 
 
-def _bytes(value: object) -> bytes | None:
-    return None if value is None else bytes(value)  # type: ignore[arg-type]
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def relative(root: Path, path: Path) -> str:

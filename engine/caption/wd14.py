@@ -254,7 +254,7 @@ class Wd14Tagger:
 
     def close(self) -> None:
         """Release the session."""
-        self.session = None  # type: ignore[assignment]
+        self.session = None
 
 
 def _open_session(model_path: Path, providers: Sequence[str] | None):  # -> onnxruntime.InferenceSession
@@ -291,7 +291,7 @@ def _input_geometry(model_path: Path, node) -> tuple[int, int | None]:
             raise ModelError(f"{model_path}: input {height}x{width} is not square; not a WD14 tagger export")
         size = height
     elif isinstance(height, int) or isinstance(width, int):
-        size = height if isinstance(height, int) else width  # type: ignore[assignment]
+        size = height if isinstance(height, int) else width
     else:
         size = DEFAULT_SIZE  # a free spatial size: use what WD14 models are trained at
     batch = shape[0]

@@ -15,7 +15,7 @@ from kiln.cli import main
 from kiln.engine.models.loading import SD15_CONFIG_DIR
 from safetensors.torch import save_file
 
-from tests.tec.conftest import cli_json
+from tests.tec.helpers import cli_json
 from tests.tinytec import LETTERS, file_variant, swapped_rows, write_epoch
 
 
@@ -130,6 +130,7 @@ def test_failures_exit_1_with_one_line(tiny_folder: Path, tiny_file: Path, tmp_p
     assert "no such words file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_entry_prints_json_in_a_fresh_process(tiny_folder: Path, tiny_file: Path) -> None:
     env = dict(os.environ)
     command = [sys.executable, "-m", "kiln.cli", "tec", str(tiny_file), "--reference", str(tiny_folder)]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kiln.engine.train.config import TrainConfig, load_config
 
 from kiln import engine
@@ -34,6 +35,7 @@ def kiln(
     )
 
 
+@pytest.mark.slow
 def test_demo_trains_the_tiny_model_on_sample_data(tmp_path: Path) -> None:
     result = kiln(
         "train",
@@ -87,6 +89,7 @@ def test_pickled_base_model_exits_1_before_a_run_folder_exists(tmp_path: Path, t
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_tiny_model_command_writes_both_layouts(tmp_path: Path) -> None:
     folder = kiln("tiny-model", str(tmp_path / "tiny"), "--json")
     assert folder.returncode == 0, folder.stderr

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.dataset.store import Store
 from kiln.engine.plan.loads import dataset_load
@@ -22,6 +23,9 @@ from kiln.engine.train.config import config_from_mapping, resolved_toml
 from kiln.engine.train.data import bucket_spec
 
 from tests.train.test_cli_train import kiln
+
+# End to end: a two-process (gloo) training run, cancelled and resumed.
+pytestmark = pytest.mark.slow
 
 
 def wait_for(predicate, what: str, timeout: float = 240.0) -> None:

@@ -155,6 +155,7 @@ def assert_matches_reference(run_dir: Path, reference: dict, first_step: int) ->
     assert info.state == "done" and info.step == info.total == reference["total"]
 
 
+@pytest.mark.slow
 def test_cancel_stops_after_the_step_and_resume_matches_an_uninterrupted_run(
     detached, reference, config_file: Path
 ) -> None:
@@ -185,6 +186,7 @@ def test_cancel_stops_after_the_step_and_resume_matches_an_uninterrupted_run(
     assert not (run_dir / rundir.CANCEL_FILE).exists()
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_reads_stale_and_resumes_from_the_last_save(detached, reference) -> None:
     run_dir, flag = detached["kill"]
     wait_for(flag.exists, "the run to reach step 5")
@@ -202,6 +204,7 @@ def test_sigkill_during_training_reads_stale_and_resumes_from_the_last_save(deta
     assert len(saves(run_dir / rundir.STATE_FOLDER)) == 2
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_save_resumes_from_the_previous_save(detached, reference) -> None:
     run_dir, flag = detached["killsave"]
     wait_for(flag.exists, "the run to pause inside the save of step 4")
@@ -218,6 +221,7 @@ def test_sigkill_inside_a_save_resumes_from_the_previous_save(detached, referenc
     assert not list(state.glob("tmp-*"))
 
 
+@pytest.mark.slow
 def test_detached_run_outlives_its_launcher_and_refuses_resume_when_done(
     config_file: Path, tmp_path: Path
 ) -> None:
@@ -266,6 +270,7 @@ def test_detached_run_outlives_its_launcher_and_refuses_resume_when_done(
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_second_signal_stops_a_foreground_run_at_once_keeping_the_last_save(
     config_file: Path, tmp_path: Path
 ) -> None:

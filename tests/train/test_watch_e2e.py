@@ -19,7 +19,10 @@ from kiln.tui.screens.runs import RunsScreen
 from kiln.tui.widgets.run_table import RunTable
 
 from kiln import engine
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
+
+# End to end: detached training processes, `kiln watch` and sweeps in subprocesses.
+pytestmark = pytest.mark.slow
 
 REPO = Path(engine.__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 240

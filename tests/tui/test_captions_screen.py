@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.widgets import Input, ProgressBar, Select
 
 from tests.caption_models import write_wd14_model
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 
 SIZE = (120, 40)
 POT = "10_kilnpot/pot_01.jpg"

@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.widgets import Input, Tree
 
 from tests.imagegen import photo_like
-from tests.tui.conftest import add_small_duplicate, analysed, make_app, wait_for
+from tests.tui.helpers import add_small_duplicate, analysed, make_app, wait_for
 
 SIZE = (100, 30)
 BLURRED, BLOWN = "painting_r3c3.png", "painting_r3c4.png"

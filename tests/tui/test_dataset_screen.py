@@ -19,8 +19,8 @@ from PIL import Image
 from textual.binding import Binding
 from textual.widgets import TextArea
 
-from tests.conftest import share_image
-from tests.tui.conftest import add_small_duplicate, analysed, make_app, wait_for
+from tests.imagegen import share_image
+from tests.tui.helpers import add_small_duplicate, analysed, make_app, wait_for
 
 
 def expected_summary(app):

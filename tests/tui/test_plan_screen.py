@@ -16,7 +16,7 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Select
 
-from tests.tui.conftest import analysed, make_app, wait_for
+from tests.tui.helpers import analysed, make_app, wait_for
 
 SIZE = (120, 40)
 

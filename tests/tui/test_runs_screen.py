@@ -22,7 +22,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
 from tests.runfolders import write_run, write_sweep
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 
 
 async def open_runs(pilot) -> RunsScreen:

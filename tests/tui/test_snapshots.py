@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.caption_models import write_wd14_model
-from tests.tui.conftest import analysed, make_app, ready, wait_for, write_tec_run
+from tests.tui.helpers import analysed, make_app, ready, wait_for, write_tec_run
 
 SIZE = (100, 30)
 
@@ -189,7 +189,7 @@ def fake_runs(root: Path) -> None:
 
 
 async def runs_ready(pilot) -> None:
-    from tests.tui.conftest import wait_for
+    from tests.tui.helpers import wait_for
 
     await pilot.press("5")
     screen = pilot.app.screen
@@ -206,7 +206,7 @@ def test_runs_screen_on_a_failed_run(snap_compare, sample_copy: Path, utc) -> No
     fake_runs(sample_copy)
 
     async def prepare(pilot) -> None:
-        from tests.tui.conftest import wait_for
+        from tests.tui.helpers import wait_for
 
         await runs_ready(pilot)
         await pilot.press("j")
@@ -220,7 +220,7 @@ def test_runs_screen_on_a_failed_run(snap_compare, sample_copy: Path, utc) -> No
 
 def test_runs_screen_without_runs(snap_compare, sample_copy: Path) -> None:
     async def prepare(pilot) -> None:
-        from tests.tui.conftest import wait_for
+        from tests.tui.helpers import wait_for
 
         await pilot.press("5")
         await wait_for(pilot, lambda: pilot.app.screen._listed_once)
@@ -232,7 +232,7 @@ def test_sweep_view(snap_compare, sample_copy: Path, utc) -> None:
     fake_runs(sample_copy)
 
     async def prepare(pilot) -> None:
-        from tests.tui.conftest import wait_for
+        from tests.tui.helpers import wait_for
 
         await runs_ready(pilot)
         await pilot.press("v")

@@ -18,7 +18,7 @@ from kiln.tui.widgets.tec_report_view import TecReportView
 from textual.widgets import Checkbox, DataTable, Input, ProgressBar
 
 from tests.tinytec import write_unet_only_epoch
-from tests.tui.conftest import make_app, wait_for, write_tec_run
+from tests.tui.helpers import make_app, wait_for, write_tec_run
 
 SIZE = (120, 40)
 # The first measurement of a session imports torch and transformers (several seconds on 2 cores).
