@@ -46,7 +46,7 @@ class TokenizerUnavailable(KilnError):
 
 def tokenizer_dir() -> Path:
     """The folder of the SD 1.5 tokenizer Kiln ships (``vocab.json``, ``merges.txt``)."""
-    return Path(str(resources.files("kiln.engine.models").joinpath("configs", "sd15", "tokenizer")))
+    return Path(str(resources.files("kiln.engine.models") / "configs" / "sd15" / "tokenizer"))
 
 
 def bytes_to_unicode() -> dict[int, str]:

@@ -76,7 +76,7 @@ def text_encoder_targets(text_encoder: nn.Module, rank: int, alpha: float) -> li
 
 def text_encoder(pipe: StableDiffusionPipeline) -> nn.Module:
     """The pipeline's (one) text encoder, the model TEC measures."""
-    return pipe.text_encoder
+    return pipe.text_encoder  # type: ignore[attr-defined]  # diffusers' stubs lack the component
 
 
 def build_tiny(seed: int | None = None) -> StableDiffusionPipeline:

@@ -79,8 +79,8 @@ def load_counts(load: DatasetLoad) -> LoadCounts:
     """What :class:`PlanRequest` needs from a dataset's load."""
     shared = {concept.repeats for concept in load.concepts}
     return LoadCounts(
-        bucket_images=load.bucket_images(),
-        folder_items=load.bucket_items(),
+        bucket_images={size: count for size, count in load.bucket_images().items()},
+        folder_items={size: count for size, count in load.bucket_items().items()},
         folder_repeats=shared.pop() if len(shared) == 1 else None,
     )
 

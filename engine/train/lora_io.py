@@ -137,7 +137,7 @@ def lora_metadata(
         else None
     )
     buckets = {
-        str(i): {"resolution": list(bucket.resolution), "count": bucket.items}
+        str(i): {"resolution": list(bucket.resolution or ()), "count": bucket.items}
         for i, bucket in enumerate(plan.buckets)
     }
     meta: dict[str, Any] = {

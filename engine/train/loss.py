@@ -72,8 +72,9 @@ def encode_text(models: TrainModels, ids: torch.Tensor, clip_skip: int) -> torch
         output = models.te_train(ids, output_hidden_states=clip_skip > 1)
         if clip_skip == 1:
             return output.last_hidden_state
-        inner = getattr(models.text_encoder, "text_model", models.text_encoder)
-        return inner.final_layer_norm(output.hidden_states[-clip_skip])
+        inner: torch.nn.Module = getattr(models.text_encoder, "text_model", models.text_encoder)
+        norm: torch.nn.Module = inner.final_layer_norm  # type: ignore[assignment]
+        return norm(output.hidden_states[-clip_skip])
 
 
 def min_snr_weights(

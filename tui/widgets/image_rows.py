@@ -54,17 +54,16 @@ def status_text(row: Row) -> str:
 def row_cells(row: Row) -> list[Text]:
     """The table cells for a row."""
     analysis = row.analysis
-    pending = analysis is None
     dim = "" if row.included else "dim"
     white = black = ""
-    if pending:
+    if analysis is None:
         white = black = "…"
     elif analysis.ok:
         white, black = f"{analysis.white:.1f}", f"{analysis.black:.1f}"
     status = status_text(row)
     if analysis is not None and analysis.error:
         status_style = "red"
-    elif pending:
+    elif analysis is None:
         status_style = "dim"
     else:
         status_style = "yellow" if row.flags else ""
