@@ -20,13 +20,20 @@ def cache_dir() -> Path:
 
 
 def sample_data_dir() -> Path:
-    """The bundled sample dataset: the repository's ``sample_data/``, installed as ``kiln.sample_data``."""
-    from importlib import resources
+    """The bundled sample dataset: the repository's ``sample_data/``, installed as ``kiln/sample_data``.
+
+    ``kiln.sample_data`` is a data-only folder (a namespace package), so its location comes
+    from the import system's search path, not from ``__file__``; a source checkout without
+    an install falls back to the folder beside ``engine/``.
+    """
+    import importlib.util
 
     try:
-        path = Path(str(resources.files("kiln.sample_data")))
-    except (ModuleNotFoundError, TypeError):
-        path = Path(engine.__file__).resolve().parent.parent / "sample_data"
+        spec = importlib.util.find_spec("kiln.sample_data")
+    except ModuleNotFoundError:
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(locations[0]) if locations else Path(engine.__file__).resolve().parent.parent / "sample_data"
     if not path.is_dir():
         raise KilnError(f"{path}: the sample dataset is missing; reinstall Kiln (pip install lora-kiln)")
     return path
