@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         output = Path(overrides.pop("output.dir", Path.cwd() / "runs"))
         config = demo_config(output, overrides)
     else:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, overrides_source="--set")
         require_paths(config, str(args.config))
     return train(config, quiet=args.quiet, cpu=args.cpu, detach=args.detach, gpus=args.gpus)
 
@@ -109,7 +109,9 @@ def train(config, quiet: bool = False, cpu: bool = False, detach: bool = False, 
     from kiln.engine.runs import runner
 
     # A bad path or GPU count fails before a run folder exists for it.
-    run_dir = runner.new_run_dir(config, gpus=gpus, cpu=cpu)
+    run_dir = runner.new_run_dir(
+        config, gpus=gpus, cpu=cpu, warn=lambda text: sys.stderr.write(f"kiln: warning: {text}\n")
+    )
     if detach:
         process = runner.spawn(run_dir, gpus=gpus, cpu=cpu)
         if not quiet:

@@ -62,4 +62,4 @@ def demo_config(output_dir: Path, overrides: dict | None = None) -> TrainConfig:
         "save": {"every_n_epochs": 5},
         "output": {"dir": str(output_dir), "name": "demo", "comment": "kiln train --demo"},
     }
-    return config_from_mapping(data, source="--demo", overrides=overrides)
+    return config_from_mapping(data, source="--demo", overrides=overrides, overrides_source="--set")
