@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kiln.cli.common import add_example, console, positive_int
+from kiln.cli.common import EXIT_CODES_HELP, add_example, console, positive_int, run_exit_code
 from kiln.engine.errors import KilnError, UsageError
 
 
@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln train run.toml --gpus 2 --detach",
         "kiln train --demo",
     )
+    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES_HELP}"
     parser.set_defaults(func=run)
 
 
@@ -134,7 +135,7 @@ def train_foreground(
     force: bool = False,
 ) -> int:
     """Train (or resume) a run folder with a progress bar until it ends; the run folder is the
-    last line on stdout, and a failed run exits 1."""
+    last line on stdout. Returns 0 when done, 130 when cancelled; a failed run raises (exit 1)."""
     from kiln.engine.runs import runner
     from kiln.engine.runs.folders import read_run
 
@@ -159,7 +160,7 @@ def train_foreground(
         raise KilnError(f"training {info.state}: {info.error} (see {run_dir / 'train.log'})")
     if not quiet:
         out.print(f"{info.state} at step {info.step}/{info.total}: {run_dir / 'lora'}")
-    return 0
+    return run_exit_code(info.state)
 
 
 class _Progress:

@@ -315,3 +315,22 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
     config = load_config(started[0])
     assert (config.train.batch_size, config.train.epochs, config.train.unet_lr) == (2, 12, 3e-4)
     assert config.train.text_encoder_lr_ratio == 0.25 and config.train.precision == "bf16"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_sweep_view_on_a_run_outside_a_sweep_says_so(sample_copy: Path, size) -> None:
+    runs = sample_copy / "runs"
+    from tests.runfolders import T0
+
+    # The newest run (selected first) is not in the sweep.
+    write_run(runs, "pot", stamp="20260309-090000", dataset=sample_copy, t0=T0 + 86400 * 8)
+    write_sweep(runs, "lr", [({"train.unet_lr": 1e-4}, "done")])
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_runs(pilot)
+        await wait_for(pilot, lambda: screen.selected is not None)
+        assert screen.selected.endswith("20260309-090000-pot")
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.screen is screen
+        assert any("pot is not part of a sweep" in note for note in notes(app))

@@ -667,6 +667,14 @@ class RunsScreen(SectionScreen):
     def action_sweep_view(self) -> None:
         key = self.selected
         sweep_dir = Path(key).parent if key else None
+        if key and sweep_dir is not None and not is_sweep_dir(sweep_dir):
+            info = self.infos.get(key)
+            name = info.name if info is not None else Path(key).name
+            self.notify(
+                f"{name} is not part of a sweep: select a run listed as sweep/name to compare its sweep.",
+                severity="warning",
+            )
+            return
         if sweep_dir is None or not is_sweep_dir(sweep_dir):
             sweeps = self._sweep_dirs()
             if not sweeps:
