@@ -48,7 +48,13 @@ from kiln.engine.train.data import (
     step_caption,
     training_set,
 )
-from kiln.engine.train.lora_io import DTYPES, kohya_state_dict, lora_metadata, write_lora
+from kiln.engine.train.lora_io import (
+    DTYPES,
+    base_model_hashes,
+    kohya_state_dict,
+    lora_metadata,
+    write_lora,
+)
 from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
 from kiln.engine.train.models import TrainModels, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
@@ -322,6 +328,8 @@ class Trainer:
     def _prepare_optimizer(self) -> None:
         models = self.models
         optimizer, self.lr_scheduler = make_optimizer(self.config, models, self.total_steps, self.device)
+        # The LoRA's metadata names this class, read before accelerate wraps it.
+        self.base_optimizer = optimizer
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
         if models.train_te:
@@ -635,13 +643,20 @@ class Trainer:
             data=self.data,
             started_at=self.started_at,
             model_name=self.source.name,
-            optimizer=self.optimizer,
+            optimizer=self.base_optimizer,
             prediction_type=models.prediction_type,
+            model_hashes=self._base_model_hashes(),
         )
         path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
         self.lora_files.append(path)
         self.report.emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
         return path
+
+    def _base_model_hashes(self) -> tuple[str, str] | None:
+        """The base model's A1111 hashes, computed once (a whole-file SHA-256 of a few GB)."""
+        if not hasattr(self, "_model_hashes"):
+            self._model_hashes = base_model_hashes(self.source.path)
+        return self._model_hashes
 
     @torch.no_grad()
     def validation_losses(self) -> dict[int, float]:
