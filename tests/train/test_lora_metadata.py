@@ -1,4 +1,4 @@
-"""Issue 14 item 3: the LoRA file's metadata as sd-scripts writes it, and the ss_* keys left out (with why)."""
+"""Issue 14 item 3: LoRA metadata as sd-scripts writes it, and the ss_* keys left out (with why)."""
 
 from __future__ import annotations
 
