@@ -134,6 +134,8 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     # State first: in a narrow pane the name is what gets cut, never the state.
     header = Text(no_wrap=True, overflow="ellipsis")
     header.append(state, style=STATE_STYLES.get(state, "bold"))
+    if getattr(info, "sampling", None) and state == "running":
+        header.append(f" sampling {info.sampling}", style="bold cyan")
     if info.epochs:
         header.append(f" e{now.epoch}/{info.epochs}")
     if info.readonly:

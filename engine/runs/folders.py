@@ -62,6 +62,7 @@ class RunInfo:
         error: Why it failed, or why it is stale.
         readonly: The folder comes from another or older Kiln layout: listed, never
             cancelled or resumed.
+        sampling: ``"k/n"`` while a running run renders its k-th of n samples, else None.
     """
 
     run_dir: Path
@@ -79,6 +80,7 @@ class RunInfo:
     pid: int | None
     error: str | None
     readonly: bool
+    sampling: str | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -131,6 +133,7 @@ def read_run(run_dir: Path) -> RunInfo:
         pid=status.get("pid") if isinstance(status.get("pid"), int) else None,
         error=error,
         readonly=readonly,
+        sampling=_text(status.get("sampling")) if state == "running" else None,
     )
 
 

@@ -29,6 +29,7 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+BASELINES = ("auto", "on", "off")
 # train.precision -> accelerate's mixed_precision.
 MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
@@ -231,6 +232,19 @@ class SampleConfig:
     )
     sampler: str = field(
         default="ddim", metadata=_help("sampler: " + ", ".join(SAMPLERS), _one_of(*SAMPLERS))
+    )
+    steps: int = field(
+        default=0,
+        metadata=_help(
+            "sampling steps of a prompt without --s; 0 = by device (30 on a GPU, 8 on a CPU)", _within(0, 200)
+        ),
+    )
+    baseline: str = field(
+        default="auto",
+        metadata=_help(
+            "render the prompts before training (epoch 0): auto (on a GPU only), on, off",
+            _one_of(*BASELINES),
+        ),
     )
 
 

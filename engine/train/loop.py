@@ -66,7 +66,14 @@ from kiln.engine.train.outputs import (
     samples_dir,
 )
 from kiln.engine.train.report import RunReport
-from kiln.engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
+from kiln.engine.train.samples import (
+    CPU_STEPS,
+    DEFAULT_STEPS,
+    SamplePrompt,
+    parse_prompt,
+    render_samples,
+    sample_scheduler,
+)
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
@@ -259,10 +266,15 @@ class Trainer:
             min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
         )
         self._prepare_optimizer()
+        on_cpu = self.device.type == "cpu"
+        sample_steps = config.sample.steps or (CPU_STEPS if on_cpu else DEFAULT_STEPS)
         self.sample_prompts: list[SamplePrompt] = [
-            parse_prompt(line, index, config.dataset.resolution, train.seed)
+            parse_prompt(line, index, config.dataset.resolution, train.seed, sample_steps)
             for index, line in enumerate(config.sample.prompts)
         ]
+        # The epoch-0 baseline costs a whole sample round before the first step: on a CPU
+        # that is minutes, so "auto" renders it on a GPU only.
+        self.sample_baseline = {"on": True, "off": False}.get(config.sample.baseline, not on_cpu)
         self.latents = LatentCache(
             disk_cache_folder(self.data.root, model_fingerprint(self.source))
             if train.cache_latents_to_disk
@@ -365,7 +377,8 @@ class Trainer:
         epochs = config.train.epochs
         if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
             self._maybe_validate(0)
-            self._maybe_sample(0)
+            if self.sample_baseline:
+                self._maybe_sample(0)
             self._barrier()
         every = config.save.state_every_n_steps
         ga = config.train.grad_accumulation
@@ -713,6 +726,7 @@ class Trainer:
                     samples_dir(self.run_dir, epoch),
                     scheduler,
                     self.config.train.clip_skip,
+                    on_image=self.report.sampling,
                 )
         finally:
             self.models.unet.train()
