@@ -147,11 +147,11 @@ class DatasetConfig:
 class NetworkConfig:
     """``[network]``: the LoRA's shape (Kohya's networks.lora)."""
 
-    rank: int = field(default=16, metadata=_help("LoRA rank (Kohya network_dim)", _within(1, MAX_RANK)))
+    rank: int = field(default=16, metadata=_help("LoRA rank (Kohya network_dim)", _at_least(1), MAX_RANK))
     alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scale = alpha / rank", _positive, MAX_RANK))
     train_text_encoder: bool = field(default=True, metadata=_help("also train the text encoder"))
     conv_rank: int = field(
-        default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _within(0, MAX_RANK))
+        default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _at_least(0), MAX_RANK)
     )
     conv_alpha: float = field(default=1.0, metadata=_help("LoCon alpha", _positive, MAX_RANK))
 
@@ -165,23 +165,23 @@ class TrainParams:
     )
     text_encoder_lr: float = field(
         default=0.0,
-        metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _within(0, MAX_LR)),
+        metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0), MAX_LR),
     )
     text_encoder_lr_ratio: float = field(
         default=0.2,
         metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1)),
     )
     batch_size: int = field(
-        default=1, metadata=_help("images per batch (guide: at most 4)", _within(1, MAX_BATCH))
+        default=1, metadata=_help("images per batch (guide: at most 4)", _at_least(1), MAX_BATCH)
     )
     epochs: int = field(
-        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _within(1, MAX_EPOCHS))
+        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1), MAX_EPOCHS)
     )
     max_steps: int = field(
-        default=0, metadata=_help("stop after this many steps; 0 = no cap", _within(0, MAX_STEPS))
+        default=0, metadata=_help("stop after this many steps; 0 = no cap", _at_least(0), MAX_STEPS)
     )
     grad_accumulation: int = field(
-        default=1, metadata=_help("batches per optimizer step", _within(1, MAX_BATCH))
+        default=1, metadata=_help("batches per optimizer step", _at_least(1), MAX_BATCH)
     )
     precision: str = field(
         default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS))
