@@ -36,3 +36,76 @@ async def test_runs_table_shows_sampling_progress(sample_copy: Path, size) -> No
             await wait_for(pilot, lambda: state_cell() == "running", timeout=8)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_new_run_form_offers_the_small_run_settings_and_no_fp16_on_a_cpu(
+    sample_copy: Path, size, monkeypatch
+) -> None:
+    from kiln.engine.train.config import load_config
+    from kiln.tui.screens.new_run import NewRunScreen
+    from textual.widgets import Input, Select, Static
+
+    from tests.tui.test_runs_screen import fake_model
+
+    monkeypatch.setattr("kiln.engine.runs.newrun.nvidia_gpu_visible", lambda: False)
+    started: list[Path] = []
+    monkeypatch.setattr(
+        "kiln.engine.runs.folders.start_detached",
+        lambda config_path, **kwargs: started.append(Path(config_path)) or sample_copy / "runs" / "x",
+    )
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        await open_runs(pilot)
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        precision = form.query_one("#precision", Select)
+        assert "fp16" not in [value for _, value in precision._options] and precision.value == "fp32"
+        for ident in ("min_bucket", "rank", "alpha", "unet_lr", "te_lr", "sample_steps"):
+            assert form.query_one(f"#{ident}", Input).display
+        # A base model that does not exist is refused in the form: no config is written.
+        form.query_one("#base", Input).value = str(sample_copy.parent / "nowhere")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form
+        assert "no such file or folder" in str(form.query_one("#problem", Static).render())
+        assert not (sample_copy / ".kiln" / "configs").exists()
+        # An out-of-range value is refused by its key, before anything is written.
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "sd15"))
+        form.query_one("#rank", Input).value = "10000"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form and "network.rank" in str(form.query_one("#problem", Static).render())
+        form.query_one("#rank", Input).value = "8"
+        form.query_one("#alpha", Input).value = "4"
+        form.query_one("#min_bucket", Input).value = "128"
+        form.query_one("#unet_lr", Input).value = "2e-4"
+        form.query_one("#sample_steps", Input).value = "6"
+        form.query_one("#module", Select).value = "locon"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(started))
+    config = load_config(started[0])
+    assert config.train.precision == "fp32"
+    assert (config.network.rank, config.network.alpha, config.network.conv_rank) == (8, 4.0, 4)
+    assert config.dataset.min_bucket_reso == 128 and config.train.unet_lr == 2e-4
+    assert config.sample.steps == 6 and config.train.optimizer == "adamw"
+
+
+async def test_new_run_on_a_cpu_never_starts_fp16(sample_copy: Path, monkeypatch) -> None:
+    """The runs screen checks the config again before writing it (fp16 from an edited plan)."""
+    from kiln.tui.screens.new_run import NewRunRequest
+
+    monkeypatch.setattr("kiln.engine.runs.newrun.nvidia_gpu_visible", lambda: False)
+    from tests.tui.test_runs_screen import fake_model, notes
+
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        request = NewRunRequest(
+            str(fake_model(sample_copy.parent / "sd15")), "pot", 10, {"train.precision": "fp16"}
+        )
+        screen.start_run(request, {})
+        await wait_for(pilot, lambda: any("fp16" in note for note in notes(app)), timeout=8)
+    assert not (sample_copy / ".kiln" / "configs").exists()
+    assert not (sample_copy / "runs").exists()

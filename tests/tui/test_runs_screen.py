@@ -25,6 +25,13 @@ from tests.runfolders import write_run, write_sweep
 from tests.tui.conftest import make_app, wait_for
 
 
+def fake_model(path: Path) -> Path:
+    """A folder that passes the base-model check (model_index.json; nothing is loaded)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model_index.json").write_text("{}")
+    return path
+
+
 async def open_runs(pilot) -> RunsScreen:
     await pilot.press("5")
     screen = pilot.app.screen
@@ -184,6 +191,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
         form = app.screen
         # The base model comes from the dataset's latest run.
         assert form.query_one("#base", Input).value == "/models/sd15"
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "sd15"))
         form.query_one("#name", Input).value = "pot test"
         form.query_one("#steps", Input).value = "800"
         await pilot.press("ctrl+s")
@@ -194,7 +202,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
     assert started[0].parent == sample_copy / ".kiln" / "configs"
     assert config.dataset.path == str(sample_copy.resolve()) and config.output.name == "pot-test"
     assert config.train.max_steps == 800 and config.train.cache_latents_to_disk
-    assert config.model.base == "/models/sd15"
+    assert config.model.base == str(sample_copy.parent / "sd15")
     # Sample prompts are the concepts' own captions, with fixed seeds.
     assert len(config.sample.prompts) == 2 and all("--d 10" in p for p in config.sample.prompts)
 
@@ -307,7 +315,7 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
         settings = str(form.query_one("#settings", Static).render())
         assert "settings from the plan section" in settings
         assert "batch 2  ·  epochs 12  ·  U-Net LR 0.0003  ·  text-encoder LR 7.5e-05  ·  bf16" in settings
-        form.query_one("#base", Input).value = "/models/base"
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "base"))
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: bool(started))
     from kiln.engine.train.config import load_config

@@ -703,6 +703,7 @@ class RunsScreen(SectionScreen):
 
         overrides, notes, source = self.plan_settings()
         base = latest_base_model(Path(key) for key in self.infos) or os.environ.get("KILN_BASE_MODEL", "")
+        preview = None
         try:
             preview = self._run_config(base or "preview", "preview", overrides)
             settings = describe_settings(preview, notes, source)
@@ -715,7 +716,7 @@ class RunsScreen(SectionScreen):
             if request is not None:
                 self.start_run(request, overrides)
 
-        self.app.push_screen(NewRunScreen(base, name, steps, settings), start)
+        self.app.push_screen(NewRunScreen(base, name, steps, settings, config=preview), start)
 
     def plan_settings(self) -> tuple[dict[str, Any], list[str], str]:
         """The plan section's settings as config keys (empty when the plan was not opened)."""
@@ -737,14 +738,19 @@ class RunsScreen(SectionScreen):
     @work(thread=True, exclusive=True, group="run-action")
     def start_run(self, request: Any, overrides: dict[str, Any]) -> None:
         """Write the config and start the run detached (model and dataset checked first)."""
+        from kiln.engine.models.loading import model_source
         from kiln.engine.runs.folders import start_detached
         from kiln.engine.runs.newrun import write_run_config
+        from kiln.engine.runs.preflight import check_run
 
-        settings = dict(overrides)
+        settings = {**overrides, **getattr(request, "overrides", {})}
         if request.max_steps:
             settings["train.max_steps"] = request.max_steps
         try:
             config = self._run_config(request.base_model, request.name, settings)
+            # Every refusal comes before the config file and the run folder are written.
+            model_source(config.model.base, config.model.allow_pickle)
+            check_run(config)
             path = write_run_config(self.dataset_root, config)
             run_dir = start_detached(path)
         except (KilnError, OSError) as exc:
