@@ -109,3 +109,63 @@ async def test_new_run_on_a_cpu_never_starts_fp16(sample_copy: Path, monkeypatch
         await wait_for(pilot, lambda: any("fp16" in note for note in notes(app)), timeout=8)
     assert not (sample_copy / ".kiln" / "configs").exists()
     assert not (sample_copy / "runs").exists()
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_resuming_an_edited_config_asks_naming_the_change_then_forces(
+    sample_copy: Path, size, monkeypatch
+) -> None:
+    from kiln.tui.screens.confirm import ConfirmScreen
+    from kiln.tui.screens.runs import RunsScreen
+    from textual.widgets import Static
+
+    from tests.runfolders import write_run
+
+    run_dir = write_run(sample_copy / "runs", "pot", state="cancelled", dataset=sample_copy)
+    calls: list[tuple[Path, bool]] = []
+    monkeypatch.setattr(
+        "kiln.engine.runs.folders.check_resumable", lambda path, force=False: run_dir / "state" / "s"
+    )
+    monkeypatch.setattr(
+        "kiln.engine.runs.folders.changed_keys", lambda path, save: ["train.unet_lr", "train.epochs"]
+    )
+    monkeypatch.setattr(
+        "kiln.engine.runs.folders.resume_run",
+        lambda path, detach, force=False: calls.append((Path(path), force)) or path,
+    )
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_runs(pilot)
+        await wait_for(pilot, lambda: screen.selected == str(run_dir))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        text = " ".join(str(widget.render()) for widget in app.screen.query(Static))
+        assert "train.unet_lr, train.epochs" in text and "--force" in text
+        assert not calls
+        await pilot.press("y")
+        await wait_for(pilot, lambda: bool(calls))
+        assert isinstance(app.screen, RunsScreen)
+    assert calls == [(run_dir, True)]
+
+
+async def test_declining_the_forced_resume_leaves_the_run(sample_copy: Path, monkeypatch) -> None:
+    from kiln.tui.screens.confirm import ConfirmScreen
+
+    from tests.runfolders import write_run
+
+    run_dir = write_run(sample_copy / "runs", "pot", state="cancelled", dataset=sample_copy)
+    calls: list[bool] = []
+    monkeypatch.setattr("kiln.engine.runs.folders.check_resumable", lambda path, force=False: run_dir)
+    monkeypatch.setattr("kiln.engine.runs.folders.changed_keys", lambda path, save: ["train.unet_lr"])
+    monkeypatch.setattr(
+        "kiln.engine.runs.folders.resume_run", lambda path, detach, force=False: calls.append(force)
+    )
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        await wait_for(pilot, lambda: screen.selected == str(run_dir))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await pilot.pause(0.3)
+    assert calls == []

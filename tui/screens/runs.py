@@ -629,17 +629,38 @@ class RunsScreen(SectionScreen):
         self.resume(info.run_dir)
 
     @work(thread=True, exclusive=True, group="run-action")
-    def resume(self, run_dir: Path) -> None:
-        """Resume detached (checks the save and the config first, off the UI thread)."""
-        from kiln.engine.runs.folders import resume_run
+    def resume(self, run_dir: Path, force: bool = False) -> None:
+        """Resume detached (checks the save and the config first, off the UI thread). A config
+        edited since the save asks first, naming the changed keys; yes resumes as ``--force``."""
+        from kiln.engine.runs.folders import changed_keys, check_resumable, resume_run
 
         try:
-            resume_run(run_dir, detach=True)
+            if not force:
+                save = check_resumable(run_dir, force=True)
+                changed = changed_keys(run_dir, save)
+                if changed:
+                    self.app.call_from_thread(self._ask_force, run_dir, changed)
+                    return
+            resume_run(run_dir, detach=True, force=force)
         except (KilnError, OSError) as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.app.call_from_thread(self.notify, f"Resumed {run_dir.name} in the background.")
         self.app.call_from_thread(self.refresh_list)
+
+    def _ask_force(self, run_dir: Path, changed: list[str]) -> None:
+        def decide(yes: bool | None) -> None:
+            if yes:
+                self.resume(run_dir, force=True)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Resume {run_dir.name} with the edited config?",
+                f"config.toml changed since the last save: {', '.join(changed)}. Yes trains on with the "
+                "new values (as `kiln resume --force`); no leaves the run as it is.",
+            ),
+            decide,
+        )
 
     def action_open_config(self) -> None:
         info = self._selected_info()
@@ -661,7 +682,7 @@ class RunsScreen(SectionScreen):
             return
         if info.state not in LIVE_STATES:
             self.notify(
-                "A changed config applies when the run resumes (r); resume asks for --force on changes."
+                "A changed config applies when the run resumes (r): it names the changes and asks first."
             )
 
     def action_sweep_view(self) -> None:
