@@ -70,6 +70,8 @@ async def test_new_run_form_offers_the_small_run_settings_and_no_fp16_on_a_cpu(
         await pilot.pause()
         assert app.screen is form
         assert "no such file or folder" in str(form.query_one("#problem", Static).render())
+        problem = form.query_one("#problem", Static).region
+        assert problem.height > 0 and problem.bottom <= size[1]  # in sight, even at 80x24
         assert not (sample_copy / ".kiln" / "configs").exists()
         # An out-of-range value is refused by its key, before anything is written.
         form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "sd15"))

@@ -127,6 +127,8 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
         optimizer = self._value("train.optimizer") or "adamw"
         with VerticalScroll():
             yield Static("[b]Start a run[/b] on this dataset (detached: it goes on when Kiln quits)")
+            # Above the fields: a refusal stays in sight on a 24-line terminal.
+            yield Static("", id="problem")
             with Horizontal():
                 yield Label("base model")
                 yield Input(
@@ -176,7 +178,6 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
             with Horizontal():
                 yield from self._text_field(TEXT_FIELDS[5])
             yield Static("\n".join(escape(line) for line in self.settings), id="settings")
-            yield Static("", id="problem")
             yield Static("[b]enter[/b] / [b]ctrl+s[/b] start   [b]esc[/b] cancel", classes="keys")
 
     def _text_field(self, entry: tuple[str, str, str, type]) -> ComposeResult:
