@@ -14,6 +14,20 @@ from rich.console import Console
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# A run cancelled (Ctrl+C, SIGTERM, `kiln cancel`): the shell's code for SIGINT.
+EXIT_CANCELLED = 130
+EXIT_CODES_HELP = """\
+exit codes:
+  0    the run finished (or started in the background with --detach)
+  1    the run failed, or the base model or dataset cannot be used
+  2    refused before a run folder was made: a bad option, key or value, or a run this
+       machine cannot hold (fp16 on a CPU, not enough memory)
+  130  the run was cancelled (Ctrl+C, SIGTERM, kiln cancel); it saved a LoRA and resume state"""
+
+
+def run_exit_code(state: str) -> int:
+    """The exit code for a run that ended in ``state``: done 0, cancelled 130, else 1."""
+    return {"done": 0, "cancelled": EXIT_CANCELLED}.get(state, EXIT_FAILURE)
 
 
 class KilnArgumentParser(argparse.ArgumentParser):

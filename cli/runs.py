@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "runs",
         help="list training runs: state, step, epoch, loss",
         description="List the runs in a runs folder (default: ./runs, else the current folder), newest "
-        "first. A run whose process is gone without a final event shows as stale: `kiln resume` "
-        "continues it from its last save.",
+        "first, with the runs of the sweep folders in it (as sweep-.../RUN). A run whose process is "
+        "gone without a final event shows as stale: `kiln resume` continues it from its last save.",
     )
     parser.add_argument(
         "--runs", type=Path, metavar="DIR", help="the runs folder (output.dir or <dataset>/runs)"
@@ -37,15 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kiln runs``."""
-    from kiln.engine.runs.folders import default_runs_dir, list_runs
+    from kiln.engine.runs.folders import default_runs_dir, list_runs_and_sweeps
 
     folder = args.runs.expanduser() if args.runs else default_runs_dir()
-    runs = list_runs(folder)
-    if not runs and (folder / "runs").is_dir():  # a dataset folder: its runs are in runs/
+    listed = list_runs_and_sweeps(folder)
+    if not listed and (folder / "runs").is_dir():  # a dataset folder: its runs are in runs/
         folder = folder / "runs"
-        runs = list_runs(folder)
+        listed = list_runs_and_sweeps(folder)
+    runs = [info for info, _ in listed]
     if args.json:
-        print_json({"runs_dir": str(folder.resolve()), "runs": [run_json(info) for info in runs]})
+        print_json(
+            {
+                "runs_dir": str(folder.resolve()),
+                "runs": [{**run_json(info), "sweep": sweep} for info, sweep in listed],
+            }
+        )
         return 0
     out = console()
     if not runs:
@@ -55,11 +61,16 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("RUN", "STATE", "STEP", "EPOCH", "LOSS", "IT/S", "STARTED"):
-        table.add_column(column, justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S") else "left")
-    for info in runs:
+        table.add_column(
+            column,
+            justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S") else "left",
+            # A narrow terminal folds a run's name over lines rather than cut it: it is typed back.
+            overflow="fold" if column == "RUN" else "ellipsis",
+        )
+    for info, sweep in listed:
         state = info.state + (" (read-only)" if info.readonly else "")
         table.add_row(
-            info.run_dir.name,
+            f"{sweep}/{info.run_dir.name}" if sweep else info.run_dir.name,
             f"[{STATE_STYLES.get(info.state, '')}]{state}[/]",
             f"{info.step}/{info.total}" if info.total else str(info.step),
             f"{info.epoch}/{info.epochs}" if info.epochs else "-",

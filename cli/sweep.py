@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from kiln.cli.common import add_example, console, positive_int, print_json
 from kiln.engine.errors import UsageError
+
+# A foreground sweep prints a running run's step at most this often.
+PROGRESS_EVERY_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -126,8 +130,11 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
     previous = {sig: signal.signal(sig, ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     err = console(stderr=True)
     seen: dict[int, str] = {}
+    latest: dict[str, Any] = {}
+    shown: dict[int, tuple[int, float]] = {}
 
     def on_change(record: dict[str, Any]) -> None:
+        latest["record"] = record
         if quiet:
             return
         total = len(record["runs"])
@@ -143,9 +150,46 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
                 f"run {index}/{total} {state}{where}{reason}", markup=False, highlight=False, soft_wrap=True
             )
 
+    def show_progress() -> None:
+        """Each poll: a line per running run whose step moved, at most every PROGRESS_EVERY_S."""
+        record = latest.get("record")
+        if quiet or record is None:
+            return
+        from kiln.engine.runs.folders import read_run
+
+        now = time.monotonic()
+        total = len(record["runs"])
+        for entry in record["runs"]:
+            if entry.get("state") not in ("starting", "running"):
+                continue
+            path = run_path(sweep_dir, entry)
+            if path is None:
+                continue
+            index = entry["index"]
+            try:
+                info = read_run(path)
+            except Exception:
+                continue
+            last_step, last_time = shown.get(index, (-1, 0.0))
+            if info.step == last_step or now - last_time < PROGRESS_EVERY_S or not info.total:
+                continue
+            shown[index] = (info.step, now)
+            loss = f"  loss {info.loss:.4f}" if info.loss is not None else ""
+            sampling = f"  sampling {info.sampling}" if info.sampling else ""
+            err.print(
+                f"run {index}/{total} step {info.step}/{info.total}  epoch {info.epoch}/{info.epochs}"
+                f"{loss}{sampling}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
     try:
         record = run_queue(
-            sweep_dir, parallel=parallel, should_stop=lambda: stop["asked"], on_change=on_change
+            sweep_dir,
+            parallel=parallel,
+            should_stop=lambda: show_progress() or stop["asked"],
+            on_change=on_change,
         )
     finally:
         for sig, handler in previous.items():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kiln.cli.common import add_example, console, positive_int
+from kiln.cli.common import EXIT_CODES_HELP, add_example, console, positive_int, run_exit_code
 from kiln.engine.errors import KilnError, UsageError
 
 
@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln train run.toml --gpus 2 --detach",
         "kiln train --demo",
     )
+    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES_HELP}"
     parser.set_defaults(func=run)
 
 
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         output = Path(overrides.pop("output.dir", Path.cwd() / "runs"))
         config = demo_config(output, overrides)
     else:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, overrides_source="--set")
         require_paths(config, str(args.config))
     return train(config, quiet=args.quiet, cpu=args.cpu, detach=args.detach, gpus=args.gpus)
 
@@ -109,7 +110,9 @@ def train(config, quiet: bool = False, cpu: bool = False, detach: bool = False, 
     from kiln.engine.runs import runner
 
     # A bad path or GPU count fails before a run folder exists for it.
-    run_dir = runner.new_run_dir(config, gpus=gpus, cpu=cpu)
+    run_dir = runner.new_run_dir(
+        config, gpus=gpus, cpu=cpu, warn=lambda text: sys.stderr.write(f"kiln: warning: {text}\n")
+    )
     if detach:
         process = runner.spawn(run_dir, gpus=gpus, cpu=cpu)
         if not quiet:
@@ -132,7 +135,7 @@ def train_foreground(
     force: bool = False,
 ) -> int:
     """Train (or resume) a run folder with a progress bar until it ends; the run folder is the
-    last line on stdout, and a failed run exits 1."""
+    last line on stdout. Returns 0 when done, 130 when cancelled; a failed run raises (exit 1)."""
     from kiln.engine.runs import runner
     from kiln.engine.runs.folders import read_run
 
@@ -157,7 +160,7 @@ def train_foreground(
         raise KilnError(f"training {info.state}: {info.error} (see {run_dir / 'train.log'})")
     if not quiet:
         out.print(f"{info.state} at step {info.step}/{info.total}: {run_dir / 'lora'}")
-    return 0
+    return run_exit_code(info.state)
 
 
 class _Progress:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kiln.cli.common import add_example, console, positive_float, print_json
+from kiln.cli.common import add_example, console, positive_float, print_json, run_exit_code
 
 # status.json's fields, in the order --json prints them.
 STATUS_FIELDS = (
@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "watch",
         help="follow a run live in a small pane (progress, loss sparkline, ETA)",
         description="Follow one training run: progress, loss sparkline, ETA and the latest event, "
-        "redrawn in place; fits a 40x8 tmux pane. Exits when the run ends: 0 when it is done, 1 when "
-        "it failed, was cancelled or its process died (stale). Ctrl+C stops watching, never the run.",
+        "redrawn in place; fits a 40x8 tmux pane. Exits when the run ends, with the run's own code: 0 "
+        "when it is done, 130 when it was cancelled, 1 when it failed or its process died (stale). "
+        "Ctrl+C stops watching, never the run.",
     )
     parser.add_argument("run", help="run folder, or a run's name or id under the runs folder")
     parser.add_argument("--runs", type=Path, help="runs folder to look RUN up in (default: ./runs)")
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             feed.poll()
             info = read_run(run_dir)
             live.update(watch_view(info, feed.history, out.width), refresh=True)
-    return 0 if info.state == "done" else 1
+    return run_exit_code(info.state)
 
 
 def status_json(info: Any, last_event: dict | None) -> dict[str, Any]:
@@ -133,6 +134,8 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     # State first: in a narrow pane the name is what gets cut, never the state.
     header = Text(no_wrap=True, overflow="ellipsis")
     header.append(state, style=STATE_STYLES.get(state, "bold"))
+    if getattr(info, "sampling", None) and state == "running":
+        header.append(f" sampling {info.sampling}", style="bold cyan")
     if info.epochs:
         header.append(f" e{now.epoch}/{info.epochs}")
     if info.readonly:

@@ -145,6 +145,8 @@ class EventWriter:
         for key in ("step", "total", "epoch", "epochs", "loss", "it_s", "eta_s"):
             if key in event:
                 self.status[key] = event[key]
+        # "sampling k/n" lasts while a sample round renders: any event ends it.
+        self.status.pop("sampling", None)
         if kind in ("start", "resumed"):
             self.status["state"] = "running"
             self.status["error"] = None
@@ -154,6 +156,13 @@ class EventWriter:
             if kind == "failed":
                 self.status["error"] = event.get("error")
         self.write_status(force=kind != "step")
+
+    def set_sampling(self, index: int, total: int) -> None:
+        """Say in ``status.json`` that the run renders sample ``index`` of ``total`` (the runs
+        table and ``kiln watch`` show "sampling k/n"); the next event clears it."""
+        with self._lock:
+            self.status["sampling"] = f"{index}/{total}"
+        self.write_status(force=True)
 
     def write_status(self, force: bool = True) -> None:
         """Replace ``status.json`` (atomic); on step events at most every STATUS_INTERVAL_S."""

@@ -62,6 +62,7 @@ class RunInfo:
         error: Why it failed, or why it is stale.
         readonly: The folder comes from another or older Kiln layout: listed, never
             cancelled or resumed.
+        sampling: ``"k/n"`` while a running run renders its k-th of n samples, else None.
     """
 
     run_dir: Path
@@ -79,6 +80,7 @@ class RunInfo:
     pid: int | None
     error: str | None
     readonly: bool
+    sampling: str | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -131,6 +133,7 @@ def read_run(run_dir: Path) -> RunInfo:
         pid=status.get("pid") if isinstance(status.get("pid"), int) else None,
         error=error,
         readonly=readonly,
+        sampling=_text(status.get("sampling")) if state == "running" else None,
     )
 
 
@@ -146,6 +149,24 @@ def list_runs(folder: Path) -> list[RunInfo]:
         with contextlib.suppress(RunError, OSError):
             runs.append(read_run(child))
     return sorted(runs, key=_newest_first_key, reverse=True)
+
+
+def list_runs_and_sweeps(folder: Path) -> list[tuple[RunInfo, str | None]]:
+    """Every run in ``folder`` and in the sweep folders inside it (as the TUI lists them), newest
+    first: ``(RunInfo, sweep folder name or None)`` pairs."""
+    found: list[tuple[RunInfo, str | None]] = [(info, None) for info in list_runs(folder)]
+    for sweep_dir in _sweep_dirs(Path(folder)):
+        found.extend((info, sweep_dir.name) for info in list_runs(sweep_dir))
+    return sorted(found, key=lambda pair: _newest_first_key(pair[0]), reverse=True)
+
+
+def _sweep_dirs(folder: Path) -> list[Path]:
+    """The sweep folders (holding ``sweep.json``) directly inside ``folder``."""
+    if not folder.is_dir():
+        return []
+    with contextlib.suppress(OSError):
+        return sorted(child for child in folder.iterdir() if (child / "sweep.json").is_file())
+    return []
 
 
 def default_runs_dir() -> Path:
@@ -169,14 +190,22 @@ def resolve_run(ref: str, runs_dir: Path | None = None) -> Path:
         raise RunError(f"{path}: not a Kiln run folder (no status.json, config.toml or events.jsonl)")
     folder = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if os.sep in ref or "/" in ref:
+        if is_run_folder(folder / ref):  # sweep-.../RUN, as `kiln runs` lists it
+            return (folder / ref).resolve()
         raise RunError(f"{ref}: no such run folder")
     children = folder.iterdir() if folder.is_dir() else ()
-    names = sorted(child.name for child in children if is_run_folder(child))
+    # Runs inside sweep folders count too, by their own folder name.
+    places = {child.name: child for child in children if is_run_folder(child)}
+    for sweep_dir in _sweep_dirs(folder):
+        for child in sweep_dir.iterdir():
+            if is_run_folder(child):
+                places.setdefault(child.name, child)
+    names = sorted(places)
     if ref in names:
-        return (folder / ref).resolve()
+        return places[ref].resolve()
     matches = [name for name in names if name.startswith(ref)] or [name for name in names if ref in name]
     if len(matches) == 1:
-        return (folder / matches[0]).resolve()
+        return places[matches[0]].resolve()
     if matches:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise RunError(f"{ref!r} matches {len(matches)} runs in {folder} ({shown}); give the full name")

@@ -46,16 +46,21 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def new_run_dir(config: TrainConfig, gpus: int = 1, cpu: bool = False) -> Path:
-    """Check what a run needs (model, dataset, GPUs), then make its run folder.
+def new_run_dir(
+    config: TrainConfig, gpus: int = 1, cpu: bool = False, warn: Callable[[str], None] | None = None
+) -> Path:
+    """Check what a run needs (model, dataset, GPUs, device, memory), then make its run folder.
 
-    A bad path or GPU count fails here, before a run folder exists for it.
+    A bad path, GPU count, fp16 on a CPU or a run too big for the machine fails here, before
+    a run folder exists for it; ``warn`` hears of a run close to the memory limit.
     """
     from kiln.engine.models.loading import model_source
+    from kiln.engine.runs.preflight import check_run
     from kiln.engine.train.data import training_set
 
     check_gpus(gpus, cpu)
     model_source(config.model.base, config.model.allow_pickle)
+    check_run(config, cpu=cpu, gpus=gpus, warn=warn)
     training_set(config.dataset)
     return rundir.create_run_dir(config)
 

@@ -223,10 +223,24 @@ def tec_drift(run_dir: Path, options: Any = None) -> tuple[float | None, str | N
     try:
         series = run_tec_series(run_dir, options=options if options is not None else ProbeOptions())
     except Exception as exc:
-        return None, str(exc)
+        return None, _sweep_note(str(exc), run_dir)
     if not series:
         return None, "no saved LoRA yet"
     return round(float(series[-1].report.score), 6), None
+
+
+def _sweep_note(message: str, run_dir: Path) -> str:
+    """A TEC error as `kiln sweep --report --tec` can act on it: the meter's own options
+    (``--base``, ``--allow-pickle``) are not sweep options, so name the config key or the
+    `kiln tec` command that takes them."""
+    message = message.replace(
+        "pass --base MODEL",
+        f"set model.base in its config.toml, or run `kiln tec --run {run_dir} --base MODEL`",
+    )
+    return message.replace(
+        "or pass --allow-pickle (model.allow_pickle = true)",
+        "or set model.allow_pickle = true in the run's config.toml",
+    )
 
 
 # ---------------------------------------------------------------- samples side by side

@@ -29,6 +29,7 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+BASELINES = ("auto", "on", "off")
 # train.precision -> accelerate's mixed_precision.
 MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
@@ -61,7 +62,26 @@ KOHYA_NAMES: dict[str, str] = {
 }
 
 
-def _help(text: str, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
+# Sane upper bounds: a value past them is a typo or a run that cannot fit any machine
+# (`network.rank = 10000` took 23 GB of RAM before it failed).
+MAX_RANK = 1024
+MAX_RESOLUTION = 2048
+MAX_BUCKET = 4096
+MAX_BATCH = 64
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000_000
+MAX_LR = 0.1
+
+
+def _help(
+    text: str, check: Callable[[Any], str | None] | None = None, most: float | None = None
+) -> dict[str, Any]:
+    if most is not None and check is not None:
+        first = check
+
+        def check(value: Any) -> str | None:
+            return first(value) or (None if value <= most else f"must be at most {most:g}")
+
     return {"help": text, "check": check}
 
 
@@ -100,7 +120,9 @@ class DatasetConfig:
     """``[dataset]``: the images, their captions and buckets (Kohya's dataset options)."""
 
     path: str = field(default="", metadata=_help("dataset folder, Kohya layout N_name/ (required)"))
-    resolution: int = field(default=512, metadata=_help("training resolution (bucket area)", _multiple_of_8))
+    resolution: int = field(
+        default=512, metadata=_help("training resolution (bucket area)", _multiple_of_8, MAX_RESOLUTION)
+    )
     caption_extension: str = field(default=".txt", metadata=_help("caption sidecar extension"))
     shuffle_caption: bool = field(default=False, metadata=_help("shuffle comma-separated tags each step"))
     keep_tokens: int = field(
@@ -109,9 +131,15 @@ class DatasetConfig:
     caption_dropout_rate: float = field(
         default=0.0, metadata=_help("share of steps trained on an empty caption", _within(0, 1))
     )
-    min_bucket_reso: int = field(default=256, metadata=_help("smallest bucket side", _multiple_of_8))
-    max_bucket_reso: int = field(default=1024, metadata=_help("largest bucket side", _multiple_of_8))
-    bucket_reso_steps: int = field(default=64, metadata=_help("bucket side step", _multiple_of_8))
+    min_bucket_reso: int = field(
+        default=256, metadata=_help("smallest bucket side", _multiple_of_8, MAX_BUCKET)
+    )
+    max_bucket_reso: int = field(
+        default=1024, metadata=_help("largest bucket side", _multiple_of_8, MAX_BUCKET)
+    )
+    bucket_reso_steps: int = field(
+        default=64, metadata=_help("bucket side step", _multiple_of_8, MAX_RESOLUTION)
+    )
     bucket_no_upscale: bool = field(default=False, metadata=_help("never upscale small images into a bucket"))
 
 
@@ -119,11 +147,13 @@ class DatasetConfig:
 class NetworkConfig:
     """``[network]``: the LoRA's shape (Kohya's networks.lora)."""
 
-    rank: int = field(default=16, metadata=_help("LoRA rank (Kohya network_dim)", _at_least(1)))
-    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scale = alpha / rank", _positive))
+    rank: int = field(default=16, metadata=_help("LoRA rank (Kohya network_dim)", _at_least(1), MAX_RANK))
+    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scale = alpha / rank", _positive, MAX_RANK))
     train_text_encoder: bool = field(default=True, metadata=_help("also train the text encoder"))
-    conv_rank: int = field(default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _at_least(0)))
-    conv_alpha: float = field(default=1.0, metadata=_help("LoCon alpha", _positive))
+    conv_rank: int = field(
+        default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _at_least(0), MAX_RANK)
+    )
+    conv_alpha: float = field(default=1.0, metadata=_help("LoCon alpha", _positive, MAX_RANK))
 
 
 @dataclass(frozen=True)
@@ -131,21 +161,28 @@ class TrainParams:
     """``[train]``: optimisation."""
 
     unet_lr: float = field(
-        default=1e-4, metadata=_help("U-Net learning rate (guide: 1e-4 .. 5e-4)", _positive)
+        default=1e-4, metadata=_help("U-Net learning rate (guide: 1e-4 .. 5e-4)", _positive, MAX_LR)
     )
     text_encoder_lr: float = field(
-        default=0.0, metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0))
+        default=0.0,
+        metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0), MAX_LR),
     )
     text_encoder_lr_ratio: float = field(
         default=0.2,
         metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1)),
     )
-    batch_size: int = field(default=1, metadata=_help("images per batch (guide: at most 4)", _at_least(1)))
-    epochs: int = field(
-        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1))
+    batch_size: int = field(
+        default=1, metadata=_help("images per batch (guide: at most 4)", _at_least(1), MAX_BATCH)
     )
-    max_steps: int = field(default=0, metadata=_help("stop after this many steps; 0 = no cap", _at_least(0)))
-    grad_accumulation: int = field(default=1, metadata=_help("batches per optimizer step", _at_least(1)))
+    epochs: int = field(
+        default=10, metadata=_help("passes over the dataset (guide: at least 10)", _at_least(1), MAX_EPOCHS)
+    )
+    max_steps: int = field(
+        default=0, metadata=_help("stop after this many steps; 0 = no cap", _at_least(0), MAX_STEPS)
+    )
+    grad_accumulation: int = field(
+        default=1, metadata=_help("batches per optimizer step", _at_least(1), MAX_BATCH)
+    )
     precision: str = field(
         default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS))
     )
@@ -195,6 +232,19 @@ class SampleConfig:
     )
     sampler: str = field(
         default="ddim", metadata=_help("sampler: " + ", ".join(SAMPLERS), _one_of(*SAMPLERS))
+    )
+    steps: int = field(
+        default=0,
+        metadata=_help(
+            "sampling steps of a prompt without --s; 0 = by device (30 on a GPU, 8 on a CPU)", _within(0, 200)
+        ),
+    )
+    baseline: str = field(
+        default="auto",
+        metadata=_help(
+            "render the prompts before training (epoch 0): auto (on a GPU only), on, off",
+            _one_of(*BASELINES),
+        ),
     )
 
 
@@ -273,7 +323,9 @@ def all_keys() -> list[str]:
     return [f"{name}.{item.name}" for name, cls in SECTIONS.items() for item in fields(cls)]
 
 
-def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: Path | str, overrides: Mapping[str, Any] | None = None, overrides_source: str | None = None
+) -> TrainConfig:
     """Read a TOML config and check every key and value.
 
     Relative paths in the file are taken relative to the file's folder.
@@ -282,6 +334,8 @@ def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) ->
         path: The TOML file.
         overrides: Dotted keys to set after reading (``{"train.max_steps": 800}``), as
             ``--set`` and sweeps give them.
+        overrides_source: Names the overrides' origin in error messages (``"--set"``: an error
+            reads ``--set network.rank=10000: ...``, the key as typed); default: the file.
 
     Raises:
         ConfigError: The file is missing or not TOML, or a key or value is wrong (the message
@@ -298,7 +352,9 @@ def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return config_from_mapping(data, source=str(path), base_dir=path.parent, overrides=overrides)
+    return config_from_mapping(
+        data, source=str(path), base_dir=path.parent, overrides=overrides, overrides_source=overrides_source
+    )
 
 
 def config_from_mapping(
@@ -306,6 +362,7 @@ def config_from_mapping(
     source: str = "config",
     base_dir: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_source: str | None = None,
 ) -> TrainConfig:
     """Build a checked config from nested tables (as tomllib returns them).
 
@@ -314,6 +371,7 @@ def config_from_mapping(
         source: Names the origin in error messages (the file path).
         base_dir: Relative paths are resolved against it (None: the current folder).
         overrides: Dotted keys applied on top, checked the same way.
+        overrides_source: Names the overrides' origin in errors about them (``"--set"``).
     """
     merged: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
@@ -322,10 +380,12 @@ def config_from_mapping(
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: {section} must be a table ([{section}]), not a value")
         merged[section] = dict(table)
+    given = set(overrides or {}) if overrides_source else set()
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ConfigError(f"{source}: unknown key {key}{_suggest(key)}")
+            where = f"{overrides_source} {key}" if overrides_source else source
+            raise ConfigError(f"{where}: unknown key {key}{_suggest(key)}")
         merged.setdefault(section, {})[name] = value
     base = (base_dir or Path.cwd()).expanduser().resolve()
     built = {}
@@ -336,8 +396,9 @@ def config_from_mapping(
         for name, value in table.items():
             key = f"{section}.{name}"
             if name not in known:
-                raise ConfigError(f"{source}: unknown key {key}{_suggest(key)}")
-            value = _checked(source, key, known[name], value)
+                where = f"{overrides_source} {key}" if key in given else source
+                raise ConfigError(f"{where}: unknown key {key}{_suggest(key)}")
+            value = _checked(source, key, known[name], value, f"{overrides_source}" if key in given else None)
             if (section, name) in _PATH_KEYS and value:
                 value = str((base / Path(value).expanduser()).resolve())
             values[name] = value
@@ -347,8 +408,19 @@ def config_from_mapping(
     return config
 
 
-def _checked(source: str, key: str, item: Any, value: Any) -> Any:
-    """The value converted to the field's type, or a ConfigError naming the key."""
+def _checked(source: str, key: str, item: Any, value: Any, flag: str | None = None) -> Any:
+    """The value converted to the field's type, or a ConfigError naming the key (as ``--set
+    KEY=VALUE`` when ``flag`` says it came from the command line)."""
+    try:
+        return _checked_value(source, key, item, value)
+    except ConfigError as exc:
+        if flag is None:
+            raise
+        problem = str(exc).rpartition(": ")[2]
+        raise ConfigError(f"{flag} {key}={_show(value)}: {problem}") from None
+
+
+def _checked_value(source: str, key: str, item: Any, value: Any) -> Any:
     default = item.default if item.default is not MISSING else None
     expected = type(default)
     if expected is bool:

@@ -65,8 +65,9 @@ def demo_config(output_dir: Path, overrides: dict | None = None) -> TrainConfig:
         },
         "network": {"rank": 8, "alpha": 4.0},
         "train": {"epochs": 10, "batch_size": 2, "precision": "fp32", "unet_lr": 1e-3, "scheduler": "cosine"},
-        "sample": {"prompts": list(DEMO_PROMPTS), "every_n_epochs": 5},
+        # The baseline shows what the LoRA changed; the tiny model renders it in a blink.
+        "sample": {"prompts": list(DEMO_PROMPTS), "every_n_epochs": 5, "baseline": "on"},
         "save": {"every_n_epochs": 5},
         "output": {"dir": str(output_dir), "name": "demo", "comment": "kiln train --demo"},
     }
-    return config_from_mapping(data, source="--demo", overrides=overrides)
+    return config_from_mapping(data, source="--demo", overrides=overrides, overrides_source="--set")

@@ -48,7 +48,13 @@ from kiln.engine.train.data import (
     step_caption,
     training_set,
 )
-from kiln.engine.train.lora_io import DTYPES, kohya_state_dict, lora_metadata, write_lora
+from kiln.engine.train.lora_io import (
+    DTYPES,
+    base_model_hashes,
+    kohya_state_dict,
+    lora_metadata,
+    write_lora,
+)
 from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
 from kiln.engine.train.models import TrainModels, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
@@ -60,7 +66,14 @@ from kiln.engine.train.outputs import (
     samples_dir,
 )
 from kiln.engine.train.report import RunReport
-from kiln.engine.train.samples import SamplePrompt, parse_prompt, render_samples, sample_scheduler
+from kiln.engine.train.samples import (
+    CPU_STEPS,
+    DEFAULT_STEPS,
+    SamplePrompt,
+    parse_prompt,
+    render_samples,
+    sample_scheduler,
+)
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
@@ -253,10 +266,15 @@ class Trainer:
             min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
         )
         self._prepare_optimizer()
+        on_cpu = self.device.type == "cpu"
+        sample_steps = config.sample.steps or (CPU_STEPS if on_cpu else DEFAULT_STEPS)
         self.sample_prompts: list[SamplePrompt] = [
-            parse_prompt(line, index, config.dataset.resolution, train.seed)
+            parse_prompt(line, index, config.dataset.resolution, train.seed, sample_steps)
             for index, line in enumerate(config.sample.prompts)
         ]
+        # The epoch-0 baseline costs a whole sample round before the first step: on a CPU
+        # that is minutes, so "auto" renders it on a GPU only.
+        self.sample_baseline = {"on": True, "off": False}.get(config.sample.baseline, not on_cpu)
         self.latents = LatentCache(
             disk_cache_folder(self.data.root, model_fingerprint(self.source))
             if train.cache_latents_to_disk
@@ -322,6 +340,8 @@ class Trainer:
     def _prepare_optimizer(self) -> None:
         models = self.models
         optimizer, self.lr_scheduler = make_optimizer(self.config, models, self.total_steps, self.device)
+        # The LoRA's metadata names this class, read before accelerate wraps it.
+        self.base_optimizer = optimizer
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
         if models.train_te:
@@ -357,7 +377,8 @@ class Trainer:
         epochs = config.train.epochs
         if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
             self._maybe_validate(0)
-            self._maybe_sample(0)
+            if self.sample_baseline:
+                self._maybe_sample(0)
             self._barrier()
         every = config.save.state_every_n_steps
         ga = config.train.grad_accumulation
@@ -635,13 +656,20 @@ class Trainer:
             data=self.data,
             started_at=self.started_at,
             model_name=self.source.name,
-            optimizer=self.optimizer,
+            optimizer=self.base_optimizer,
             prediction_type=models.prediction_type,
+            model_hashes=self._base_model_hashes(),
         )
         path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
         self.lora_files.append(path)
         self.report.emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
         return path
+
+    def _base_model_hashes(self) -> tuple[str, str] | None:
+        """The base model's A1111 hashes, computed once (a whole-file SHA-256 of a few GB)."""
+        if not hasattr(self, "_model_hashes"):
+            self._model_hashes = base_model_hashes(self.source.path)
+        return self._model_hashes
 
     @torch.no_grad()
     def validation_losses(self) -> dict[int, float]:
@@ -698,6 +726,7 @@ class Trainer:
                     samples_dir(self.run_dir, epoch),
                     scheduler,
                     self.config.train.clip_skip,
+                    on_image=self.report.sampling,
                 )
         finally:
             self.models.unet.train()

@@ -33,6 +33,37 @@ if TYPE_CHECKING:
     from kiln.engine.train.data import TrainingSet
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+MODELSPEC_VERSION = "1.0.1"
+
+# The ss_* keys sd-scripts' train_network.py writes that Kiln leaves out, and why (a test keeps
+# this list and the written keys together; docs/training.md shows it).
+LEFT_OUT_SS_KEYS: dict[str, str] = {
+    "ss_reg_dataset_dirs": "Kiln trains no regularisation images",
+    "ss_num_reg_images": "Kiln trains no regularisation images",
+    "ss_prior_loss_weight": "Kiln trains no regularisation images",
+    "ss_color_aug": "Kiln has no colour augmentation",
+    "ss_flip_aug": "Kiln has no flip augmentation",
+    "ss_random_crop": "Kiln always centre-crops, as Kohya does without random_crop",
+    "ss_face_crop_aug_range": "Kiln has no face-crop augmentation",
+    "ss_multires_noise_iterations": "Kiln has no multires noise",
+    "ss_multires_noise_discount": "Kiln has no multires noise",
+    "ss_adaptive_noise_scale": "Kiln has no adaptive noise scale",
+    "ss_zero_terminal_snr": "Kiln has no zero-terminal-SNR option",
+    "ss_scale_weight_norms": "Kiln has no max-norm regularisation",
+    "ss_ip_noise_gamma": "Kiln has no input-perturbation noise",
+    "ss_debiased_estimation": "Kiln has no debiased estimation loss",
+    "ss_huber_c": "Kiln trains with the L2 loss only",
+    "ss_loss_type": "Kiln trains with the L2 loss only",
+    "ss_vae_name": "Kiln uses the base model's own VAE",
+    "ss_vae_hash": "Kiln uses the base model's own VAE",
+    "ss_new_vae_hash": "Kiln uses the base model's own VAE",
+    "ss_caption_tag_dropout_rate": "Kiln has no per-tag caption dropout",
+    "ss_caption_dropout_every_n_epochs": "Kiln drops captions per step only (ss_caption_dropout_rate)",
+    "ss_max_token_length": "Kiln uses the 75-token CLIP window only",
+    "ss_lowram": "no such mode in Kiln",
+    "ss_datasets": "written by sd-scripts only for --dataset_config TOML files; Kiln writes ss_dataset_dirs",
+    "ss_network_dropout": "Kiln has no network dropout",
+}
 
 
 def kohya_state_dict(
@@ -86,7 +117,7 @@ def modelspec_metadata(
 ) -> dict[str, str]:
     """Stability's ``modelspec.*`` keys for an SD 1.5 LoRA (what Kohya writes and civitai shows)."""
     return {
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": "stable-diffusion-v1/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": title,
@@ -94,6 +125,40 @@ def modelspec_metadata(
         "modelspec.date": date,
         "modelspec.prediction_type": prediction_type,
     }
+
+
+def optimizer_description(optimizer: torch.optim.Optimizer, weight_decay: float) -> str:
+    """``torch.optim.adamw.AdamW(weight_decay=0.01)``: the optimizer's own class (not accelerate's
+    ``AcceleratedOptimizer`` around it) and the arguments Kiln gives it, as sd-scripts writes them."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return f"{type(inner).__module__}.{type(inner).__name__}(weight_decay={weight_decay})"
+
+
+def mean_ar_error(data: TrainingSet) -> float:
+    """sd-scripts' ``mean_img_ar_error``: the mean over images of |bucket aspect - image aspect|."""
+    errors = [
+        abs(image.bucket[0] / image.bucket[1] - image.size[0] / image.size[1])
+        for image in data.images
+        if image.size[1] and image.bucket[1]
+    ]
+    return round(sum(errors) / len(errors), 6) if errors else 0.0
+
+
+def base_model_hashes(path: Path) -> tuple[str, str] | None:
+    """A1111's hashes of a single-file base model as sd-scripts records them: the legacy hash
+    (the first 8 hex digits of the SHA-256 of 64 KiB at offset 1 MiB) and the SHA-256 of the
+    whole file; None for a diffusers folder (sd-scripts hashes files only)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    whole = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(0x100000)
+        legacy = hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
+        handle.seek(0)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            whole.update(chunk)
+    return legacy, whole.hexdigest()
 
 
 def json_metadata(value: object) -> str:
@@ -114,6 +179,7 @@ def lora_metadata(
     model_name: str,
     optimizer: torch.optim.Optimizer,
     prediction_type: str,
+    model_hashes: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """Kohya's ``ss_*`` keys and Stability's ``modelspec.*`` keys for a LoRA file saved at ``epoch``.
 
@@ -126,8 +192,9 @@ def lora_metadata(
         data: The training set (its folders and tag frequency).
         started_at: When the run first started (the session id derives from it).
         model_name: The base model's file or folder name.
-        optimizer: The optimizer (its class is recorded).
+        optimizer: The optimizer (its class is recorded; accelerate's wrapper is looked through).
         prediction_type: ``epsilon`` or ``v_prediction``.
+        model_hashes: ``(legacy, sha256)`` of a single-file base model (:func:`base_model_hashes`).
     """
     train, network, dataset = config.train, config.network, config.dataset
     now = time.time()
@@ -147,6 +214,8 @@ def lora_metadata(
         "ss_output_name": config.output.name,
         "ss_training_comment": config.output.comment,
         "ss_sd_model_name": model_name,
+        "ss_sd_model_hash": model_hashes[0] if model_hashes else None,
+        "ss_new_sd_model_hash": model_hashes[1] if model_hashes else None,
         "ss_base_model_version": "sd_v1",
         "ss_v2": False,
         "ss_network_module": "networks.lora",
@@ -168,16 +237,17 @@ def lora_metadata(
         "ss_text_encoder_lr": config.text_encoder_lr if network.train_text_encoder else 0.0,
         "ss_lr_scheduler": train.scheduler,
         "ss_lr_warmup_steps": train.lr_warmup_steps,
-        "ss_optimizer": f"{optimizer.__class__.__module__}.{optimizer.__class__.__name__}"
-        f"(weight_decay={train.weight_decay})",
+        "ss_optimizer": optimizer_description(optimizer, train.weight_decay),
         "ss_max_grad_norm": train.max_grad_norm,
         "ss_mixed_precision": MIXED_PRECISION[train.precision],
         "ss_full_fp16": False,
         "ss_save_precision": config.save.precision,
         "ss_seed": train.seed,
-        "ss_min_snr_gamma": train.min_snr_gamma or None,
-        "ss_noise_offset": train.noise_offset or None,
-        "ss_clip_skip": train.clip_skip,
+        # sd-scripts writes its argument as given: None when the option is off.
+        "ss_min_snr_gamma": train.min_snr_gamma or "None",
+        "ss_noise_offset": train.noise_offset or "None",
+        # Kiln's clip_skip 1 is sd-scripts' default (no --clip_skip): "None".
+        "ss_clip_skip": train.clip_skip if train.clip_skip > 1 else "None",
         "ss_gradient_checkpointing": train.gradient_checkpointing,
         "ss_cache_latents": train.cache_latents,
         "ss_resolution": f"({dataset.resolution}, {dataset.resolution})",
@@ -185,7 +255,7 @@ def lora_metadata(
         "ss_min_bucket_reso": dataset.min_bucket_reso,
         "ss_max_bucket_reso": dataset.max_bucket_reso,
         "ss_bucket_no_upscale": dataset.bucket_no_upscale,
-        "ss_bucket_info": json_metadata({"buckets": buckets, "mean_img_ar_error": 0.0}),
+        "ss_bucket_info": json_metadata({"buckets": buckets, "mean_img_ar_error": mean_ar_error(data)}),
         "ss_shuffle_caption": dataset.shuffle_caption,
         "ss_keep_tokens": dataset.keep_tokens,
         "ss_caption_dropout_rate": dataset.caption_dropout_rate,

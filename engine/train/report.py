@@ -68,6 +68,12 @@ class RunReport:
         for listener in self.listeners:
             listener(event)
 
+    def sampling(self, index: int, total: int) -> None:
+        """Report that sample ``index`` of ``total`` is rendering (a status, not an event)."""
+        note = getattr(self.events, "set_sampling", None)
+        if note is not None:
+            note(index, total)
+
     def warn(self, message: str) -> None:
         """Send a ``warning`` event."""
         self.emit("warning", message=message)

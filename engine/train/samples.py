@@ -8,6 +8,7 @@ and epochs compare side by side with the epoch-0 baseline.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 DEFAULT_STEPS = 30
+# A CPU renders a 512 px step in seconds: few steps keep a sample round short.
+CPU_STEPS = 8
 DEFAULT_CFG = 7.5
 _OPTION = re.compile(r"\s--([a-z]+)\s*")
 
@@ -35,7 +38,9 @@ class SamplePrompt:
     cfg: float
 
 
-def parse_prompt(line: str, index: int, default_size: int, base_seed: int) -> SamplePrompt:
+def parse_prompt(
+    line: str, index: int, default_size: int, base_seed: int, default_steps: int = DEFAULT_STEPS
+) -> SamplePrompt:
     """Read one Kohya prompt line.
 
     Raises:
@@ -48,7 +53,7 @@ def parse_prompt(line: str, index: int, default_size: int, base_seed: int) -> Sa
         "w": default_size,
         "h": default_size,
         "d": base_seed + index,
-        "s": DEFAULT_STEPS,
+        "s": default_steps,
         "l": DEFAULT_CFG,
     }
     for option, raw in zip(parts[1::2], parts[2::2], strict=False):
@@ -102,11 +107,13 @@ def render_samples(
     folder: Path,
     scheduler,
     clip_skip: int = 1,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Render ``prompts`` with the pipeline as it is (LoRA active) into ``folder/NN.png``.
 
     The caller provides autocast for mixed precision; generators live on the CPU so the
-    same seed gives the same noise on any device.
+    same seed gives the same noise on any device. ``on_image(k, n)`` is called before the
+    k-th of n images (1-based), for a "sampling k/n" progress.
     """
     import torch
 
@@ -116,6 +123,8 @@ def render_samples(
     paths = []
     try:
         for index, sample in enumerate(prompts):
+            if on_image is not None:
+                on_image(index + 1, len(prompts))
             generator = torch.Generator("cpu").manual_seed(sample.seed)
             with torch.no_grad():
                 image = pipe(

@@ -53,7 +53,7 @@ def folder_run(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.T
                 "unet_lr": 1e-3,
                 "min_snr_gamma": 5.0,
             },
-            "sample": {"prompts": PROMPTS},
+            "sample": {"prompts": PROMPTS, "baseline": "on"},
             "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": "pot", "comment": "a test"},
         }
     )

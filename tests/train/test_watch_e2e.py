@@ -53,6 +53,7 @@ alpha = 2.0
 
 [sample]
 prompts = ["pot, colour --s 2 --w 64 --h 64 --d 3"]
+baseline = "on"
 
 [output]
 dir = {json.dumps(str(runs))}

@@ -25,6 +25,13 @@ from tests.runfolders import write_run, write_sweep
 from tests.tui.helpers import make_app, wait_for
 
 
+def fake_model(path: Path) -> Path:
+    """A folder that passes the base-model check (model_index.json; nothing is loaded)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model_index.json").write_text("{}")
+    return path
+
+
 async def open_runs(pilot) -> RunsScreen:
     await pilot.press("5")
     screen = pilot.app.screen
@@ -184,6 +191,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
         form = app.screen
         # The base model comes from the dataset's latest run.
         assert form.query_one("#base", Input).value == "/models/sd15"
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "sd15"))
         form.query_one("#name", Input).value = "pot test"
         form.query_one("#steps", Input).value = "800"
         await pilot.press("ctrl+s")
@@ -194,7 +202,7 @@ async def test_new_run_writes_the_config_from_dataset_and_plan_and_starts_it(
     assert started[0].parent == sample_copy / ".kiln" / "configs"
     assert config.dataset.path == str(sample_copy.resolve()) and config.output.name == "pot-test"
     assert config.train.max_steps == 800 and config.train.cache_latents_to_disk
-    assert config.model.base == "/models/sd15"
+    assert config.model.base == str(sample_copy.parent / "sd15")
     # Sample prompts are the concepts' own captions, with fixed seeds.
     assert len(config.sample.prompts) == 2 and all("--d 10" in p for p in config.sample.prompts)
 
@@ -307,7 +315,7 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
         settings = str(form.query_one("#settings", Static).render())
         assert "settings from the plan section" in settings
         assert "batch 2  ·  epochs 12  ·  U-Net LR 0.0003  ·  text-encoder LR 7.5e-05  ·  bf16" in settings
-        form.query_one("#base", Input).value = "/models/base"
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "base"))
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: bool(started))
     from kiln.engine.train.config import load_config
@@ -315,3 +323,22 @@ async def test_new_run_takes_the_plan_sections_settings(sample_copy: Path, monke
     config = load_config(started[0])
     assert (config.train.batch_size, config.train.epochs, config.train.unet_lr) == (2, 12, 3e-4)
     assert config.train.text_encoder_lr_ratio == 0.25 and config.train.precision == "bf16"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_sweep_view_on_a_run_outside_a_sweep_says_so(sample_copy: Path, size) -> None:
+    runs = sample_copy / "runs"
+    from tests.runfolders import T0
+
+    # The newest run (selected first) is not in the sweep.
+    write_run(runs, "pot", stamp="20260309-090000", dataset=sample_copy, t0=T0 + 86400 * 8)
+    write_sweep(runs, "lr", [({"train.unet_lr": 1e-4}, "done")])
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_runs(pilot)
+        await wait_for(pilot, lambda: screen.selected is not None)
+        assert screen.selected.endswith("20260309-090000-pot")
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.screen is screen
+        assert any("pot is not part of a sweep" in note for note in notes(app))

@@ -50,7 +50,7 @@ def test_watch_exits_with_the_runs_outcome(tmp_path: Path, capsys) -> None:
     failed = write_run(tmp_path, "bad", stamp="20260301-150000", state="failed")
     assert main(["watch", str(failed), "--interval", "0.05"]) == 1
     cancelled = write_run(tmp_path, "stop", stamp="20260301-160000", state="cancelled")
-    assert main(["watch", "20260301-16", "--runs", str(tmp_path)]) == 1  # a name prefix works
+    assert main(["watch", "20260301-16", "--runs", str(tmp_path)]) == 130  # a name prefix works
     assert "cancelled" in capsys.readouterr().out
     assert cancelled.is_dir()
 

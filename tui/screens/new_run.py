@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from kiln.engine.train.config import OPTIMIZERS
 from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Select, Static
 
 
 @dataclass(frozen=True)
 class NewRunRequest:
-    """What the form was filled with."""
+    """What the form was filled with: the run's name, base and step cap, and config keys."""
 
     base_model: str
     name: str
     max_steps: int | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# (input id, label, config key, kind): the settings a CPU or small run needs, as form fields.
+TEXT_FIELDS: tuple[tuple[str, str, str, type], ...] = (
+    ("min_bucket", "min bucket", "dataset.min_bucket_reso", int),
+    ("rank", "rank", "network.rank", int),
+    ("alpha", "alpha", "network.alpha", float),
+    ("unet_lr", "U-Net LR", "train.unet_lr", float),
+    ("te_lr", "TE LR", "train.text_encoder_lr", float),
+    ("sample_steps", "sample steps", "sample.steps", int),
+)
+MODULES = (("LoRA", "lora"), ("LoCon (+3x3 convs)", "locon"))
+
+
+def precision_choices(gpu: bool) -> list[str]:
+    """The precisions this machine can train in: fp16 only with an NVIDIA GPU."""
+    return ["fp16", "bf16", "fp32"] if gpu else ["fp32", "bf16"]
 
 
 class NewRunScreen(ModalScreen[NewRunRequest | None]):
@@ -30,28 +49,31 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
     NewRunScreen {
         align: center middle;
     }
-    NewRunScreen > Vertical {
+    NewRunScreen > VerticalScroll {
         width: 84;
-        max-width: 95%;
+        max-width: 100%;
         height: auto;
-        max-height: 95%;
+        max-height: 100%;
         border: thick $primary;
         background: $surface;
-        padding: 1 2;
+        padding: 0 1;
     }
     NewRunScreen Horizontal {
-        height: 3;
+        height: 1;
+        margin: 0 0 1 0;
     }
     NewRunScreen Label {
-        width: 14;
-        padding: 1 0 0 0;
+        width: 13;
+        padding: 0 1 0 0;
     }
     NewRunScreen Input {
         width: 1fr;
     }
+    NewRunScreen Select {
+        width: 1fr;
+    }
     NewRunScreen #settings {
         color: $text-muted;
-        margin: 1 0 0 0;
     }
     NewRunScreen #problem {
         color: $error;
@@ -59,7 +81,6 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
     }
     NewRunScreen .keys {
         color: $text-muted;
-        margin-top: 1;
     }
     """
 
@@ -70,30 +91,104 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
         ),
     ]
 
-    def __init__(self, base_model: str, name: str, max_steps: int | None, settings: list[str]) -> None:
+    def __init__(
+        self,
+        base_model: str,
+        name: str,
+        max_steps: int | None,
+        settings: list[str],
+        config: Any = None,
+        gpu: bool | None = None,
+    ) -> None:
         super().__init__()
         self.base_model = base_model
         self.run_name = name
         self.max_steps = max_steps
         self.settings = settings
+        self.config = config
+        if gpu is None:
+            from kiln.engine.runs.newrun import nvidia_gpu_visible
+
+            gpu = nvidia_gpu_visible()
+        self.gpu = gpu
+
+    def _value(self, key: str) -> Any:
+        if self.config is None:
+            return None
+        section, _, name = key.partition(".")
+        return getattr(getattr(self.config, section), name)
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        precisions = precision_choices(self.gpu)
+        precision = self._value("train.precision")
+        if precision not in precisions:  # fp16 on a CPU: never offered
+            precision = precisions[0]
+        conv = self._value("network.conv_rank") or 0
+        optimizer = self._value("train.optimizer") or "adamw"
+        with VerticalScroll():
             yield Static("[b]Start a run[/b] on this dataset (detached: it goes on when Kiln quits)")
+            # Above the fields: a refusal stays in sight on a 24-line terminal.
+            yield Static("", id="problem")
             with Horizontal():
                 yield Label("base model")
-                yield Input(self.base_model, placeholder="diffusers folder or SD 1.5 .safetensors", id="base")
+                yield Input(
+                    self.base_model,
+                    placeholder="diffusers folder or SD 1.5 .safetensors",
+                    id="base",
+                    compact=True,
+                )
             with Horizontal():
                 yield Label("name")
-                yield Input(self.run_name, id="name")
-            with Horizontal():
+                yield Input(self.run_name, id="name", compact=True)
                 yield Label("max steps")
                 yield Input(
-                    str(self.max_steps or ""), placeholder="empty: the plan's epochs in full", id="steps"
+                    str(self.max_steps or ""), placeholder="empty: all epochs", id="steps", compact=True
                 )
+            with Horizontal():
+                yield Label("precision")
+                yield Select(
+                    [(p, p) for p in precisions],
+                    value=precision,
+                    allow_blank=False,
+                    id="precision",
+                    compact=True,
+                )
+                yield Label("optimizer")
+                yield Select(
+                    [(o, o) for o in OPTIMIZERS],
+                    value=optimizer,
+                    allow_blank=False,
+                    id="optimizer",
+                    compact=True,
+                )
+            with Horizontal():
+                yield Label("module")
+                yield Select(
+                    [(label, value) for label, value in MODULES],
+                    value="locon" if conv else "lora",
+                    allow_blank=False,
+                    id="module",
+                    compact=True,
+                )
+                yield from self._text_field(TEXT_FIELDS[0])
+            for pair in (TEXT_FIELDS[1:3], TEXT_FIELDS[3:5]):
+                with Horizontal():
+                    for entry in pair:
+                        yield from self._text_field(entry)
+            with Horizontal():
+                yield from self._text_field(TEXT_FIELDS[5])
             yield Static("\n".join(escape(line) for line in self.settings), id="settings")
-            yield Static("", id="problem")
             yield Static("[b]enter[/b] / [b]ctrl+s[/b] start   [b]esc[/b] cancel", classes="keys")
+
+    def _text_field(self, entry: tuple[str, str, str, type]) -> ComposeResult:
+        ident, label, key, _ = entry
+        value = self._value(key)
+        if key == "train.text_encoder_lr" and self.config is not None:
+            value = self.config.text_encoder_lr
+        text = "" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+        placeholder = "0: by device" if key == "sample.steps" else ""
+        yield Label(label)
+        yield Input(text, id=ident, placeholder=placeholder, compact=True)
 
     def on_mount(self) -> None:
         first = "#base" if not self.base_model else "#name"
@@ -103,18 +198,27 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
     def submitted(self) -> None:
         self.action_submit()
 
+    def _fail(self, message: str, widget: str) -> None:
+        self.query_one("#problem", Static).update(escape(message))
+        self.query_one(widget).focus()
+
     def action_submit(self) -> None:
         base = self.query_one("#base", Input).value.strip()
         name = self.query_one("#name", Input).value.strip()
         steps_text = self.query_one("#steps", Input).value.strip()
-        problem = self.query_one("#problem", Static)
         if not base:
-            problem.update("Give the base model: a diffusers folder or an SD 1.5 .safetensors file.")
-            self.query_one("#base", Input).focus()
+            self._fail("Give the base model: a diffusers folder or an SD 1.5 .safetensors file.", "#base")
+            return
+        from kiln.engine.errors import KilnError
+        from kiln.engine.models.loading import model_source
+
+        try:
+            model_source(base)  # before any config is written: a missing or wrong path says so here
+        except KilnError as exc:
+            self._fail(str(exc), "#base")
             return
         if not name:
-            problem.update("Give the run a name (letters, digits, - or _).")
-            self.query_one("#name", Input).focus()
+            self._fail("Give the run a name (letters, digits, - or _).", "#name")
             return
         steps: int | None = None
         if steps_text:
@@ -123,10 +227,36 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
             except ValueError:
                 steps = 0
             if steps < 1:
-                problem.update("Max steps: a whole number from 1 up, or empty for the whole plan.")
-                self.query_one("#steps", Input).focus()
+                self._fail("Max steps: a whole number from 1 up, or empty for the whole plan.", "#steps")
                 return
-        self.dismiss(NewRunRequest(base_model=base, name=name, max_steps=steps))
+        overrides: dict[str, Any] = {
+            "train.precision": self.query_one("#precision", Select).value,
+            "train.optimizer": self.query_one("#optimizer", Select).value,
+        }
+        for ident, label, key, kind in TEXT_FIELDS:
+            text = self.query_one(f"#{ident}", Input).value.strip()
+            if not text:
+                continue
+            try:
+                overrides[key] = kind(text)
+            except ValueError:
+                self._fail(
+                    f"{label}: {text!r} is not a {'whole number' if kind is int else 'number'}.", f"#{ident}"
+                )
+                return
+        rank = overrides.get("network.rank", self._value("network.rank") or 16)
+        if self.query_one("#module", Select).value == "locon":
+            overrides["network.conv_rank"] = self._value("network.conv_rank") or max(1, int(rank) // 2)
+        else:
+            overrides["network.conv_rank"] = 0
+        from kiln.engine.train.config import TrainConfig, apply_overrides
+
+        try:  # the same checks as the config file, named by key, before anything is written
+            apply_overrides(self.config or TrainConfig(), overrides, source="new run")
+        except KilnError as exc:
+            self._fail(str(exc), "#base")
+            return
+        self.dismiss(NewRunRequest(base_model=base, name=name, max_steps=steps, overrides=overrides))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -145,5 +275,5 @@ def describe_settings(config: Any, notes: list[str], source: str) -> list[str]:
     from kiln.engine.runs.newrun import nvidia_gpu_visible
 
     if train.precision == "fp16" and not nvidia_gpu_visible():
-        lines.append("note: no NVIDIA GPU visible here and fp16 needs one: pick bf16 or fp32 in the plan (2)")
+        lines.append("note: no NVIDIA GPU visible here and fp16 needs one: fp16 is not offered below")
     return lines

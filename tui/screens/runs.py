@@ -629,17 +629,38 @@ class RunsScreen(SectionScreen):
         self.resume(info.run_dir)
 
     @work(thread=True, exclusive=True, group="run-action")
-    def resume(self, run_dir: Path) -> None:
-        """Resume detached (checks the save and the config first, off the UI thread)."""
-        from kiln.engine.runs.folders import resume_run
+    def resume(self, run_dir: Path, force: bool = False) -> None:
+        """Resume detached (checks the save and the config first, off the UI thread). A config
+        edited since the save asks first, naming the changed keys; yes resumes as ``--force``."""
+        from kiln.engine.runs.folders import changed_keys, check_resumable, resume_run
 
         try:
-            resume_run(run_dir, detach=True)
+            if not force:
+                save = check_resumable(run_dir, force=True)
+                changed = changed_keys(run_dir, save)
+                if changed:
+                    self.app.call_from_thread(self._ask_force, run_dir, changed)
+                    return
+            resume_run(run_dir, detach=True, force=force)
         except (KilnError, OSError) as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.app.call_from_thread(self.notify, f"Resumed {run_dir.name} in the background.")
         self.app.call_from_thread(self.refresh_list)
+
+    def _ask_force(self, run_dir: Path, changed: list[str]) -> None:
+        def decide(yes: bool | None) -> None:
+            if yes:
+                self.resume(run_dir, force=True)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Resume {run_dir.name} with the edited config?",
+                f"config.toml changed since the last save: {', '.join(changed)}. Yes trains on with the "
+                "new values (as `kiln resume --force`); no leaves the run as it is.",
+            ),
+            decide,
+        )
 
     def action_open_config(self) -> None:
         info = self._selected_info()
@@ -661,12 +682,20 @@ class RunsScreen(SectionScreen):
             return
         if info.state not in LIVE_STATES:
             self.notify(
-                "A changed config applies when the run resumes (r); resume asks for --force on changes."
+                "A changed config applies when the run resumes (r): it names the changes and asks first."
             )
 
     def action_sweep_view(self) -> None:
         key = self.selected
         sweep_dir = Path(key).parent if key else None
+        if key and sweep_dir is not None and not is_sweep_dir(sweep_dir):
+            info = self.infos.get(key)
+            name = info.name if info is not None else Path(key).name
+            self.notify(
+                f"{name} is not part of a sweep: select a run listed as sweep/name to compare its sweep.",
+                severity="warning",
+            )
+            return
         if sweep_dir is None or not is_sweep_dir(sweep_dir):
             sweeps = self._sweep_dirs()
             if not sweeps:
@@ -695,6 +724,7 @@ class RunsScreen(SectionScreen):
 
         overrides, notes, source = self.plan_settings()
         base = latest_base_model(Path(key) for key in self.infos) or os.environ.get("KILN_BASE_MODEL", "")
+        preview = None
         try:
             preview = self._run_config(base or "preview", "preview", overrides)
             settings = describe_settings(preview, notes, source)
@@ -707,7 +737,7 @@ class RunsScreen(SectionScreen):
             if request is not None:
                 self.start_run(request, overrides)
 
-        self.app.push_screen(NewRunScreen(base, name, steps, settings), start)
+        self.app.push_screen(NewRunScreen(base, name, steps, settings, config=preview), start)
 
     def plan_settings(self) -> tuple[dict[str, Any], list[str], str]:
         """The plan section's settings as config keys (empty when the plan was not opened)."""
@@ -729,14 +759,19 @@ class RunsScreen(SectionScreen):
     @work(thread=True, exclusive=True, group="run-action")
     def start_run(self, request: Any, overrides: dict[str, Any]) -> None:
         """Write the config and start the run detached (model and dataset checked first)."""
+        from kiln.engine.models.loading import model_source
         from kiln.engine.runs.folders import start_detached
         from kiln.engine.runs.newrun import write_run_config
+        from kiln.engine.runs.preflight import check_run
 
-        settings = dict(overrides)
+        settings = {**overrides, **getattr(request, "overrides", {})}
         if request.max_steps:
             settings["train.max_steps"] = request.max_steps
         try:
             config = self._run_config(request.base_model, request.name, settings)
+            # Every refusal comes before the config file and the run folder are written.
+            model_source(config.model.base, config.model.allow_pickle)
+            check_run(config)
             path = write_run_config(self.dataset_root, config)
             run_dir = start_detached(path)
         except (KilnError, OSError) as exc:

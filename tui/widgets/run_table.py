@@ -22,6 +22,8 @@ STATE_STYLES = {
 def run_cells(info, label: str | None = None, now: float | None = None) -> list[Text]:
     """The cells of one run (a ``RunInfo``): what the table shows for it."""
     state = info.state + (" (ro)" if getattr(info, "readonly", False) else "")
+    if getattr(info, "sampling", None) and info.state == "running":
+        state = f"sampling {info.sampling}"
     epoch = f"{info.epoch}/{info.epochs}" if info.epochs else "-"
     live = info.state in ("running", "starting")
     return [

@@ -1,0 +1,226 @@
+"""Checks a run must pass before its run folder exists: the device, the model, the memory.
+
+Every refusal is one line that names the setting to change. Nothing here imports torch unless
+an NVIDIA GPU is visible (then only to ask it how much memory is free). The memory estimate
+reads the base model's tensor shapes from its safetensors headers (a few KB, no weights):
+
+    weights (at the training precision) + LoRA parameters x (weight, gradient, AdamW moments)
+    + activations (batch x resolution^2, scaled from SD 1.5's by the U-Net's size)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.engine.errors import UsageError
+from kiln.engine.train.config import TrainConfig
+
+GIB = 1024**3
+# Above this share of the free memory the run is allowed, with a warning.
+WARN_SHARE = 0.8
+# SD 1.5 at 512 px, batch 1, fp16, no gradient checkpointing: about 4 GiB of activations.
+SD15_ACTIVATIONS = 4.0 * GIB
+SD15_UNET_PARAMS = 860e6
+RUNTIME_OVERHEAD = 0.5 * GIB
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs from a base model: parameter counts and LoRA parameters per rank."""
+
+    params: int
+    unet_params: int
+    unet_per_rank: int
+    te_per_rank: int
+    conv_per_rank: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The estimate in bytes, and its parts for the message."""
+
+    total: float
+    weights: float
+    lora: float
+    activations: float
+
+    def describe(self) -> str:
+        return (
+            f"about {self.total / GIB:.1f} GiB (weights {self.weights / GIB:.1f}, LoRA and optimizer "
+            f"{self.lora / GIB:.1f}, activations {self.activations / GIB:.1f})"
+        )
+
+
+def on_cpu(cpu: bool) -> bool:
+    """Whether a run trains on the CPU: asked for, or no CUDA GPU here."""
+    if cpu:
+        return True
+    from kiln.engine.runs.newrun import nvidia_gpu_visible
+
+    if not nvidia_gpu_visible():
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def check_run(
+    config: TrainConfig, *, cpu: bool = False, gpus: int = 1, warn: Callable[[str], None] | None = None
+) -> None:
+    """Refuse a run that cannot work on this machine, before anything is written or loaded.
+
+    Raises:
+        UsageError: fp16 on a CPU, a bucket range that excludes the resolution, or a memory
+            estimate above what the machine has free (the message gives the figure).
+    """
+    cpu_run = on_cpu(cpu)
+    if config.train.precision == "fp16" and cpu_run:
+        raise UsageError(
+            'train.precision = "fp16" needs an NVIDIA GPU and this run trains on the CPU: '
+            "use --set train.precision=bf16 (or fp32)"
+        )
+    data = config.dataset
+    if data.min_bucket_reso > data.resolution:
+        raise UsageError(
+            f"dataset.min_bucket_reso = {data.min_bucket_reso} is above dataset.resolution = "
+            f"{data.resolution}: lower dataset.min_bucket_reso"
+        )
+    if skip_memory_check():
+        return
+    shape = model_shape(Path(config.model.base))
+    if shape is None:
+        return
+    estimate = estimate_memory(config, shape)
+    processes = gpus if cpu_run else 1
+    needed = estimate.total * processes
+    free = available_memory(cpu_run)
+    if free is None:
+        return
+    where = "RAM" if cpu_run else "GPU memory"
+    figure = f"this run needs {estimate.describe()}" + (f" x {processes} processes" if processes > 1 else "")
+    if needed > free:
+        raise UsageError(
+            f"{figure}, and this machine has {free / GIB:.1f} GiB of {where} free: lower network.rank, "
+            "train.batch_size or dataset.resolution, or set train.gradient_checkpointing = true"
+        )
+    if needed > WARN_SHARE * free and warn is not None:
+        warn(f"{figure} of the {free / GIB:.1f} GiB of {where} free: close to the limit")
+
+
+def available_memory(cpu_run: bool) -> float | None:
+    """Free bytes where the run trains: MemAvailable on a CPU, the GPU's free memory on a GPU."""
+    if not cpu_run:
+        try:
+            import torch
+
+            return float(torch.cuda.mem_get_info()[0])
+        except Exception:
+            return None
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def estimate_memory(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
+    """Bytes a run needs: weights at its precision, the LoRA with gradients and optimizer
+    state, and the activations of one batch."""
+    train, network = config.train, config.network
+    weight_bytes = 4 if train.precision == "fp32" else 2
+    weights = shape.params * weight_bytes
+    lora_params = network.rank * shape.unet_per_rank + network.conv_rank * shape.conv_per_rank
+    if network.train_text_encoder:
+        lora_params += network.rank * shape.te_per_rank
+    # fp32 weight + gradient + two AdamW moments (8-bit moments: 2 bytes).
+    per_param = 10 if train.optimizer == "adamw8bit" else 16
+    lora = lora_params * per_param
+    scale = math.sqrt(max(shape.unet_params, 1) / SD15_UNET_PARAMS)
+    activations = (
+        SD15_ACTIVATIONS
+        * train.batch_size
+        * (config.dataset.resolution / 512) ** 2
+        * scale
+        * (weight_bytes / 2)
+        * (0.4 if train.gradient_checkpointing else 1.0)
+    )
+    return MemoryEstimate(weights + lora + activations + RUNTIME_OVERHEAD, weights, lora, activations)
+
+
+def model_shape(base: Path) -> ModelShape | None:
+    """Parameter counts of a diffusers folder or a single .safetensors file; None when its
+    tensors cannot be read without loading it (.bin, .ckpt)."""
+    base = base.expanduser()
+    if base.is_dir():
+        parts = {
+            part: sorted((base / part).glob("*.safetensors"))
+            for part in ("unet", "text_encoder", "vae", "text_encoder_2")
+        }
+        if not parts["unet"]:
+            return None
+        tensors = {
+            f"{part}/{name}": shape for part, files in parts.items() for name, shape in _read_headers(files)
+        }
+        unet_prefix, te_prefixes = "unet/", ("text_encoder/", "text_encoder_2/")
+    elif base.suffix.lower() == ".safetensors" and base.is_file():
+        tensors = dict(_read_headers([base]))
+        unet_prefix, te_prefixes = "model.diffusion_model.", ("cond_stage_model.", "conditioner.")
+    else:
+        return None
+    params = unet_params = unet_rank = te_rank = conv_rank = 0
+    for name, (dims, _size) in tensors.items():
+        count = math.prod(dims)
+        params += count
+        if name.startswith(unet_prefix):
+            unet_params += count
+            if name.endswith(".weight") and _targeted(name, UNET_TARGETS) and len(dims) >= 2:
+                unet_rank += dims[0] + math.prod(dims[1:])
+            elif name.endswith(".weight") and len(dims) == 4 and dims[2] == 3:
+                conv_rank += dims[0] + math.prod(dims[1:])
+        elif name.startswith(te_prefixes) and name.endswith(".weight") and _targeted(name, TE_TARGETS):
+            te_rank += dims[0] + math.prod(dims[1:])
+    return ModelShape(params, unet_params, unet_rank, te_rank, conv_rank)
+
+
+def _targeted(name: str, targets: tuple[str, ...]) -> bool:
+    stem = name[: -len(".weight")]
+    return any(stem.endswith("." + target) or stem == target for target in targets)
+
+
+def _read_headers(files: Iterable[Path]) -> Iterable[tuple[str, tuple[tuple[int, ...], int]]]:
+    """``(tensor name, (shape, bytes per value))`` from safetensors headers (no weights read)."""
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if length > 100 * 1024 * 1024:
+                    continue
+                header = json.loads(handle.read(length))
+        except (OSError, ValueError, struct.error):
+            continue
+        for name, entry in header.items():
+            if name == "__metadata__" or not isinstance(entry, dict):
+                continue
+            yield name, (tuple(entry.get("shape", ())), DTYPE_BYTES.get(entry.get("dtype", ""), 4))
+
+
+def skip_memory_check() -> bool:
+    """``KILN_NO_MEMORY_CHECK=1`` turns the estimate off (a machine whose free memory lies)."""
+    return os.environ.get("KILN_NO_MEMORY_CHECK", "") not in ("", "0")
