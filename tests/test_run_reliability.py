@@ -262,6 +262,16 @@ def test_control_characters_in_file_name_keys_are_refused(key: str, value: str) 
     assert "\n" not in str(caught.value)
 
 
+def test_a_sweep_name_with_a_newline_is_refused(tmp_path: Path) -> None:
+    from kiln.engine.runs.sweep import load_sweep
+
+    (tmp_path / "run.toml").write_text('[model]\nbase = "model"\n[dataset]\npath = "data"\n')
+    sweep = tmp_path / "lr.toml"
+    sweep.write_text('base = "run.toml"\nname = "lr\\nsweep"\n[grid]\n"train.seed" = [1]\n')
+    with pytest.raises(ConfigError, match="name = 'lr\\\\nsweep': must be a plain folder name"):
+        load_sweep(sweep)
+
+
 def test_set_output_name_with_a_newline_is_one_line(config_file: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "train", str(config_file), "--set", 'output.name="a\\nb"', "--cpu")
     assert code == 2 and "output.name" in one_line_error(err)
