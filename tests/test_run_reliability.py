@@ -58,7 +58,10 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
     return process
 
 
-def test_a_second_lock_on_a_run_folder_is_refused_naming_the_holder(tmp_path: Path) -> None:
+def test_a_second_lock_on_a_run_folder_is_refused_naming_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln.engine.runs.folders.EXITING_WAIT_S", 0.3)
     run_dir = write_run(tmp_path, "pot", state="cancelled")
     assert runlock.holder(run_dir) is None
     holder = hold_lock(run_dir)
@@ -308,7 +311,10 @@ def test_runs_of_a_missing_folder_is_an_error(tmp_path: Path, capsys) -> None:
     assert code == 0 and "no runs in" in out  # an empty folder is still "no runs"
 
 
-def test_resume_of_a_run_held_by_another_trainer_names_it(tmp_path: Path, capsys) -> None:
+def test_resume_of_a_run_held_by_another_trainer_names_it(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln.engine.runs.folders.EXITING_WAIT_S", 0.3)
     run_dir = write_run(tmp_path, "pot", state="cancelled")
     holder = hold_lock(run_dir)
     try:

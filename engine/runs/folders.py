@@ -37,6 +37,8 @@ STALE_AFTER_S = 30.0
 # Before the trainer's first heartbeat (launcher and imports), a run on another host is
 # given this long; on this host the launcher's pid answers instead.
 STARTING_GRACE_S = 300.0
+# How long a resume waits for an ended run's process to exit and let go of the run folder.
+EXITING_WAIT_S = 60.0
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -292,7 +294,17 @@ def check_resumable(run_dir: Path, force: bool = False) -> Path:
         raise RunError(f"{run_dir}: written by another Kiln version; it cannot be resumed by this one")
     if info.state == "running":
         raise RunError(f"{name} is still running (pid {info.pid}); `kiln cancel {name}` stops it first")
+    if info.state == "done":
+        raise RunError(
+            f"{name} finished at step {info.step}/{info.total}: nothing to resume "
+            f"(its LoRA files are in {run_dir / rundir.LORA_FOLDER})"
+        )
+    # A run that wrote its final event may still hold its lock while its process exits.
+    deadline = time.monotonic() + (EXITING_WAIT_S if info.state in FINAL_STATES else 0.0)
     trainer = runlock.holder(run_dir)
+    while trainer is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        trainer = runlock.holder(run_dir)
     if trainer is not None:
         who = f"process {trainer}" if trainer else "another process"
         raise runlock.RunBusy(
@@ -300,11 +312,6 @@ def check_resumable(run_dir: Path, force: bool = False) -> Path:
         )
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunError(f"{run_dir}: the run folder is read-only; make it writable to resume the run")
-    if info.state == "done":
-        raise RunError(
-            f"{name} finished at step {info.step}/{info.total}: nothing to resume "
-            f"(its LoRA files are in {run_dir / rundir.LORA_FOLDER})"
-        )
     save, skipped = checkpoint.latest_complete(run_dir / rundir.STATE_FOLDER)
     if save is None:
         why = f" ({'; '.join(f'{path.name}: {reason}' for path, reason in skipped)})" if skipped else ""
