@@ -11,6 +11,7 @@ from kiln.engine.analysis.report import DsbReport, dsb_report
 from kiln.engine.analysis.tones import DEFAULT_METHOD, METHODS
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import UsageError
+from kiln.engine.textsafe import shown_name
 from rich.table import Table
 
 
@@ -69,7 +70,7 @@ def print_report(report: DsbReport) -> None:
             ("included" if row.included else "excluded") if row.record.trained else "skipped by Kohya"
         )
         table.add_row(
-            row.record.rel_path,
+            shown_name(row.record.rel_path),
             row.record.concept,
             str(row.record.repeats),
             "" if analysis.white is None else f"{analysis.white:.1f}",

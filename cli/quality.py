@@ -10,6 +10,7 @@ from kiln.engine.analysis.quality import QualityThresholds
 from kiln.engine.analysis.quality_report import QualityReport, quality_report
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import UsageError
+from kiln.engine.textsafe import shown_name
 from rich.markup import escape
 from rich.table import Table
 
@@ -74,12 +75,15 @@ def print_report(report: QualityReport) -> None:
         m = row.analysis.metrics
         if row.analysis.error:
             table.add_row(
-                escape(row.record.rel_path), "", "", "", "", escape(row.analysis.error), style="dim"
+                escape(shown_name(row.record.rel_path)),
+                *("", "", "", ""),
+                escape(row.analysis.error),
+                style="dim",
             )
             continue
         rank = row.quality.sharpness_rank
         table.add_row(
-            escape(row.record.rel_path),
+            escape(shown_name(row.record.rel_path)),
             f"{m.get('width', '?')}x{m.get('height', '?')}",
             _number(m.get("sharpness"), "{:.0f}") + ("" if rank is None else f" (#{rank})"),
             _number(m.get("clipped_dark"), "{:.1f}") + "/" + _number(m.get("clipped_bright"), "{:.1f}"),
@@ -98,7 +102,8 @@ def print_report(report: QualityReport) -> None:
     out.print(f"Flagged: {len(flagged)} of {len(report.rows)} image(s)")
     for row in flagged:
         for flag in row.quality.flags:
-            out.print(f"  {escape(row.record.rel_path)}: [bold]{flag.id}[/] {escape(flag.reason)}")
+            name = escape(shown_name(row.record.rel_path))
+            out.print(f"  {name}: [bold]{flag.id}[/] {escape(flag.reason)}")
 
 
 def _number(value: object, pattern: str) -> str:

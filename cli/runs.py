@@ -40,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from kiln.engine.runs.folders import default_runs_dir, list_runs_and_sweeps
 
     folder = args.runs.expanduser() if args.runs else default_runs_dir()
+    if args.runs and not folder.is_dir():
+        from kiln.engine.errors import UsageError
+
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"--runs {args.runs}: {what}; give the runs folder (output.dir or <dataset>/runs)")
     listed = list_runs_and_sweeps(folder)
     if not listed and (folder / "runs").is_dir():  # a dataset folder: its runs are in runs/
         folder = folder / "runs"

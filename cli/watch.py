@@ -27,6 +27,8 @@ STATUS_FIELDS = (
     "error",
     "readonly",
 )
+# Before calling a run dead, look again after this long.
+STALE_RECHECK_S = 1.0
 STATE_STYLES = {
     "running": "bold green",
     "starting": "bold cyan",
@@ -94,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
             feed.poll()
             info = read_run(run_dir)
+            if info.state == "stale":  # a dead process is confirmed by a second look, never one read
+                time.sleep(STALE_RECHECK_S)
+                info = read_run(run_dir)
             live.update(watch_view(info, feed.history, out.width), refresh=True)
     return run_exit_code(info.state)
 

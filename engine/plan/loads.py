@@ -145,12 +145,13 @@ def load_notices(load: DatasetLoad) -> list[Advice]:
             )
         )
     if load.unreadable:
-        first, reason = load.unreadable[0]
+        named = "; ".join(f"{rel_path}: {reason}" for rel_path, reason in load.unreadable[:5])
+        more = f"; and {len(load.unreadable) - 5} more" if len(load.unreadable) > 5 else ""
         notices.append(
             Advice(
                 "unreadable-images",
-                f"{len(load.unreadable)} image(s) could not be bucketed and are not counted, "
-                f"e.g. {first}: {reason}",
+                f"{len(load.unreadable)} image(s) cannot be read and are left out of the count "
+                f"and the training set: {named}{more}",
             )
         )
     return notices
@@ -169,16 +170,65 @@ def image_sizes(
         reason for each image whose size could not be read.
     """
     records = list(records)
-    sizes = _cached_sizes(records, store) if store is not None else {}
-    problems: dict[str, str] = {}
+    sizes, problems = _cached_sizes(records, store) if store is not None else ({}, {})
     for record in records:
-        if record.rel_path in sizes:
+        if record.rel_path in sizes or record.rel_path in problems:
             continue
         try:
             sizes[record.rel_path] = header_size(record.path)
+            check_decodable(record)
         except ImageError as exc:
+            sizes.pop(record.rel_path, None)
             problems[record.rel_path] = str(exc)
     return sizes, problems
+
+
+# (path, size, mtime_ns) -> why the file cannot be decoded, or None: checked once per version.
+_DECODABLE: dict[tuple[str, int, int], str | None] = {}
+
+
+def check_decodable(record: ImageRecord) -> None:
+    """Refuse an image whose header reads but whose data does not (a truncated JPEG or PNG).
+
+    Why: a header alone gives the size of a file cut short; counting it would plan steps for
+    an image the trainer cannot load, and training would fail at its first batch. A JPEG is
+    decoded at 1/8 scale (the decoder reads every block, cheaply); other formats have their
+    end checked (a PNG's ``IEND`` chunk). The answer is kept per file version.
+
+    Raises:
+        ImageError: The image's data is truncated or corrupt.
+    """
+    key = (str(record.path), record.size, record.mtime_ns)
+    if key not in _DECODABLE:
+        _DECODABLE[key] = _decode_problem(Path(record.path))
+    problem = _DECODABLE[key]
+    if problem is not None:
+        raise ImageError(problem)
+
+
+def _decode_problem(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    width, height = image.size
+                    image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+                    image.load()
+                    return None
+                if image.format == "PNG":
+                    with open(path, "rb") as handle:
+                        handle.seek(max(0, path.stat().st_size - 64))
+                        if b"IEND" not in handle.read():
+                            return "truncated PNG (no IEND chunk at its end); re-export it"
+                return None
+    except Image.DecompressionBombError:
+        return None  # too large to decode safely here: the header said what it needs
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        message = str(exc) or exc.__class__.__name__
+        return f"truncated or corrupt ({message}); re-export it"
 
 
 def header_size(path: Path) -> Size:
@@ -203,15 +253,22 @@ def header_size(path: Path) -> Size:
         raise ImageError(f"cannot read it ({exc.strerror or exc}); check the file") from None
 
 
-def _cached_sizes(records: list[ImageRecord], store: Store) -> dict[str, Size]:
+def _cached_sizes(records: list[ImageRecord], store: Store) -> tuple[dict[str, Size], dict[str, str]]:
+    """Sizes the analysis cache holds for these file versions, and the errors it recorded
+    (an image ``kiln dsb``/``quality`` could not decode is left out here too)."""
     wanted = {record.rel_path: record for record in records}
     found: dict[str, Size] = {}
+    errors: dict[str, str] = {}
     rows = store.query(
-        "SELECT rel_path, size, mtime_ns, metrics FROM analysis WHERE error IS NULL AND metrics IS NOT NULL"
+        "SELECT rel_path, size, mtime_ns, metrics, error FROM analysis "
+        "WHERE error IS NOT NULL OR metrics IS NOT NULL"
     )
-    for rel_path, size, mtime_ns, metrics in rows:
+    for rel_path, size, mtime_ns, metrics, error in rows:
         record = wanted.get(rel_path)
         if record is None or rel_path in found or record.size != size or record.mtime_ns != mtime_ns:
+            continue
+        if error:
+            errors[rel_path] = str(error)
             continue
         try:
             figures = json.loads(metrics)
@@ -220,4 +277,6 @@ def _cached_sizes(records: list[ImageRecord], store: Store) -> dict[str, Size]:
             continue
         if width > 0 and height > 0:
             found[rel_path] = (width, height)
-    return found
+    for rel_path in found:
+        errors.pop(rel_path, None)
+    return found, errors

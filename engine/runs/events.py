@@ -83,6 +83,11 @@ class EventWriter:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._events = open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        if _ends_mid_line(self.run_dir / EVENTS_FILE):
+            # A writer killed mid-line left a partial last line: start on a fresh one, so only
+            # that fragment is unreadable and never the next event.
+            self._events.write("\n")
+            self._events.flush()
         now = time.time()
         self.status: dict[str, Any] = {
             "state": "starting",
@@ -184,6 +189,19 @@ class EventWriter:
             if not self._events.closed:
                 self.write_status(force=True)
                 self._events.close()
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file's last byte is not a newline (an empty or missing file is not)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

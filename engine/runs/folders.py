@@ -25,6 +25,7 @@ from typing import Any
 
 from kiln.engine.errors import RunError
 from kiln.engine.runs import layout as rundir
+from kiln.engine.runs import runlock
 from kiln.engine.runs.events import EVENTS_FILE, RUN_LAYOUT, STATUS_FILE, read_status
 from kiln.engine.runs.procinfo import HOST, process_alive
 
@@ -36,6 +37,8 @@ STALE_AFTER_S = 30.0
 # Before the trainer's first heartbeat (launcher and imports), a run on another host is
 # given this long; on this host the launcher's pid answers instead.
 STARTING_GRACE_S = 300.0
+# How long a resume waits for an ended run's process to exit and let go of the run folder.
+EXITING_WAIT_S = 60.0
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -100,9 +103,11 @@ def read_run(run_dir: Path) -> RunInfo:
     run_dir = Path(run_dir)
     if not is_run_folder(run_dir):
         raise RunError(f"{run_dir}: not a Kiln run folder (no status.json, config.toml or events.jsonl)")
-    status = read_status(run_dir)
+    status = _read_status_settled(run_dir)
     now = time.time()
     if status is None:
+        if (run_dir / STATUS_FILE).exists():
+            return _unreadable_status_run(run_dir, now)
         return _unstarted_run(run_dir, now)
     readonly = status.get("layout") != RUN_LAYOUT or not (run_dir / rundir.CONFIG_FILE).is_file()
     recorded = status.get("state")
@@ -113,6 +118,8 @@ def read_run(run_dir: Path) -> RunInfo:
         it_s = None
     else:
         gone = _gone_reason(status, now)
+        if gone is not None and runlock.holder(run_dir) is not None:
+            gone = None  # the status names another process, but a trainer holds the run
         if gone is None:
             state = "running"
         else:
@@ -321,6 +328,19 @@ def check_resumable(run_dir: Path, force: bool = False) -> Path:
             f"{name} finished at step {info.step}/{info.total}: nothing to resume "
             f"(its LoRA files are in {run_dir / rundir.LORA_FOLDER})"
         )
+    # A run that wrote its final event may still hold its lock while its process exits.
+    deadline = time.monotonic() + (EXITING_WAIT_S if info.state in FINAL_STATES else 0.0)
+    trainer = runlock.holder(run_dir)
+    while trainer is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        trainer = runlock.holder(run_dir)
+    if trainer is not None:
+        who = f"process {trainer}" if trainer else "another process"
+        raise runlock.RunBusy(
+            f"{name} is being trained by {who}; one trainer per run folder (`kiln cancel {name}` stops it)"
+        )
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunError(f"{run_dir}: the run folder is read-only; make it writable to resume the run")
     save, skipped = checkpoint.latest_complete(run_dir / rundir.STATE_FOLDER)
     if save is None:
         why = f" ({'; '.join(f'{path.name}: {reason}' for path, reason in skipped)})" if skipped else ""
@@ -380,6 +400,51 @@ def _gone_reason(status: dict[str, Any], now: float) -> str | None:
         where = "" if local else f" on {host}"
         return f"no heartbeat from process {pid}{where} (last {age})"
     return None
+
+
+def _read_status_settled(run_dir: Path, tries: int = 3, pause_s: float = 0.05) -> dict[str, Any] | None:
+    """``status.json``, read again briefly when it is there but unreadable (a writer that is
+    not atomic, a file system hiccup): one bad read says nothing about the run."""
+    for attempt in range(tries):
+        status = read_status(run_dir)
+        if status is not None or not (Path(run_dir) / STATUS_FILE).exists():
+            return status
+        if attempt + 1 < tries:
+            time.sleep(pause_s)
+    return None
+
+
+def _unreadable_status_run(run_dir: Path, now: float) -> RunInfo:
+    """A run whose ``status.json`` is there but not readable JSON: its process decides its state.
+
+    A trainer holding the run's lock, or the launched process still alive, is running; else
+    the run is stale (resumable once its status is rewritten by the resume).
+    """
+    launch = read_launch(run_dir)
+    trainer = runlock.holder(run_dir)
+    pid = trainer or (launch.get("pid") if isinstance(launch.get("pid"), int) else None)
+    alive = trainer is not None or (launch.get("host", HOST) == HOST and process_alive(pid))
+    try:
+        updated = (run_dir / STATUS_FILE).stat().st_mtime
+    except OSError:
+        updated = None
+    return RunInfo(
+        run_dir=run_dir,
+        name=_name_from_folder(run_dir),
+        state="running" if alive else "stale",
+        step=0,
+        total=0,
+        epoch=0,
+        epochs=0,
+        loss=None,
+        it_s=None,
+        eta_s=None,
+        started=_number(launch.get("launched")),
+        updated=updated,
+        pid=pid if isinstance(pid, int) and pid > 0 else None,
+        error=None if alive else "status.json is unreadable and no process trains the run",
+        readonly=False,
+    )
 
 
 def _unstarted_run(run_dir: Path, now: float) -> RunInfo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from kiln.engine.errors import ConfigError
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.train.config import TrainConfig, resolved_toml
 from kiln.engine.train.outputs import (  # what the trainer reads and writes in a run folder
@@ -35,13 +36,34 @@ def runs_folder(config: TrainConfig) -> Path:
     return Path(config.dataset.path) / "runs"
 
 
+def check_runs_folder(parent: Path) -> None:
+    """Refuse a runs folder that is a file (or under one): one line naming ``output.dir``.
+
+    Raises:
+        ConfigError: ``parent`` or one of its parents is not a folder.
+    """
+    for path in (Path(parent), *Path(parent).parents):
+        if path.exists():
+            if not path.is_dir():
+                shown = "" if path == Path(parent) else f" ({path} is a file)"
+                raise ConfigError(
+                    f"output.dir = {parent}: not a folder{shown}; give a folder for the runs (--output DIR)"
+                )
+            return
+
+
 def create_run_dir(config: TrainConfig, now: float | None = None) -> Path:
     """Make a new run folder and write the resolved ``config.toml`` into it.
 
     Two runs started in the same second get ``-2``, ``-3``... rather than sharing a folder.
     """
     parent = runs_folder(config)
-    parent.mkdir(parents=True, exist_ok=True)
+    check_runs_folder(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise ConfigError(f"output.dir = {parent}: cannot make the runs folder ({why})") from exc
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
     base = f"{stamp}-{config.output.name}"
     for attempt in range(1, 1000):

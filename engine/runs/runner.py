@@ -25,6 +25,7 @@ from typing import Any
 from kiln.engine.errors import KilnError, UsageError
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.runs import layout as rundir
+from kiln.engine.runs import runlock
 from kiln.engine.runs.events import EVENTS_FILE, RUN_LAYOUT, STATUS_FILE, read_status
 from kiln.engine.runs.procinfo import HOST, process_start
 from kiln.engine.train.config import MIXED_PRECISION, TrainConfig, load_config
@@ -58,6 +59,7 @@ def new_run_dir(
     from kiln.engine.runs.preflight import check_run
     from kiln.engine.train.data import training_set
 
+    rundir.check_runs_folder(rundir.runs_folder(config))
     check_gpus(gpus, cpu)
     model_source(config.model.base, config.model.allow_pickle)
     check_run(config, cpu=cpu, gpus=gpus, warn=warn)
@@ -119,30 +121,52 @@ def free_port() -> int:
 
 
 def spawn(
-    run_dir: Path, *, resume: bool = False, force: bool = False, gpus: int = 1, cpu: bool = False
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    gpus: int = 1,
+    cpu: bool = False,
+    lock_fd: int | None = None,
 ) -> subprocess.Popen:
     """Start the run's training process(es) in a new session and return without waiting.
 
-    Writes ``launch.json`` (so a resume relaunches alike) and a ``starting`` status naming
-    the new process, so the run reads as running from this moment on.
+    Takes the run's lock (:mod:`kiln.engine.runs.runlock`) unless the caller holds it already
+    (``lock_fd``, closed here either way) and hands it to the new process, which keeps it
+    for its life: a second launch is refused before it touches the run. Writes
+    ``launch.json`` (so a resume relaunches alike) and a ``starting`` status naming the new
+    process, so the run reads as running from this moment on.
+
+    Raises:
+        RunBusy: Another process trains the run.
     """
     run_dir = Path(run_dir).resolve()
-    (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
-    command = worker_command(run_dir, resume=resume, force=force, gpus=gpus, cpu=cpu)
-    with open(run_dir / rundir.LOG_FILE, "ab") as log:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"{stamp} kiln: {'resuming' if resume else 'starting'}: {shlex.join(command)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=run_dir,
-            env=child_env(),
-            start_new_session=True,
-            close_fds=True,
-        )
+    if lock_fd is None:
+        lock_fd = runlock.acquire(run_dir)
+    try:
+        (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
+        command = worker_command(run_dir, resume=resume, force=force, gpus=gpus, cpu=cpu)
+        env = child_env()
+        env[runlock.LOCK_FD_ENV] = str(lock_fd)
+        with open(run_dir / rundir.LOG_FILE, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            verb = "resuming" if resume else "starting"
+            log.write(f"{stamp} kiln: {verb}: {shlex.join(command)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=run_dir,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(lock_fd,),
+            )
+        runlock.mark(lock_fd, process.pid)
+    finally:
+        os.close(lock_fd)  # the child's copy holds the lock now
     now = time.time()
     record_launch(run_dir, gpus=gpus, cpu=cpu, pid=process.pid, command=command)
     status = read_status(run_dir) or {}
@@ -178,6 +202,7 @@ def record_launch(run_dir: Path, *, gpus: int, cpu: bool, pid: int, command: lis
         "gpus": gpus,
         "cpu": cpu,
         "pid": pid,
+        "host": HOST,
         "launched": round(time.time(), 3),
         "command": command,
     }
@@ -203,12 +228,18 @@ def train_here(
 
     run_dir = Path(run_dir)
     config = load_config(run_dir / rundir.CONFIG_FILE)
-    (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
-    record_launch(run_dir, gpus=1, cpu=cpu, pid=os.getpid(), command=[sys.executable, *sys.argv])
-    trainer = controlled_trainer(config, run_dir, listeners=listeners, cpu=cpu, resume=resume, force=force)
-    signals = StopSignals(trainer.request_stop, on_message=on_message, on_hard_exit=trainer.emit_aborted)
-    with signals:
-        return trainer.run()
+    lock_fd = runlock.acquire(run_dir)  # one trainer per run folder, for as long as this one trains
+    try:
+        (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
+        record_launch(run_dir, gpus=1, cpu=cpu, pid=os.getpid(), command=[sys.executable, *sys.argv])
+        trainer = controlled_trainer(
+            config, run_dir, listeners=listeners, cpu=cpu, resume=resume, force=force
+        )
+        signals = StopSignals(trainer.request_stop, on_message=on_message, on_hard_exit=trainer.emit_aborted)
+        with signals:
+            return trainer.run()
+    finally:
+        os.close(lock_fd)
 
 
 def follow(

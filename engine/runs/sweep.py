@@ -118,7 +118,13 @@ def load_sweep(path: Path | str) -> SweepPlan:
     ):
         raise ConfigError(f"{path}: max_steps = {max_steps!r}: must be a whole number, at least 1")
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or name.startswith(".")
+        or any(ord(char) < 32 or ord(char) == 127 for char in name)  # a newline, a tab...
+    ):
         raise ConfigError(f"{path}: name = {name!r}: must be a plain folder name")
     entries = _entries(path, data)
     configs = []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kiln.engine.errors import KilnError
 from kiln.engine.runs import layout as rundir
+from kiln.engine.runs import runlock
 from kiln.engine.runs.events import EventWriter
 from kiln.engine.runs.stopping import ABORT_EXIT_CODE, StopSignals
 from kiln.engine.train.config import load_config
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = args.run_dir.resolve()
     is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        try:
+            _hold_run_lock(run_dir)
+        except KilnError as exc:  # another trainer has the folder: touch nothing of it
+            print(f"kiln: {exc}", file=sys.stderr, flush=True)
+            return 2
     trainers: list = []
     stop_early = threading.Event()
 
@@ -80,6 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         _end_process_group()
     _say(f"{result.state} at step {result.step}" + (f": {result.error}" if result.error else ""))
     return 1 if result.state == "failed" else 0
+
+
+def _hold_run_lock(run_dir: Path) -> None:
+    """Hold the run's lock until this process exits (see :mod:`kiln.engine.runs.runlock`).
+
+    The launcher's descriptor when it handed one over; under a multi-GPU launcher, which
+    holds it for all its workers, nothing; started by hand, taken here.
+    """
+    fd = runlock.inherited(run_dir)
+    if fd is not None:
+        os.set_inheritable(fd, False)
+    elif not runlock.launched_with_lock():
+        fd = runlock.acquire(run_dir)
+    _RUN_LOCK.append(fd)
+
+
+_RUN_LOCK: list[int | None] = []  # kept open for the life of the process
 
 
 def _fail_early(

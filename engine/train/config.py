@@ -316,6 +316,8 @@ SECTIONS: dict[str, type] = {
     "output": OutputConfig,
 }
 _PATH_KEYS = {("model", "base"), ("dataset", "path"), ("output", "dir")}
+# Keys Kiln turns into file or folder names: no control character (a newline, a tab...) in them.
+_FILE_NAME_KEYS = {"output.name", "output.dir", "model.base", "dataset.path", "dataset.caption_extension"}
 
 
 def all_keys() -> list[str]:
@@ -438,6 +440,11 @@ def _checked_value(source: str, key: str, item: Any, value: Any) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {key} = {_show(value)}: must be a string (in quotes)")
+        if key in _FILE_NAME_KEYS and any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ConfigError(
+                f"{source}: {key} = {value!r}: contains a control character (a newline?); "
+                "Kiln makes file names from it"
+            )
     elif expected is tuple:
         if isinstance(value, str):
             value = [value]

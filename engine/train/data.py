@@ -229,9 +229,13 @@ def load_pixels(image: TrainImage) -> torch.Tensor:
     import numpy as np
     import torch
     from kiln.engine.analysis.decode import decode_image
+    from kiln.engine.errors import ImageError
     from PIL import Image
 
-    decoded = decode_image(image.path, exact=True)
+    try:
+        decoded = decode_image(image.path, exact=True)
+    except ImageError as exc:  # name the file: a step's error must say which image to fix
+        raise ImageError(f"{image.rel_path}: {exc}") from exc
     pixels = decoded.pixels
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)

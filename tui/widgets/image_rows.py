@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from kiln.engine.curate import Row
 from kiln.engine.dataset.captions import caption_preview
+from kiln.engine.textsafe import shown_name
 from kiln.tui.widgets.image_table import Column
 from rich.text import Text
 
@@ -71,7 +72,7 @@ def row_cells(row: Row) -> list[Text]:
         Text("✓", style="bold green") if row.included else Text("·", style="dim"),
         Text(white, style=dim, justify="right"),
         Text(black, style=dim, justify="right"),
-        Text(row.record.rel_path, style=dim),
+        Text(shown_name(row.record.rel_path), style=dim),
         Text(row.record.concept, style=dim),
         Text(str(row.record.repeats), style=dim, justify="right"),
         Text(status, style=status_style or dim),
