@@ -137,7 +137,9 @@ class CaptionsScreen(SectionScreen):
     def on_mount(self) -> None:
         self.update_scope()
         self.refresh_figures()
-        self.focus_tab("caption-tab")
+        # Not the model field, even when it is empty: the first keys typed here are often a
+        # digit meant for another section, and a field would swallow them.
+        self.focus_tab("caption-tab", leaving_input=True)
 
     def on_screen_resume(self) -> None:
         self.update_scope()
@@ -291,7 +293,8 @@ class CaptionsScreen(SectionScreen):
         self.refresh_bindings()
 
     def focus_tab(self, tab: str, leaving_input: bool = False) -> None:
-        """Put the focus where the tab's work starts (never in a field when leaving one)."""
+        """Put the focus where the tab's work starts (never in a field when leaving one, nor on
+        the first visit: ``c`` then lands in the empty model field)."""
         if tab == "caption-tab":
             model = self.query_one("#model", Input)
             outcomes = self.run_pane.outcome_table
@@ -320,6 +323,8 @@ class CaptionsScreen(SectionScreen):
         """Show each key where it means something (footer), and grey it out while busy."""
         if not self.is_mounted:
             return True
+        if not super().check_action(action, parameters):
+            return False  # a letter key while typing in a field: the field takes it
         try:
             tab = self.active_tab
             running = self.run_pane.running
