@@ -70,3 +70,78 @@ async def test_p_in_the_tags_form_types_p_after_the_chosen_tag(sample_copy: Path
         await pilot.press("p")
         assert first.value == "kilnpotp"
         assert pane.plan is None
+
+
+# -- the caption editor and marks in the dataset table (item 14) ------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_caption_editor_opens_at_the_end_saves_closes_and_saves_next(sample_copy: Path, size) -> None:
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.current_path() == "10_kilnpot/pot_01.jpg")
+        await pilot.press("enter")
+        area = screen.editor.text_area
+        assert app.focused is area
+        assert area.cursor_location == area.document.end  # typing extends the caption
+        await pilot.press("comma", "space", "x")
+        assert area.text.rstrip("\n").endswith("kilnpot, x") or area.text.endswith(", x")
+        await pilot.press("ctrl+s")
+        assert (sample_copy / "10_kilnpot" / "pot_01.txt").read_text(encoding="utf-8").endswith(", x")
+        assert app.focused is screen.table  # saved and closed
+        await pilot.press("enter", "y", "ctrl+n")
+        assert (sample_copy / "10_kilnpot" / "pot_01.txt").read_text(encoding="utf-8").endswith(", xy")
+        await pilot.pause()
+        assert screen.current_path() == "10_kilnpot/pot_02.jpg"
+        assert app.focused is area and screen.editor.rel_path == "10_kilnpot/pot_02.jpg"
+        assert area.cursor_location == area.document.end
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_marked_rows_are_included_tagged_and_moved_together(sample_copy: Path, size) -> None:
+    from kiln.tui.screens.marked import MarkedScreen
+
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.current_path() == "10_kilnpot/pot_01.jpg")
+        assert "a" not in footer_keys(screen)  # nothing marked: nothing to act on
+        await pilot.press("m", "m")  # pot_01 and pot_02; space still includes
+        assert screen.marked == {"10_kilnpot/pot_01.jpg", "10_kilnpot/pot_02.jpg"}
+        assert "●" in str(screen.cells_for("10_kilnpot/pot_01.jpg")[3])
+        await pilot.press("space")  # pot_03 excluded, not marked
+        assert not app.curation.rows["10_kilnpot/pot_03.jpg"].included
+        assert "a" in footer_keys(screen)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, MarkedScreen))
+        await pilot.press("x")  # exclude them
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert not app.curation.rows["10_kilnpot/pot_01.jpg"].included
+        assert not app.curation.rows["10_kilnpot/pot_02.jpg"].included
+        await pilot.press("a", "t")
+        await wait_for(pilot, lambda: isinstance(app.screen, MarkedScreen))
+        await pilot.press(*"glazed", "enter")
+        await wait_for(pilot, lambda: app.screen is screen)
+        for name in ("pot_01", "pot_02"):
+            text = (sample_copy / "10_kilnpot" / f"{name}.txt").read_text(encoding="utf-8")
+            assert text.rstrip().endswith("glazed")
+        assert "glazed" not in (sample_copy / "10_kilnpot" / "pot_03.txt").read_text(encoding="utf-8")
+        await pilot.press("a", "d")
+        await pilot.press(*"glazed", "enter")
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert "glazed" not in (sample_copy / "10_kilnpot" / "pot_01.txt").read_text(encoding="utf-8")
+        # Move them into the other concept, where pot_02's name is already taken by a caption.
+        (sample_copy / "5_kilnstyle" / "pot_02.txt").write_text("someone else's", encoding="utf-8")
+        await pilot.press("a", "c")
+        await pilot.press(*"5_kilnstyle", "enter")
+        await wait_for(pilot, lambda: "5_kilnstyle/pot_01.jpg" in app.curation.rows)
+        assert (sample_copy / "5_kilnstyle" / "pot_01.txt").is_file()
+        assert not (sample_copy / "10_kilnpot" / "pot_01.jpg").exists()
+        assert (sample_copy / "5_kilnstyle" / "pot_02.txt").read_text(encoding="utf-8") == "someone else's"
+        assert "10_kilnpot/pot_02.jpg" in app.curation.rows  # left where it was
+        # The selection travelled with the image; the marks follow the moved rows.
+        assert not app.curation.rows["5_kilnstyle/pot_01.jpg"].included
+        assert screen.marked == {"5_kilnstyle/pot_01.jpg", "10_kilnpot/pot_02.jpg"}
+        await pilot.press("a", "u")
+        await wait_for(pilot, lambda: not screen.marked)

@@ -51,8 +51,8 @@ def status_text(row: Row) -> str:
     return "ok"
 
 
-def row_cells(row: Row) -> list[Text]:
-    """The table cells for a row."""
+def row_cells(row: Row, marked: bool = False) -> list[Text]:
+    """The table cells for a row (a marked row's path starts with ``●``)."""
     analysis = row.analysis
     pending = analysis is None
     dim = "" if row.included else "dim"
@@ -72,7 +72,9 @@ def row_cells(row: Row) -> list[Text]:
         Text("✓", style="bold green") if row.included else Text("·", style="dim"),
         Text(white, style=dim, justify="right"),
         Text(black, style=dim, justify="right"),
-        Text(row.record.rel_path, style=dim),
+        Text.assemble(("● ", "bold magenta"), (row.record.rel_path, dim))
+        if marked
+        else Text(row.record.rel_path, style=dim),
         Text(row.record.concept, style=dim),
         Text(str(row.record.repeats), style=dim, justify="right"),
         Text(status, style=status_style or dim),
