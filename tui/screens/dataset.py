@@ -15,10 +15,11 @@ from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, split_query
 from kiln.engine.errors import ImageError, KilnError
 from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from kiln.tui.screens.confirm import UnsavedEditScreen
+from kiln.tui.screens.marked import MarkedRows
 from kiln.tui.screens.rebalance import RebalanceScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import DatasetWatcher
-from kiln.tui.widgets.caption_editor import CaptionEditor
+from kiln.tui.widgets.caption_editor import CaptionEditor, caption_end
 from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.image_preview import ImagePreview
 from kiln.tui.widgets.image_rows import COLUMN_LABELS, COLUMNS, SORT_KEYS, SORT_ORDER, row_cells, status_text
@@ -36,7 +37,7 @@ from textual.worker import get_current_worker
 QUALITY_INTERVAL = 0.5
 
 
-class DatasetScreen(SectionScreen):
+class DatasetScreen(MarkedRows, SectionScreen):
     """Curate a dataset: toggle images, watch the DSB move, edit captions."""
 
     CSS_PATH = "dataset.tcss"
@@ -53,35 +54,14 @@ class DatasetScreen(SectionScreen):
         Binding("j", "cursor_down", "Down", show=False, id="dataset.down", tooltip="Next image"),
         Binding("k", "cursor_up", "Up", show=False, id="dataset.up", tooltip="Previous image"),
         Binding("e", "edit", "Edit", id="dataset.edit", tooltip="Edit the caption (enter works too)"),
-        Binding(
-            "ctrl+s",
-            "save",
-            "Save",
-            id="dataset.save",
-            tooltip="Write the caption (atomically) and leave the editor for the table",
-        ),
-        Binding(
-            "ctrl+n",
-            "save_next",
-            "Save+next",
-            show=False,
-            id="dataset.save_next",
-            tooltip="Write the caption and edit the next image's",
-        ),
-        Binding(
-            "m",
-            "mark",
-            "Mark",
-            id="dataset.mark",
-            tooltip="Mark or unmark the image under the cursor (then a acts on every marked image)",
-        ),
-        Binding(
-            "a",
-            "marked",
-            "Marked…",
-            id="dataset.marked",
-            tooltip="Act on the marked images: include, exclude, add or remove a tag, move to a concept",
-        ),
+        Binding("ctrl+s", "save", "Save", id="dataset.save",
+                tooltip="Write the caption (atomically) and leave the editor for the table"),
+        Binding("ctrl+n", "save_next", "Save+next", show=False, id="dataset.save_next",
+                tooltip="Write the caption and edit the next image's"),
+        Binding("m", "mark", "Mark", id="dataset.mark",
+                tooltip="Mark or unmark the image under the cursor (then a acts on every marked image)"),
+        Binding("a", "marked", "Marked…", id="dataset.marked",
+                tooltip="Act on the marked images: include, exclude, add or remove a tag, move to a concept"),
         Binding(
             "escape",
             "cancel",
@@ -124,7 +104,7 @@ class DatasetScreen(SectionScreen):
         Binding(
             "S", "reverse_sort", "Reverse", show=False, id="dataset.reverse", tooltip="Reverse the sort order"
         ),
-    ]
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -361,69 +341,6 @@ class DatasetScreen(SectionScreen):
         self.update_row(path)
         self.update_gauge()
 
-    # -- marks: several images at once ----------------------------------------------------------
-
-    def show_marked_count(self) -> None:
-        """The table pane's subtitle: how many images are marked (none: no subtitle)."""
-        count = len(self.marked)
-        self.refresh_bindings()
-        self.query_one("#table-pane").border_subtitle = f"{count} marked · a acts on them" if count else ""
-
-    def action_mark(self) -> None:
-        """Mark or unmark the image under the cursor, then move down (so m m m marks a run)."""
-        path = self.current_path()
-        if path is None:
-            return
-        self.marked ^= {path}
-        self.update_row(path)
-        self.show_marked_count()
-        self.table.action_cursor_down()
-
-    def action_marked(self) -> None:
-        """Ask what to do with the marked images, then do it."""
-        self.marked &= set(self.curation.rows)
-        if not self.marked:
-            self.notify("No image is marked: m marks the one under the cursor.", severity="warning")
-            return
-        from kiln.engine.caption.tags import frequencies
-        from kiln.tui.screens.marked import MarkedScreen
-
-        rows = self.curation.rows
-        tag_names = [name for name, _ in frequencies(row.record for row in rows.values()).most_common()]
-        folders = sorted({row.record.folder for row in rows.values() if row.record.folder})
-        self.app.push_screen(MarkedScreen(len(self.marked), tag_names, folders), self.act_on_marked)
-
-    def act_on_marked(self, choice: tuple[str, str] | None) -> None:
-        """Do what the marked-images dialog chose (``(action, word)``; None: nothing)."""
-        if choice is None:
-            return
-        action, word = choice
-        paths = sorted(self.marked & set(self.curation.rows))
-        if action == "unmark":
-            self.set_marks(set())
-            return
-        if action in ("include", "exclude"):
-            self.curation.set_included(paths, action == "include")
-            for path in paths:
-                self.update_row(path)
-            self.update_gauge()
-            self.notify(f"{action.capitalize()}d {len(paths)} image(s): {self.curation.summary().label()}")
-            return
-        editing = self.unsaved_caption()
-        if editing in paths:
-            self.notify(
-                f"{editing} has an unsaved caption edit: save it (ctrl+s) or cancel it (esc) first.",
-                severity="warning",
-            )
-            return
-        try:
-            if action == "move":
-                self.move_marked(paths, word)
-            else:
-                self.tag_marked(paths, action, word)
-        except KilnError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``a`` shows in the footer only while images are marked."""
         if not super().check_action(action, parameters):
@@ -431,53 +348,6 @@ class DatasetScreen(SectionScreen):
         if action == "marked":
             return bool(self.marked)
         return True
-
-    def set_marks(self, marked: set[str]) -> None:
-        """Replace the marks and redraw the rows whose mark changed."""
-        changed = self.marked ^ marked
-        self.marked = marked
-        for path in changed:
-            self.update_row(path)
-        self.show_marked_count()
-
-    def tag_marked(self, paths: list[str], action: str, tag: str) -> None:
-        """Add (``add_tag``) or remove (``remove_tag``) a tag in the marked images' captions,
-        as one undo step (the captions section's u undoes it)."""
-        from kiln.engine.caption import tags
-
-        records = [self.curation.rows[path].record for path in paths]
-        edit = tags.add_edit([tag]) if action == "add_tag" else tags.remove_edit([tag])
-        plan = tags.plan_edit(records, edit)
-        if not plan.changes:
-            self.notify(f"{plan.description}: no caption of the {len(paths)} marked would change.")
-            return
-        result = tags.apply_plan(plan, self.curation.root, self.curation.store)
-        self.captions_written(result.written)
-        self.tell_sections(set(result.written))
-        failed = f"; {len(result.failed)} not written (changed on disk)" if result.failed else ""
-        self.notify(f"{plan.description}: {len(result.written)} caption(s) changed{failed}")
-
-    def move_marked(self, paths: list[str], folder: str) -> None:
-        """Move the marked images (and captions) into ``folder``; nothing is ever overwritten."""
-        from kiln.engine.dataset.move import move_images
-
-        current = self.current_path()
-        result = move_images(
-            self.curation.root, paths, folder, self.curation.store, self.curation.dataset.caption_extension
-        )
-        if result.moved:
-            self.curation.rescan(result.moved)
-            self.marked = {result.moved.get(path, path) for path in self.marked} & set(self.curation.rows)
-            self.refill_table(keep=result.moved.get(current or "", current))
-            self.update_gauge()
-            self.start_analysis()
-            self.schedule_quality()
-            self.tell_sections(set(result.moved) | set(result.moved.values()))
-        message = f"Moved {len(result.moved)} image(s) to {folder}/"
-        if result.skipped:
-            first, reason = next(iter(result.skipped.items()))
-            message += f"; {len(result.skipped)} left where they were ({first}: {reason})"
-        self.notify(message, severity="warning" if result.skipped else "information", timeout=10)
 
     def action_cursor_down(self) -> None:
         self.table.action_cursor_down()
@@ -657,7 +527,7 @@ class DatasetScreen(SectionScreen):
             return
         area = editor.text_area
         area.focus()
-        area.move_cursor(area.document.end)
+        area.move_cursor(caption_end(area.text))
 
     def action_save(self) -> bool:
         """Write the caption and go back to the table; False when it could not be written."""
