@@ -23,6 +23,7 @@ from kiln.tui.widgets.caption_run_pane import CaptionRunPane
 from kiln.tui.widgets.lint_pane import LintPane
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.widgets.tag_pane import TagPane
+from kiln.tui.wording import quoted
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -210,7 +211,7 @@ class CaptionsScreen(SectionScreen):
         text = self._filter_text()
         if text:
             count = len(self.curation.matching(text))
-            options.append((f"dataset filter {text!r} ({count})", SCOPE_FILTER))
+            options.append((f"dataset filter {quoted(text)} ({count})", SCOPE_FILTER))
         moved = _set_options(self.query_one("#scope", Select), options, SCOPE_INCLUDED)
         concepts = sorted({row.record.concept for row in rows.values()})
         moved |= _set_options(
@@ -507,6 +508,8 @@ class CaptionsScreen(SectionScreen):
         self._undoing = False
         self.captions_written(self.images_for_captions(result.restored))
         self.tag_pane.drop_preview("captions changed")
+        # The pane's last message (what the undone edit changed) is no longer true.
+        self.tag_pane.say(f"undid '{step.description}' · enter on a tag fills the form")
         self.schedule_refresh()
         kept = f"; {len(result.conflicts)} edited since kept" if result.conflicts else ""
         self.notify(f"Undid '{step.description}': {len(result.restored)} caption(s) restored{kept}")

@@ -25,6 +25,7 @@ from kiln.tui.widgets.image_preview import ImagePreview
 from kiln.tui.widgets.image_rows import COLUMN_LABELS, COLUMNS, SORT_KEYS, SORT_ORDER, row_cells, status_text
 from kiln.tui.widgets.image_table import ImageTable
 from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.wording import quoted
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -222,14 +223,14 @@ class DatasetScreen(MarkedRows, SectionScreen):
                 "(png, jpg, jpeg, webp, bmp, gif). Add images and they appear here."
             )
         elif table.row_count == 0:
-            empty.update(f"No image matches the filter {self.filter_text!r} (esc clears it).")
+            empty.update(f"No image matches the filter {quoted(self.filter_text)} (esc clears it).")
         empty.display = table.row_count == 0
         table.display = table.row_count > 0
         direction = "↓" if self.sort_reverse else "↑"
         sort_label = COLUMN_LABELS[self.sort_column]
         title = f"{table.row_count} of {len(rows)} images · sorted by {sort_label} {direction}"
         if self.filter_text:
-            title += f" · filter {self.filter_text!r}"
+            title += f" · filter {quoted(self.filter_text)}"
         self.query_one("#table-pane").border_title = title
         self.show_marked_count()
         self.show_current()
@@ -241,7 +242,11 @@ class DatasetScreen(MarkedRows, SectionScreen):
 
     def update_gauge(self) -> None:
         """Show the current DSB."""
-        self.query_one(DsbGauge).show(self.curation.summary(), len(self.curation.rows))
+        rows = self.curation.rows
+        pending = sum(
+            1 for row in rows.values() if row.analysis is None and row.included and row.record.trained
+        )
+        self.query_one(DsbGauge).show(self.curation.summary(), len(rows), pending)
 
     # -- analysis ----------------------------------------------------------------------------
 
@@ -373,8 +378,12 @@ class DatasetScreen(MarkedRows, SectionScreen):
     # -- sort and filter ---------------------------------------------------------------------
 
     def action_sort(self) -> None:
-        index = SORT_ORDER.index(self.sort_column)
-        self.sort_column = SORT_ORDER[(index + 1) % len(SORT_ORDER)]
+        """Sort by the next column shown (a column too wide for the terminal is skipped)."""
+        shown = set(self.table.visible_keys()) or set(SORT_ORDER)
+        order = [key for key in SORT_ORDER if key in shown or key == self.sort_column]
+        index = order.index(self.sort_column)
+        following = order[(index + 1) % len(order)]
+        self.sort_column = following if following in shown else SORT_ORDER[0]
         self.refill_table()
 
     def action_reverse_sort(self) -> None:
@@ -603,7 +612,7 @@ class DatasetScreen(MarkedRows, SectionScreen):
             with self.app.suspend():
                 subprocess.run([*shlex.split(command), str(caption_path)], check=False)
         except (OSError, KilnError) as exc:
-            self.notify(f"Cannot run {command!r}: {exc}; set $EDITOR", severity="error")
+            self.notify(f"Cannot run {quoted(command)}: {exc}; set $EDITOR", severity="error")
             return
         except Exception as exc:
             self.notify(f"Cannot suspend here ({exc})", severity="error")

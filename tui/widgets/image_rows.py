@@ -10,16 +10,17 @@ from kiln.engine.dataset.captions import caption_preview
 from kiln.tui.widgets.image_table import Column
 from rich.text import Text
 
-# The shares come first and are dropped last, so they stay visible on an 80-column terminal.
+# The shares come first and are dropped last, so they stay visible on an 80-column terminal;
+# from 140 columns every column fits (the concept and the caption included).
 COLUMNS: list[Column] = [
     Column("inc", "", 1, priority=100),
     Column("white", "W%", 5, priority=90, justify="right"),
     Column("black", "B%", 5, priority=80, justify="right"),
-    Column("path", "path", None, priority=70, min_width=24),
+    Column("path", "path", None, priority=70, min_width=22),
     Column("concept", "concept", 10, priority=30),
     Column("repeats", "rep", 3, priority=35, justify="right"),
-    Column("status", "status", 16, priority=45),
-    Column("caption", "caption", None, priority=20, min_width=20),
+    Column("status", "status", 12, priority=45),
+    Column("caption", "caption", None, priority=20, min_width=14),
 ]
 _MISSING = float("inf")
 

@@ -18,6 +18,7 @@ from kiln.engine.dataset.store import Store
 from kiln.engine.errors import KilnError, UsageError
 from kiln.tui.screens.section import worker_error_text
 from kiln.tui.widgets.caption_diff import CaptionDiff
+from kiln.tui.wording import percent
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -315,10 +316,10 @@ class TagPane(Horizontal):
         table.add_column("tag", key="tag")
         for name, count in stats.most_common():
             key = tag_key(name)
-            share = 100 * count / max(1, stats.captions)
+            share = percent(count, max(1, stats.captions))
             cells: list[Text] = [
                 Text(str(count), justify="right"),
-                Text(f"{share:.0f}", justify="right", style="bold" if share >= 100 else ""),
+                Text(str(share), justify="right", style="bold" if share >= 100 else ""),
             ]
             cells += [Text(str(stats.per_concept[c][1][key] or ""), justify="right") for c in per_concept]
             cells.append(Text(name, no_wrap=True))
