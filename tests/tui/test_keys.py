@@ -146,3 +146,38 @@ async def test_marked_rows_are_included_tagged_and_moved_together(sample_copy: P
         assert screen.marked == {"5_kilnstyle/pot_01.jpg", "10_kilnpot/pot_02.jpg"}
         await pilot.press("a", "u")
         await wait_for(pilot, lambda: not screen.marked)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_concept_rename_is_in_the_footer_and_help_and_the_cursor_moves_after(
+    sample_copy: Path, size
+) -> None:
+    from kiln.tui.screens.help import binding_rows
+    from kiln.tui.screens.plan import PlanScreen
+    from kiln.tui.screens.rename import RenameConceptScreen
+    from kiln.tui.widgets.plan_field import PlanField
+    from textual.widgets import DataTable
+
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
+        screen = app.screen
+        assert screen.active_bindings["ctrl+r"].binding.description == "Rename concept"
+        assert "ctrl+r" in footer_keys(screen)
+        assert any(key == "ctrl+r" and "Rename" in does for key, does, _ in binding_rows(screen))
+        screen.query_one("#field-repeats", PlanField).input.value = "20"
+        concepts = screen.query_one("#concepts", DataTable)
+        await wait_for(pilot, lambda: concepts.display and concepts.row_count == 2)
+        await pilot.press("escape")  # out of the form: the concepts table has the focus
+        assert app.focused is concepts
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RenameConceptScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: (sample_copy / "20_kilnpot").is_dir())
+        await wait_for(pilot, lambda: screen.highlighted_folder() == "20_kilnpot")
+        assert app.focused is concepts
+        await pilot.press("down")
+        assert screen.highlighted_folder() == "5_kilnstyle"
+        await pilot.press("up")
+        assert screen.highlighted_folder() == "20_kilnpot"

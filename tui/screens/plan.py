@@ -69,7 +69,7 @@ class PlanScreen(SectionScreen):
         Binding(
             "ctrl+r",
             "rename",
-            "Apply repeats",
+            "Rename concept",
             id="plan.rename",
             tooltip="Rename the highlighted concept folder (10_cat -> 35_cat) so Kohya trains the new "
             "repeats; asks first, never overwrites, keeps the selection",
