@@ -68,7 +68,9 @@ def bench(images: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=60, help="16 MP JPEGs to analyse (default 60)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side (default 3)")
     args = parser.parse_args()

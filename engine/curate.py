@@ -122,7 +122,8 @@ class Curation:
         self.min_images = min_images
         self.thresholds = thresholds
         self.quality = DatasetQuality()
-        self.store = Store(self.root)
+        # A folder without images is not a dataset: no .kiln/ is made in it.
+        self.store = Store(self.root, create=bool(self.dataset.images))
         self.accumulator = DsbAccumulator(target)
         excluded = excluded_paths(self.store)
         cached = load_cached(self.store, self.dataset.images, method, exact)

@@ -55,13 +55,28 @@ class Store:
     SQLite serialises writes anyway.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """Open (or make) the dataset's state.
+
+        Args:
+            root: The dataset folder.
+            create: Make ``.kiln/`` when it is missing. False for a folder that is not (yet)
+                a dataset (no images): the state then lives in memory and nothing is written
+                there, so pointing Kiln at the wrong folder leaves no trace in it.
+        """
         self.root = Path(root)
         self.path = self.root / STATE_FOLDER / DB_NAME
         self.persistent = True
         self.warning: str | None = None
         self.problem: str | None = None
         self._lock = threading.RLock()
+        if not create and not self.path.parent.exists():
+            self.persistent = False
+            self.problem = f"{self.root}: no images, so Kiln keeps no state there (add images first)"
+            self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return
         try:
             self._conn = self._open_file()
         except sqlite3.DatabaseError as exc:

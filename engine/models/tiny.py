@@ -157,6 +157,25 @@ def build_tiny_pipeline(seed: int = TINY_SEED) -> StableDiffusionPipeline:
     )
 
 
+def quiet_library_progress() -> None:
+    """No progress bars from diffusers, transformers or huggingface_hub on stderr.
+
+    ``save_pretrained`` draws "Writing model shards" (transformers) and loading bars
+    (diffusers) meant for a notebook; in ``kiln tiny-model``, the demo and the TUI they only
+    scramble the output. Kiln reports its own progress.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # an old huggingface_hub: nothing of it draws here
+        return
+    disable_progress_bars()
+
+
 def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED) -> Path:
     """Write the tiny pipeline to ``out``.
 
@@ -171,9 +190,7 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
     Returns:
         The path written.
     """
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()
+    quiet_library_progress()
     out = Path(out)
     pipe = build_tiny_pipeline(seed)
     if not single_file:

@@ -105,7 +105,8 @@ async def test_caption_edit_saves_atomically(sample_copy: Path, monkeypatch) -> 
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("e")
         assert isinstance(app.focused, TextArea)
-        await pilot.press("ctrl+home", *"kilnpot, ")
+        app.focused.move_cursor((0, 0))  # the editor opens at the end; this edit is at the start
+        await pilot.press(*"kilnpot, ")
         await pilot.press("ctrl+s")
         assert caption.read_text(encoding="utf-8").startswith("kilnpot, a round blue vase")
         assert replaced == [str(caption)]
@@ -142,7 +143,9 @@ async def test_moving_to_another_row_with_unsaved_edit_asks(sample_copy: Path) -
     app = make_app(sample_copy)
     caption = sample_copy / "10_kilnpot" / "pot_01.txt"
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("e", "x")
+        await pilot.press("e")
+        app.focused.move_cursor((0, 0))  # the editor opens at the end; this edit is at the start
+        await pilot.press("x")
         app.screen.table.cursor_row = 3  # a mouse click does this
         await pilot.pause()
         assert app.screen.__class__.__name__ == "UnsavedEditScreen"
@@ -277,7 +280,9 @@ async def test_external_change_during_an_edit_asks(sample_copy: Path) -> None:
     app = make_app(sample_copy, watch=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
-        await pilot.press("e", "x")
+        await pilot.press("e")
+        app.focused.move_cursor((0, 0))  # the editor opens at the end; this edit is at the start
+        await pilot.press("x")
         (sample_copy / "10_kilnpot" / "pot_01.txt").write_text("theirs", encoding="utf-8")
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "UnsavedEditScreen", timeout=2.0)
         await pilot.press("escape")  # keep mine

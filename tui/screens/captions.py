@@ -23,6 +23,7 @@ from kiln.tui.widgets.caption_run_pane import CaptionRunPane
 from kiln.tui.widgets.lint_pane import LintPane
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.widgets.tag_pane import TagPane
+from kiln.tui.wording import quoted
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -137,7 +138,9 @@ class CaptionsScreen(SectionScreen):
     def on_mount(self) -> None:
         self.update_scope()
         self.refresh_figures()
-        self.focus_tab("caption-tab")
+        # Not the model field, even when it is empty: the first keys typed here are often a
+        # digit meant for another section, and a field would swallow them.
+        self.focus_tab("caption-tab", leaving_input=True)
 
     def on_screen_resume(self) -> None:
         self.update_scope()
@@ -208,7 +211,7 @@ class CaptionsScreen(SectionScreen):
         text = self._filter_text()
         if text:
             count = len(self.curation.matching(text))
-            options.append((f"dataset filter {text!r} ({count})", SCOPE_FILTER))
+            options.append((f"dataset filter {quoted(text)} ({count})", SCOPE_FILTER))
         moved = _set_options(self.query_one("#scope", Select), options, SCOPE_INCLUDED)
         concepts = sorted({row.record.concept for row in rows.values()})
         moved |= _set_options(
@@ -291,7 +294,8 @@ class CaptionsScreen(SectionScreen):
         self.refresh_bindings()
 
     def focus_tab(self, tab: str, leaving_input: bool = False) -> None:
-        """Put the focus where the tab's work starts (never in a field when leaving one)."""
+        """Put the focus where the tab's work starts (never in a field when leaving one, nor on
+        the first visit: ``c`` then lands in the empty model field)."""
         if tab == "caption-tab":
             model = self.query_one("#model", Input)
             outcomes = self.run_pane.outcome_table
@@ -320,6 +324,8 @@ class CaptionsScreen(SectionScreen):
         """Show each key where it means something (footer), and grey it out while busy."""
         if not self.is_mounted:
             return True
+        if not super().check_action(action, parameters):
+            return False  # a letter key while typing in a field: the field takes it
         try:
             tab = self.active_tab
             running = self.run_pane.running
@@ -502,6 +508,8 @@ class CaptionsScreen(SectionScreen):
         self._undoing = False
         self.captions_written(self.images_for_captions(result.restored))
         self.tag_pane.drop_preview("captions changed")
+        # The pane's last message (what the undone edit changed) is no longer true.
+        self.tag_pane.say(f"undid '{step.description}' · enter on a tag fills the form")
         self.schedule_refresh()
         kept = f"; {len(result.conflicts)} edited since kept" if result.conflicts else ""
         self.notify(f"Undid '{step.description}': {len(result.restored)} caption(s) restored{kept}")

@@ -252,6 +252,8 @@ class CleanScreen(SectionScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not super().check_action(action, parameters):
+            return False  # a letter key while typing in a field: the field takes it
         if action == "filter_flag":
             return self.active_tab == "overview"
         if action == "leave_field":

@@ -15,15 +15,17 @@ from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, split_query
 from kiln.engine.errors import ImageError, KilnError
 from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from kiln.tui.screens.confirm import UnsavedEditScreen
+from kiln.tui.screens.marked import MarkedRows
 from kiln.tui.screens.rebalance import RebalanceScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import DatasetWatcher
-from kiln.tui.widgets.caption_editor import CaptionEditor
+from kiln.tui.widgets.caption_editor import CaptionEditor, caption_end
 from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.image_preview import ImagePreview
 from kiln.tui.widgets.image_rows import COLUMN_LABELS, COLUMNS, SORT_KEYS, SORT_ORDER, row_cells, status_text
 from kiln.tui.widgets.image_table import ImageTable
 from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.wording import quoted
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -36,7 +38,7 @@ from textual.worker import get_current_worker
 QUALITY_INTERVAL = 0.5
 
 
-class DatasetScreen(SectionScreen):
+class DatasetScreen(MarkedRows, SectionScreen):
     """Curate a dataset: toggle images, watch the DSB move, edit captions."""
 
     CSS_PATH = "dataset.tcss"
@@ -53,7 +55,14 @@ class DatasetScreen(SectionScreen):
         Binding("j", "cursor_down", "Down", show=False, id="dataset.down", tooltip="Next image"),
         Binding("k", "cursor_up", "Up", show=False, id="dataset.up", tooltip="Previous image"),
         Binding("e", "edit", "Edit", id="dataset.edit", tooltip="Edit the caption (enter works too)"),
-        Binding("ctrl+s", "save", "Save", id="dataset.save", tooltip="Write the caption (atomically)"),
+        Binding("ctrl+s", "save", "Save", id="dataset.save",
+                tooltip="Write the caption (atomically) and leave the editor for the table"),
+        Binding("ctrl+n", "save_next", "Save+next", show=False, id="dataset.save_next",
+                tooltip="Write the caption and edit the next image's"),
+        Binding("m", "mark", "Mark", id="dataset.mark",
+                tooltip="Mark or unmark the image under the cursor (then a acts on every marked image)"),
+        Binding("a", "marked", "Marked…", id="dataset.marked",
+                tooltip="Act on the marked images: include, exclude, add or remove a tag, move to a concept"),
         Binding(
             "escape",
             "cancel",
@@ -96,7 +105,7 @@ class DatasetScreen(SectionScreen):
         Binding(
             "S", "reverse_sort", "Reverse", show=False, id="dataset.reverse", tooltip="Reverse the sort order"
         ),
-    ]
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -121,6 +130,8 @@ class DatasetScreen(SectionScreen):
         self._current: str | None = None
         self._pending_total = 0
         self._quality_timer = None
+        self.marked: set[str] = set()
+        """Images marked with ``m`` (``a`` acts on them)."""
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -185,7 +196,7 @@ class DatasetScreen(SectionScreen):
 
     def cells_for(self, path: str) -> list[Text]:
         """The cells of one row, straight from the model (the table caches the drawn line)."""
-        return row_cells(self.curation.rows[path])
+        return row_cells(self.curation.rows[path], marked=path in self.marked)
 
     def visible_paths(self) -> list[str]:
         """Rows passing the filter, in the current sort order."""
@@ -212,15 +223,16 @@ class DatasetScreen(SectionScreen):
                 "(png, jpg, jpeg, webp, bmp, gif). Add images and they appear here."
             )
         elif table.row_count == 0:
-            empty.update(f"No image matches the filter {self.filter_text!r} (esc clears it).")
+            empty.update(f"No image matches the filter {quoted(self.filter_text)} (esc clears it).")
         empty.display = table.row_count == 0
         table.display = table.row_count > 0
         direction = "↓" if self.sort_reverse else "↑"
         sort_label = COLUMN_LABELS[self.sort_column]
         title = f"{table.row_count} of {len(rows)} images · sorted by {sort_label} {direction}"
         if self.filter_text:
-            title += f" · filter {self.filter_text!r}"
+            title += f" · filter {quoted(self.filter_text)}"
         self.query_one("#table-pane").border_title = title
+        self.show_marked_count()
         self.show_current()
 
     def update_row(self, path: str) -> None:
@@ -230,7 +242,11 @@ class DatasetScreen(SectionScreen):
 
     def update_gauge(self) -> None:
         """Show the current DSB."""
-        self.query_one(DsbGauge).show(self.curation.summary(), len(self.curation.rows))
+        rows = self.curation.rows
+        pending = sum(
+            1 for row in rows.values() if row.analysis is None and row.included and row.record.trained
+        )
+        self.query_one(DsbGauge).show(self.curation.summary(), len(rows), pending)
 
     # -- analysis ----------------------------------------------------------------------------
 
@@ -330,6 +346,14 @@ class DatasetScreen(SectionScreen):
         self.update_row(path)
         self.update_gauge()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``a`` shows in the footer only while images are marked."""
+        if not super().check_action(action, parameters):
+            return False
+        if action == "marked":
+            return bool(self.marked)
+        return True
+
     def action_cursor_down(self) -> None:
         self.table.action_cursor_down()
 
@@ -354,8 +378,12 @@ class DatasetScreen(SectionScreen):
     # -- sort and filter ---------------------------------------------------------------------
 
     def action_sort(self) -> None:
-        index = SORT_ORDER.index(self.sort_column)
-        self.sort_column = SORT_ORDER[(index + 1) % len(SORT_ORDER)]
+        """Sort by the next column shown (a column too wide for the terminal is skipped)."""
+        shown = set(self.table.visible_keys()) or set(SORT_ORDER)
+        order = [key for key in SORT_ORDER if key in shown or key == self.sort_column]
+        index = order.index(self.sort_column)
+        following = order[(index + 1) % len(order)]
+        self.sort_column = following if following in shown else SORT_ORDER[0]
         self.refill_table()
 
     def action_reverse_sort(self) -> None:
@@ -502,13 +530,31 @@ class DatasetScreen(SectionScreen):
     # -- caption editing ---------------------------------------------------------------------
 
     def action_edit(self) -> None:
-        if self.editor.rel_path is None:
+        """Into the caption editor, the cursor after the caption's last character."""
+        editor = self.editor
+        if editor.rel_path is None:
             return
-        self.editor.text_area.focus()
+        area = editor.text_area
+        area.focus()
+        area.move_cursor(caption_end(area.text))
 
-    def action_save(self) -> None:
-        if self.editor.dirty and self._save_editor():
+    def action_save(self) -> bool:
+        """Write the caption and go back to the table; False when it could not be written."""
+        if self.editor.dirty:
+            if not self._save_editor():
+                return False  # the edit stays open
             self.notify(f"Saved {self.curation.rows[self.editor.rel_path].record.caption_path.name}")
+        if self.editor.text_area.has_focus:
+            self.table.focus()
+        return True
+
+    def action_save_next(self) -> None:
+        """Write the caption, then edit the next image's (the last image stays put)."""
+        if not self.action_save():
+            return
+        self.table.action_cursor_down()
+        self.show_current()
+        self.action_edit()
 
     def _save_editor(self) -> bool:
         """Write the editor's caption; False (and an error notice) when it could not be written."""
@@ -566,7 +612,7 @@ class DatasetScreen(SectionScreen):
             with self.app.suspend():
                 subprocess.run([*shlex.split(command), str(caption_path)], check=False)
         except (OSError, KilnError) as exc:
-            self.notify(f"Cannot run {command!r}: {exc}; set $EDITOR", severity="error")
+            self.notify(f"Cannot run {quoted(command)}: {exc}; set $EDITOR", severity="error")
             return
         except Exception as exc:
             self.notify(f"Cannot suspend here ({exc})", severity="error")

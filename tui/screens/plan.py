@@ -16,6 +16,7 @@ from kiln.engine.plan.advisor import cuda_bf16_supported
 from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.loads import DatasetLoad, dataset_load
 from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
+from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
 from kiln.tui.form_keys import form_bindings
 from kiln.tui.messages import ConceptRenamed, DatasetLoaded
 from kiln.tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
@@ -68,7 +69,7 @@ class PlanScreen(SectionScreen):
         Binding(
             "ctrl+r",
             "rename",
-            "Apply repeats",
+            "Rename concept",
             id="plan.rename",
             tooltip="Rename the highlighted concept folder (10_cat -> 35_cat) so Kohya trains the new "
             "repeats; asks first, never overwrites, keeps the selection",
@@ -101,6 +102,9 @@ class PlanScreen(SectionScreen):
         self._shown_content: dict[str | None, tuple | None] = {}
         self._table_rows: dict[str | None, list[tuple[str, ...]]] = {}
         self._follow_folder: str | None = None
+        # The form as left on this dataset last time (kept in .kiln/, see engine/plan/saved.py).
+        self.saved = load_plan_settings(curation.store)
+        self._save_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -111,12 +115,16 @@ class PlanScreen(SectionScreen):
                 yield from self._choice("Source", "source", SOURCE_OPTIONS, "dataset")
                 yield from self._choice("Solve for", "solve", SOLVE_OPTIONS, "steps")
                 for key, label, placeholder, tooltip in TEXT_FIELDS:
-                    yield PlanField(key, label, DEFAULTS[key], placeholder, tooltip)
+                    value = self.saved.get(key)
+                    text = value if isinstance(value, str) else DEFAULTS[key]
+                    yield PlanField(key, label, text, placeholder, tooltip)
                     if key == "resolution":
                         with Horizontal(classes="choice"):
                             yield Label("No upscale")
+                            upscale = self.saved.get("no_upscale") is True
                             yield Checkbox(
-                                "off",
+                                "on" if upscale else "off",
+                                upscale,
                                 compact=True,
                                 id="no_upscale",
                                 tooltip="bucket_no_upscale: never enlarge; buckets follow the image sizes",
@@ -138,6 +146,9 @@ class PlanScreen(SectionScreen):
         yield Footer()
 
     def _choice(self, label: str, key: str, options: list[tuple[str, str]], value: str) -> ComposeResult:
+        saved = self.saved.get(key)
+        if saved in {option for _, option in options}:
+            value = str(saved)
         with Horizontal(classes="choice", id=f"row-{key}"):
             yield Label(label)
             yield Select(options, value=value, allow_blank=False, compact=True, id=key)
@@ -279,8 +290,38 @@ class PlanScreen(SectionScreen):
         else:
             outcome = evaluate(inputs, load, verdict, self._probe_bf16)
         self.outcome = outcome
+        self._schedule_save()
         self.show_form(inputs, outcome, load)
         self.show_results(inputs, outcome, load)
+
+    def _schedule_save(self) -> None:
+        """Keep the form for the next start, once typing pauses (one write, not one per key)."""
+        if self._save_timer is not None:
+            self._save_timer.stop()
+        self._save_timer = self.set_timer(0.5, self.save_settings)
+
+    def save_settings(self) -> None:
+        """Write the form's values to the dataset's ``.kiln/`` (see engine/plan/saved.py)."""
+        self._save_timer = None
+        inputs = self.inputs
+        settings: dict[str, str | bool] = {key: text for key, text in inputs.texts.items()}
+        settings.update(
+            source=inputs.source,
+            solve=inputs.solve,
+            no_upscale=inputs.no_upscale,
+            precision=inputs.precision,
+            training=inputs.training,
+            run=inputs.run,
+        )
+        try:
+            save_plan_settings(self.curation.store, settings)
+        except Exception as exc:  # a locked or read-only store: the plan itself still works
+            self.notify(f"cannot keep the plan settings ({exc})", severity="warning")
+
+    def on_unmount(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.stop()
+            self.save_settings()
 
     def show_form(self, inputs: PlanInputs, outcome: PlanOutcome, load: DatasetLoad | None) -> None:
         """Messages under bad fields; solved and dataset values in place of their inputs."""

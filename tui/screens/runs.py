@@ -31,6 +31,7 @@ from kiln.tui.widgets.loss_chart import LossChart
 from kiln.tui.widgets.run_table import RunTable, run_cells
 from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
 from kiln.tui.widgets.section_bar import SectionBar
+from kiln.tui.wording import percent
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -188,7 +189,7 @@ class RunsScreen(SectionScreen):
             with Vertical(id="main-pane"):
                 yield Static("", id="run-head")
                 with Horizontal(id="progress-row"):
-                    yield ProgressBar(total=100, show_eta=False, show_percentage=True, id="progress")
+                    yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="progress")
                     yield Static("", id="progress-text")
                 yield Static("", id="figures")
                 yield Static("", id="last-event")
@@ -430,7 +431,9 @@ class RunsScreen(SectionScreen):
         step, total, epoch = now.step, now.total, now.epoch
         self.query_one(ProgressBar).update(total=max(1, total), progress=min(step, max(1, total)))
         epochs = f"e{epoch}/{info.epochs}" if info.epochs else ""
-        self.query_one("#progress-text", Static).update(f" {step}/{total or '?'} {epochs}")
+        # The percent as the runs table rounds it (kiln.tui.wording.percent), not the bar's own.
+        shown = f" {percent(step, total)}%" if total > 0 else ""
+        self.query_one("#progress-text", Static).update(f"{shown} {step}/{total or '?'} {epochs}")
         self._show_figures(info)
 
     def _now(self, info: Any) -> Progress:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from kiln.engine.errors import KilnError
 from kiln.tui.sections import SECTIONS, Section
+from textual.keys import key_to_character
 from textual.screen import Screen
+from textual.widgets import Input, TextArea
 
 if TYPE_CHECKING:
     from kiln.tui.app import KilnApp
@@ -27,6 +29,12 @@ def worker_error_text(exc: BaseException) -> str:
     if isinstance(exc, KilnError):
         return str(exc)
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def _types_a_character(key: str) -> bool:
+    """Whether a key, as Textual names it (``p``, ``space``, ``slash``), types a character."""
+    character = "/" if key == "slash" else key_to_character(key)
+    return character is not None and len(character) == 1 and character.isprintable()
 
 
 class SectionScreen(Screen):
@@ -48,6 +56,27 @@ class SectionScreen(Screen):
     def kiln(self) -> KilnApp:
         """The workbench app, typed: the one way to reach the other sections."""
         return cast("KilnApp", self.app)
+
+    def typing(self) -> bool:
+        """Whether the focus is in a text field (an Input or a TextArea), where keys type text."""
+        return isinstance(self.focused, (Input, TextArea))
+
+    def is_letter_action(self, action: str) -> bool:
+        """Whether every key this screen binds to ``action`` types a character (``p``, ``2``, ``S``).
+
+        Such a binding never fires while a text field has the focus (the field takes the key),
+        so it is hidden from the footer there rather than shown as if it worked.
+        """
+        keys = [
+            key
+            for key, bindings in self._bindings.key_to_bindings.items()
+            if any(binding.action == action for binding in bindings)
+        ]
+        return bool(keys) and all(_types_a_character(key) for key in keys)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Letter and digit keys are hidden while the user types in a field (they type there)."""
+        return not (self.typing() and self.is_letter_action(action))
 
     def leave_needs_asking(self) -> bool:
         """Whether quitting now would lose something (then :meth:`confirm_leave` asks)."""

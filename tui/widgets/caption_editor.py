@@ -25,6 +25,12 @@ def token_count_text(text: str, tokenizer: ClipTokenizer | None) -> tuple[str, b
     return f"{count}/{WINDOW} tokens", False
 
 
+def caption_end(text: str) -> tuple[int, int]:
+    """Where typing extends a caption: after its last character, before any final newlines."""
+    lines = text.rstrip("\n").split("\n")
+    return len(lines) - 1, len(lines[-1])
+
+
 class CaptionEditor(Vertical):
     """Caption of the current image, with a status line.
 

@@ -30,10 +30,16 @@ class DsbGauge(Widget):
         super().__init__(**kwargs)
         self.target = target
         self.total_images = 0
+        self.pending = 0
 
-    def show(self, summary: DsbSummary, total_images: int) -> None:
-        """Display a new summary (``total_images`` counts every row, measured or not)."""
+    def show(self, summary: DsbSummary, total_images: int, pending: int = 0) -> None:
+        """Display a new summary (``total_images`` counts every row, measured or not).
+
+        While ``pending`` images are still being measured the figures are partial: the
+        verdict waits and the gauge says "partial" instead, so no verdict is read early.
+        """
         self.total_images = total_images
+        self.pending = pending
         self.summary = summary
         self.refresh()
 
@@ -52,7 +58,10 @@ class DsbGauge(Widget):
             line.append("no measured images yet", style="dim")
             return Text.assemble(line, "\n", self._bar(None, colours))
         line.append(f"{summary.label().rsplit('  ', 1)[0]}  ", style="bold")
-        line.append(summary.verdict or "", style=f"bold {colours.get(summary.verdict or '', '')}")
+        if self.pending:
+            line.append(f"partial: measuring {self.pending} more", style="bold dim")
+        else:
+            line.append(summary.verdict or "", style=f"bold {colours.get(summary.verdict or '', '')}")
         line.append(
             f"   {summary.images}/{self.total_images} images"
             f" · effective {round(summary.effective_white or 0)}%W"

@@ -11,16 +11,17 @@ from kiln.engine.textsafe import shown_name
 from kiln.tui.widgets.image_table import Column
 from rich.text import Text
 
-# The shares come first and are dropped last, so they stay visible on an 80-column terminal.
+# The shares come first and are dropped last, so they stay visible on an 80-column terminal;
+# from 140 columns every column fits (the concept and the caption included).
 COLUMNS: list[Column] = [
     Column("inc", "", 1, priority=100),
     Column("white", "W%", 5, priority=90, justify="right"),
     Column("black", "B%", 5, priority=80, justify="right"),
-    Column("path", "path", None, priority=70, min_width=24),
+    Column("path", "path", None, priority=70, min_width=22),
     Column("concept", "concept", 10, priority=30),
     Column("repeats", "rep", 3, priority=35, justify="right"),
-    Column("status", "status", 16, priority=45),
-    Column("caption", "caption", None, priority=20, min_width=20),
+    Column("status", "status", 12, priority=45),
+    Column("caption", "caption", None, priority=20, min_width=14),
 ]
 _MISSING = float("inf")
 
@@ -52,8 +53,8 @@ def status_text(row: Row) -> str:
     return "ok"
 
 
-def row_cells(row: Row) -> list[Text]:
-    """The table cells for a row."""
+def row_cells(row: Row, marked: bool = False) -> list[Text]:
+    """The table cells for a row (a marked row's path starts with ``●``)."""
     analysis = row.analysis
     dim = "" if row.included else "dim"
     white = black = ""
@@ -72,7 +73,9 @@ def row_cells(row: Row) -> list[Text]:
         Text("✓", style="bold green") if row.included else Text("·", style="dim"),
         Text(white, style=dim, justify="right"),
         Text(black, style=dim, justify="right"),
-        Text(shown_name(row.record.rel_path), style=dim),
+        Text.assemble(("● ", "bold magenta"), (shown_name(row.record.rel_path), dim))
+        if marked
+        else Text(shown_name(row.record.rel_path), style=dim),
         Text(row.record.concept, style=dim),
         Text(str(row.record.repeats), style=dim, justify="right"),
         Text(status, style=status_style or dim),

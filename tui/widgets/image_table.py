@@ -229,14 +229,20 @@ class ImageTable(ScrollView, can_focus=True):
                 break
             columns.remove(min(columns, key=lambda c: c.priority))
         widths = []
+        # The flexible columns share the room in proportion to their minimum widths.
+        total_min = sum(c.min_width for c in flexible) or 1
         for column in columns:
             if column.width is not None:
                 widths.append((column, column.width))
             else:
-                widths.append((column, max(4, room // max(1, len(flexible)))))
+                widths.append((column, max(4, room * column.min_width // total_min)))
         self._layout_width = width
         self._visible_columns = widths
         return widths
+
+    def visible_keys(self) -> list[str]:
+        """The keys of the columns that fit the table's width (the others are dropped)."""
+        return [column.key for column, _ in self._layout(self.scrollable_content_region.width)]
 
     def _line(self, cells: Sequence[Text], base: Style) -> Strip:
         width = self.scrollable_content_region.width

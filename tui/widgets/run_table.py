@@ -8,6 +8,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 COLUMNS = ("name", "state", "progress", "epoch", "loss", "it/s", "ETA", "started")
+# Fixed widths: an ETA ("10:00:00", "2d03h") never loses its end to a long run name.
+WIDTHS = {"ETA": 8}
+MIN_NAME = 10
 STATE_STYLES = {
     "running": "bold green",
     "starting": "cyan",
@@ -57,9 +60,32 @@ class RunTable(DataTable):
         self._keys: list[str] = []
         self._cells: dict[str, list[Text]] = {}
 
+    def get_column_key_from_name(self, name: str):
+        """The key of the column called ``name`` (columns are keyed by their names)."""
+        return next((key for key in self.columns if key.value == name), None)
+
     def on_mount(self) -> None:
         for name in COLUMNS:
-            self.add_column(name, key=name)
+            self.add_column(name, key=name, width=WIDTHS.get(name))
+
+    def on_resize(self) -> None:
+        self.fit_name()
+
+    def fit_name(self) -> None:
+        """Narrow the name column (names end in "…") so every figure column stays in view."""
+        column = self.columns.get(self.get_column_key_from_name("name"))  # type: ignore[arg-type]
+        if column is None or not self.size.width:
+            return
+        padding = 2 * self.cell_padding
+        others = sum(col.get_render_width(self) for key, col in self.columns.items() if key.value != "name")
+        room = self.scrollable_content_region.width - others - padding
+        natural = max([column.content_width, *(len(str(cells[0])) for cells in self._cells.values())])
+        width = max(MIN_NAME, min(natural, room))
+        if column.auto_width or column.width != width:
+            column.auto_width = False
+            column.width = width
+            self._require_update_dimensions = True
+            self.refresh()
 
     @property
     def current_key(self) -> str | None:
@@ -82,8 +108,9 @@ class RunTable(DataTable):
                     index = COLUMNS.index(column)
                     if old is None or old[index] != cell:
                         # A figure may outgrow the column it had ("-" when the run started).
-                        self.update_cell(key, column, cell, update_width=True)
+                        self.update_cell(key, column, cell, update_width=column != "ETA")
                 self._cells[key] = cells
+            self.fit_name()
             return False
         current = self.current_key
         self.clear()
@@ -93,6 +120,7 @@ class RunTable(DataTable):
             self.add_row(*cells, key=key)
         if current in keys:
             self.move_cursor(row=keys.index(current))
+        self.fit_name()
         return True
 
     def move_to(self, key: str) -> None:

@@ -18,11 +18,13 @@ from kiln.engine.dataset.store import Store
 from kiln.engine.errors import KilnError, UsageError
 from kiln.tui.screens.section import worker_error_text
 from kiln.tui.widgets.caption_diff import CaptionDiff
+from kiln.tui.wording import percent
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.suggester import Suggester
 from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
@@ -85,6 +87,35 @@ def build_edit(operation: str, first: str, second: str, regex: bool, records: li
     return tags.sort_edit(tags.frequencies(records))
 
 
+class TagSuggester(Suggester):
+    """Completes the tag being typed (the last comma-separated piece) from the dataset's tags.
+
+    The most frequent tag that starts with the typed piece wins, so ``lo`` offers ``long hair``
+    before ``looking at viewer`` when more captions have it; right arrow (or end) accepts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=False)
+        self.tags: list[str] = []
+        """The dataset's tags, most frequent first (set when the tags are counted)."""
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete_tag(value, self.tags)
+
+
+def complete_tag(value: str, tag_names: list[str]) -> str | None:
+    """``value`` with its last comma-separated piece completed to the first tag it starts, or None."""
+    piece = value.rpartition(",")[2]
+    typed = piece.lstrip()
+    if not typed:
+        return None
+    lowered = typed.lower()
+    for name in tag_names:
+        if name.lower().startswith(lowered) and len(name) > len(typed):
+            return value + name[len(typed) :]
+    return None
+
+
 class TagPane(Horizontal):
     """Tag frequencies on the left; the operation form and its preview on the right."""
 
@@ -125,6 +156,7 @@ class TagPane(Horizontal):
         """The last tag counts of the scope (None until counted)."""
         self._title = ""
         self._shown_concepts: list[str] = []
+        self.suggester = TagSuggester()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="freq-pane"):
@@ -136,10 +168,12 @@ class TagPane(Horizontal):
                 yield Checkbox("regex", compact=True, id="regex")
             with Horizontal(classes="form-row", id="first-row"):
                 yield Label("Tags", classes="label", id="first-label")
-                yield Input(compact=True, id="first")
+                # No select-on-focus: a tag chosen from the list is extended, not replaced, by
+                # the next key typed (a "p" meant as a key must not wipe it).
+                yield Input(compact=True, id="first", select_on_focus=False, suggester=self.suggester)
             with Horizontal(classes="form-row", id="second-row"):
                 yield Label("New", classes="label", id="second-label")
-                yield Input(compact=True, id="second")
+                yield Input(compact=True, id="second", select_on_focus=False)
             yield Static("", id="tag-message")
             yield CaptionDiff(id="diff")
 
@@ -210,6 +244,7 @@ class TagPane(Horizontal):
             self._show_fields("remove")
         first = self.query_one("#first", Input)
         first.value = name
+        first.cursor_position = len(name)
         first.focus()
         self.say(f"'{name}' in the form · enter previews the operation")
 
@@ -271,6 +306,7 @@ class TagPane(Horizontal):
         table.clear(columns=True)
         per_concept = self._shown_concepts = self._concept_columns(stats)
         self._names = {tag_key(name): name for name, _ in stats.most_common()}
+        self.suggester.tags = [name for name, _ in stats.most_common()]
         # Counts first and the tag last: the figures stay in view however long the tags
         # (BLIP sentences) are; the whole tag goes into the form when chosen.
         table.add_column("n", key="n")
@@ -280,10 +316,10 @@ class TagPane(Horizontal):
         table.add_column("tag", key="tag")
         for name, count in stats.most_common():
             key = tag_key(name)
-            share = 100 * count / max(1, stats.captions)
+            share = percent(count, max(1, stats.captions))
             cells: list[Text] = [
                 Text(str(count), justify="right"),
-                Text(f"{share:.0f}", justify="right", style="bold" if share >= 100 else ""),
+                Text(str(share), justify="right", style="bold" if share >= 100 else ""),
             ]
             cells += [Text(str(stats.per_concept[c][1][key] or ""), justify="right") for c in per_concept]
             cells.append(Text(name, no_wrap=True))
