@@ -184,11 +184,15 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
                 soft_wrap=True,
             )
 
+    def should_stop() -> bool:
+        show_progress()  # called once per queue poll: the job's step line, at most every 5 s
+        return bool(stop["asked"])
+
     try:
         record = run_queue(
             sweep_dir,
             parallel=parallel,
-            should_stop=lambda: show_progress() or stop["asked"],
+            should_stop=should_stop,
             on_change=on_change,
         )
     finally:

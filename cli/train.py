@@ -110,9 +110,10 @@ def train(config, quiet: bool = False, cpu: bool = False, detach: bool = False, 
     from kiln.engine.runs import runner
 
     # A bad path or GPU count fails before a run folder exists for it.
-    run_dir = runner.new_run_dir(
-        config, gpus=gpus, cpu=cpu, warn=lambda text: sys.stderr.write(f"kiln: warning: {text}\n")
-    )
+    def warn(text: str) -> None:
+        sys.stderr.write(f"kiln: warning: {text}\n")
+
+    run_dir = runner.new_run_dir(config, gpus=gpus, cpu=cpu, warn=warn)
     if detach:
         process = runner.spawn(run_dir, gpus=gpus, cpu=cpu)
         if not quiet:

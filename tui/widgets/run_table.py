@@ -73,7 +73,7 @@ class RunTable(DataTable):
 
     def fit_name(self) -> None:
         """Narrow the name column (names end in "…") so every figure column stays in view."""
-        column = self.columns.get(self.get_column_key_from_name("name"))  # type: ignore[arg-type]
+        column = self.columns.get(self.get_column_key_from_name("name"))
         if column is None or not self.size.width:
             return
         padding = 2 * self.cell_padding
