@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kiln.tui.keymap import binding_ids, keymap_path, read_keymap
 
-from tests.tui.conftest import make_app
+from tests.tui.helpers import make_app
 
 SIZE = (120, 40)
 

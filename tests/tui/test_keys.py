@@ -10,7 +10,7 @@ from kiln.tui.screens.captions import CaptionsScreen
 from kiln.tui.widgets.caption_editor import caption_end
 from textual.widgets import Input, TextArea
 
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 

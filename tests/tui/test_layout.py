@@ -14,7 +14,7 @@ from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.run_table import RunTable
 from kiln.tui.wording import percent, quoted
 
-from tests.tui.conftest import analysed, make_app, wait_for
+from tests.tui.helpers import analysed, make_app, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 

@@ -8,7 +8,7 @@ import pytest
 from kiln.engine.runs.events import EventWriter
 from kiln.tui.widgets.run_table import RunTable
 
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 from tests.tui.test_runs_screen import open_runs
 
 SIZES = [(80, 24), (120, 40)]

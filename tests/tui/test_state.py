@@ -13,7 +13,7 @@ from kiln.tui.screens.plan import PlanScreen
 from kiln.tui.widgets.plan_field import PlanField
 from textual.widgets import Checkbox, Select
 
-from tests.tui.conftest import make_app, wait_for
+from tests.tui.helpers import make_app, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
