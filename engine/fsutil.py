@@ -65,6 +65,42 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
+def flock_exclusive(fd: int, wait_s: float, poll_s: float = 0.05) -> bool:
+    """Take an exclusive ``flock(2)`` on ``fd``, retrying for ``wait_s``; False when it stayed busy.
+
+    The kernel releases such a lock when its holder exits, however it exits, so a lock file
+    is never stale; Kiln's caption lock and run lock are both built on this.
+    """
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+
+
+def write_lock_pid(fd: int, pid: int) -> None:
+    """Write the holder's pid into a lock file (only to name it in another process's refusal)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{pid}\n".encode(), 0)
+
+
+def read_lock_pid(fd: int) -> int | None:
+    """The pid written into a lock file, or None."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     """Write text atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode(encoding))

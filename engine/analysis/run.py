@@ -136,6 +136,11 @@ def _pool_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     if sys.platform.startswith("linux") and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
+    return _forkserver_context()
+
+
+def _forkserver_context() -> multiprocessing.context.BaseContext:
+    """The forkserver start method, its server preloading the measuring code once."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["kiln.engine.analysis.measure"])
     return context
@@ -152,8 +157,7 @@ def start_pool_server() -> None:
         return
     from multiprocessing import forkserver
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["kiln.engine.analysis.measure"])
+    _forkserver_context()
     forkserver.ensure_running()
 
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from kiln.engine.dataset.store import STATE_FOLDER
 from kiln.engine.errors import KilnError
-from kiln.engine.fsutil import remove_stale_temps
+from kiln.engine.fsutil import flock_exclusive, read_lock_pid, remove_stale_temps, write_lock_pid
 
 LOCK_NAME = "captions.lock"
 WAIT_S = 60.0
-_POLL_S = 0.05
 
 
 class CaptionsBusy(KilnError):
@@ -92,8 +90,6 @@ def _clean_temps(root: Path) -> None:
 
 
 def _acquire(path: Path, wait_s: float) -> int:
-    import fcntl
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,27 +98,13 @@ def _acquire(path: Path, wait_s: float) -> int:
             f"{path}: cannot make the caption lock ({exc.strerror or exc}); captions are not "
             f"written without it: make {path.parent} a writable folder"
         ) from exc
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = _holder(fd)
-                os.close(fd)
-                raise CaptionsBusy(
-                    f"{path.parent.parent}: another Kiln process{holder} is editing captions; "
-                    "wait for it to finish, then run this again"
-                ) from None
-            time.sleep(_POLL_S)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    if not flock_exclusive(fd, wait_s):
+        pid = read_lock_pid(fd)
+        os.close(fd)
+        holder = f" (pid {pid})" if pid else ""
+        raise CaptionsBusy(
+            f"{path.parent.parent}: another Kiln process{holder} is editing captions; "
+            "wait for it to finish, then run this again"
+        )
+    write_lock_pid(fd, os.getpid())
     return fd
-
-
-def _holder(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(os.pread(fd, 32, 0).decode().strip())
-        return f" (pid {pid})"
-    return ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kiln.engine.errors import ConfigError
+from kiln.engine.errors import ConfigError, RunError
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.train.config import TrainConfig, resolved_toml
 from kiln.engine.train.outputs import (  # what the trainer reads and writes in a run folder
@@ -64,19 +64,27 @@ def create_run_dir(config: TrainConfig, now: float | None = None) -> Path:
     except OSError as exc:
         why = exc.strerror or exc
         raise ConfigError(f"output.dir = {parent}: cannot make the runs folder ({why})") from exc
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
-    base = f"{stamp}-{config.output.name}"
-    for attempt in range(1, 1000):
-        run_dir = parent / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover - a thousand runs in one second
-        raise FileExistsError(f"{parent}: too many runs named {base}")
+    run_dir = stamped_folder(parent, config.output.name, now)
     atomic_write_text(run_dir / CONFIG_FILE, resolved_toml(config))
     return run_dir
+
+
+def stamped_folder(parent: Path, name: str, now: float | None = None, prefix: str = "") -> Path:
+    """Make ``<parent>/<prefix><YYYYmmdd-HHMMSS>-<name>`` (``-2``, ``-3``... when taken) and return it.
+
+    Run folders and sweep folders are named this way, so they sort by start time and two
+    started in the same second never share a folder.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
+    base = f"{prefix}{stamp}-{name}"
+    for attempt in range(1, 1000):
+        folder = parent / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise RunError(f"{parent}: too many folders named {base} in one second")  # pragma: no cover
 
 
 __all__ = [

@@ -14,19 +14,17 @@ trainer, whatever a momentarily unreadable ``status.json`` says.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from pathlib import Path
 
 from kiln.engine.errors import RunError
+from kiln.engine.fsutil import flock_exclusive, read_lock_pid, write_lock_pid
 
 LOCK_FILE = ".lock"
 # The training process's environment names the descriptor of the lock its launcher took.
 LOCK_FD_ENV = "KILN_RUN_LOCK_FD"
 # A reader's probe holds a shared lock for microseconds; a trainer retries this long.
 ACQUIRE_WAIT_S = 2.0
-_POLL_S = 0.05
 
 
 class RunBusy(RunError):
@@ -45,8 +43,6 @@ def acquire(run_dir: Path, wait_s: float = ACQUIRE_WAIT_S) -> int:
         RunBusy: Another process holds it (the message names its pid).
         RunError: The lock file cannot be made (a read-only run folder).
     """
-    import fcntl
-
     run_dir = Path(run_dir)
     path = lock_path(run_dir)
     try:
@@ -56,30 +52,21 @@ def acquire(run_dir: Path, wait_s: float = ACQUIRE_WAIT_S) -> int:
             f"{run_dir}: cannot write in the run folder ({exc.strerror or exc}); "
             "make it writable to train or resume it"
         ) from exc
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                pid = _read_pid(fd)
-                os.close(fd)
-                who = f"process {pid}" if pid else "another process"
-                raise RunBusy(
-                    f"{run_dir.name} is being trained by {who}; one trainer per run folder "
-                    f"(`kiln cancel {run_dir.name}` stops it)"
-                ) from None
-            time.sleep(_POLL_S)
+    if not flock_exclusive(fd, wait_s):
+        pid = read_lock_pid(fd)
+        os.close(fd)
+        who = f"process {pid}" if pid else "another process"
+        raise RunBusy(
+            f"{run_dir.name} is being trained by {who}; one trainer per run folder "
+            f"(`kiln cancel {run_dir.name}` stops it)"
+        )
     mark(fd, os.getpid())
     return fd
 
 
 def mark(fd: int, pid: int) -> None:
     """Write the holder's pid into the lock file (a launcher names the process it handed it to)."""
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{pid}\n".encode(), 0)
+    write_lock_pid(fd, pid)
 
 
 def inherited(run_dir: Path) -> int | None:
@@ -115,18 +102,10 @@ def holder(run_dir: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd) or 0
+            return read_lock_pid(fd) or 0
         except OSError:
             return None
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

@@ -31,6 +31,7 @@ from typing import Any
 from kiln.engine.errors import ConfigError, RunError
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.runs.events import LIVE_STATES
+from kiln.engine.runs.layout import stamped_folder
 from kiln.engine.train.config import (
     TrainConfig,
     all_keys,
@@ -224,17 +225,7 @@ def create_sweep(plan: SweepPlan, parent: Path | None = None, now: float | None 
     """
     parent = Path(parent) if parent is not None else sweep_runs_folder(plan)
     parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
-    base = f"sweep-{stamp}-{plan.name}"
-    for attempt in range(1, 1000):
-        sweep_dir = parent / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            sweep_dir.mkdir()
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover
-        raise RunError(f"{parent}: too many sweeps named {base}")
+    sweep_dir = stamped_folder(parent, plan.name, now, prefix="sweep-")
     (sweep_dir / CONFIGS_FOLDER).mkdir()
     runs = []
     width = max(2, len(str(len(plan.configs))))
