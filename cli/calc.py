@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.evaluate import PlanRequest
     from kiln.engine.plan.loads import DatasetLoad
+    from kiln.engine.plan.steps import BucketKey
 
 # The guide's minimum, used when --epochs is not given and not solved for.
 DEFAULT_EPOCHS = 10
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     notices: list[dict[str, str]] = []
     dsb_verdict = None
     load = None
+    bucket_images: dict[BucketKey, int]
     if args.path is None:
         bucket_images = {None: args.images}
     else:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             args.resolution, args.min_bucket, args.max_bucket, args.bucket_step, args.no_upscale
         )
         load, dsb_verdict, notices = _dataset(args.path, spec, args.repeats)
-        bucket_images = load.bucket_images()
+        bucket_images = {size: count for size, count in load.bucket_images().items()}
         result["root"] = str(args.path)
         result["bucketing"] = {
             "resolution": list(spec.target_size),
@@ -184,9 +186,9 @@ def _dataset(
     verdict = None
     if all(record.rel_path in cached for record in included):
         summary = summarise(
-            (cached[record.rel_path].white, record.repeats)
+            (white, record.repeats)
             for record in included
-            if cached[record.rel_path].ok
+            if cached[record.rel_path].ok and (white := cached[record.rel_path].white) is not None
         )
         verdict = summary.verdict
     return load, verdict, notices

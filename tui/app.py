@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,7 +104,7 @@ class KilnApp(App):
         self.dataset_name = self.curation.root.name
         self.section_screens: dict[str, SectionScreen] = {}
         for section in SECTIONS:
-            self.add_mode(section.name, lambda section=section: self._build_section(section))
+            self.add_mode(section.name, partial(self._build_section, section))
 
     def on_mount(self) -> None:
         self.apply_keymap()

@@ -6,13 +6,14 @@ from functools import partial
 
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 
 
 class BindingCommands(Provider):
     """Offers the current screen's and the app's bindings as palette commands."""
 
-    def _commands(self) -> list[tuple[str, str, str, object]]:
-        found = []
+    def _commands(self) -> list[tuple[str, str, str, DOMNode]]:
+        found: list[tuple[str, str, str, DOMNode]] = []
         for target in (self.screen, self.app):
             for binding in getattr(target, "BINDINGS", []):
                 if isinstance(binding, Binding) and binding.description:
@@ -30,5 +31,5 @@ class BindingCommands(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(name), partial(self._run, target, action), help=help_text)
 
-    async def _run(self, target: object, action: str) -> None:
-        await self.app.run_action(action, target)  # type: ignore[arg-type]
+    async def _run(self, target: DOMNode, action: str) -> None:
+        await self.app.run_action(action, target)

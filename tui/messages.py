@@ -11,6 +11,7 @@ from kiln.engine.analysis.quality import DatasetQuality
 from textual.message import Message
 
 if TYPE_CHECKING:
+    from kiln.engine.dataset.scan import ImageRecord
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.loads import DatasetLoad
     from kiln.engine.runs.feed import RunFeed
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 class AnalysisProgress(Message):
     """A batch of finished analyses; ``done`` of ``total`` pending images are measured."""
 
-    results: list[tuple[str, ImageAnalysis]]
+    results: list[tuple[ImageRecord, ImageAnalysis]]
     done: int
     total: int
 

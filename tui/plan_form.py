@@ -18,7 +18,7 @@ from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.evaluate import BatchTooLarge, PlanRequest, evaluate_plan, load_counts
 from kiln.engine.plan.loads import DatasetLoad, load_notices
 from kiln.engine.plan.solve import Solution
-from kiln.engine.plan.steps import StepPlan
+from kiln.engine.plan.steps import BucketKey, StepPlan
 
 SOURCES: tuple[str, ...] = ("dataset", "typed")
 # The form's whole-number fields, in form order, and their defaults.
@@ -202,6 +202,14 @@ def required_fields(inputs: PlanInputs) -> set[str]:
     return needed
 
 
+def _given(counts: Mapping[str, int | None], name: str) -> int:
+    """A required count, parsed with ``required=True`` (so never blank once errors are empty)."""
+    value = counts.get(name)
+    if value is None:
+        raise UsageError(f"{name}: type a whole number from 1 up")
+    return value
+
+
 def used_fields(inputs: PlanInputs) -> set[str]:
     """Fields the form reads (required ones, plus the optional repeats override)."""
     used = required_fields(inputs)
@@ -258,8 +266,9 @@ def evaluate(
         return PlanOutcome(errors=errors, spec=spec, text_encoder_lr=te_lr)
 
     notices: list[Advice] = []
+    bucket_images: dict[BucketKey, int]
     if inputs.source == "typed":
-        bucket_images = {None: counts["images"]}
+        bucket_images = {None: _given(counts, "images")}
         folder_items = folder_repeats = None
     else:
         if load is None:
@@ -282,9 +291,9 @@ def evaluate(
     request = PlanRequest(
         mode=inputs.solve,
         bucket_images=bucket_images,
-        batch=counts["batch"],
-        grad_accumulation=counts["grad_accumulation"],
-        gpus=counts["gpus"],
+        batch=_given(counts, "batch"),
+        grad_accumulation=_given(counts, "grad_accumulation"),
+        gpus=_given(counts, "gpus"),
         repeats=counts.get("repeats"),
         epochs=counts.get("epochs"),
         target_steps=counts.get("target"),

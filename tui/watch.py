@@ -29,7 +29,7 @@ _IGNORED_PARTS = {".kiln", "runs", "_excluded", "__pycache__"}
 
 class _Handler(FileSystemEventHandler):
     def __init__(
-        self, root: Path, extensions: tuple[str, ...], report: Callable[[set[str], dict[str, str]], None]
+        self, root: Path, extensions: tuple[str, ...], report: Callable[[set[str], dict[str, str]], object]
     ) -> None:
         self.root = root
         self.extensions = extensions
@@ -70,7 +70,7 @@ class DatasetWatcher:
         self,
         root: Path,
         caption_extension: str,
-        report: Callable[[set[str], dict[str, str]], None],
+        report: Callable[[set[str], dict[str, str]], object],
         poll: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
@@ -100,7 +100,7 @@ RUN_SUFFIXES = (".png", ".safetensors")
 
 
 class _RunsHandler(FileSystemEventHandler):
-    def __init__(self, report: Callable[[set[Path]], None]) -> None:
+    def __init__(self, report: Callable[[set[Path]], object]) -> None:
         self.report = report
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -130,7 +130,7 @@ class RunsWatcher:
     Folders that do not exist yet are skipped; :meth:`watch` adds them once they do.
     """
 
-    def __init__(self, report: Callable[[set[Path]], None], poll: bool = False) -> None:
+    def __init__(self, report: Callable[[set[Path]], object], poll: bool = False) -> None:
         self.observer = PollingObserver(timeout=0.5) if poll else Observer()
         self.observer.daemon = True
         self.handler = _RunsHandler(report)

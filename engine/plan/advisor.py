@@ -149,18 +149,18 @@ def advise(facts: PlanFacts, bf16_supported: Callable[[], bool | None] = cuda_bf
         elif facts.steps_per_epoch > high:
             warn("steps-per-epoch-high", f"{facts.steps_per_epoch} steps per epoch")
     if facts.unet_lr is not None:
-        low, high = UNET_LR[facts.training]
-        if not low <= facts.unet_lr <= high:
+        lr_low, lr_high = UNET_LR[facts.training]
+        if not lr_low <= facts.unet_lr <= lr_high:
             rule = "unet-lr-lora" if facts.training == "lora" else "unet-lr-full-finetune"
             warn(rule, f"U-Net LR {facts.unet_lr:g}")
     if facts.unet_lr and facts.text_encoder_lr:
         share = facts.text_encoder_lr / facts.unet_lr
-        low, high = TEXT_ENCODER_SHARE
-        if not low * (1 - _RATIO_LEEWAY) <= share <= high * (1 + _RATIO_LEEWAY):
+        share_low, share_high = TEXT_ENCODER_SHARE
+        if not share_low * (1 - _RATIO_LEEWAY) <= share <= share_high * (1 + _RATIO_LEEWAY):
             warn(
                 "text-encoder-lr-ratio",
                 f"text-encoder LR {facts.text_encoder_lr:g} is 1/{1 / share:.3g} of the U-Net LR "
-                f"(1/6..1/4 is {facts.unet_lr * low:.3g}..{facts.unet_lr * high:.3g})",
+                f"(1/6..1/4 is {facts.unet_lr * share_low:.3g}..{facts.unet_lr * share_high:.3g})",
             )
     if facts.run == "test" and facts.total_steps is not None:
         low, high = TEST_RUN_STEPS

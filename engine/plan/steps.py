@@ -76,7 +76,7 @@ class StepPlan:
 
 
 def plan_steps(
-    bucket_items: Mapping[BucketKey, int],
+    bucket_items: Mapping[BucketKey, int] | Mapping[tuple[int, int], int],
     batch: int,
     epochs: int,
     grad_accumulation: int = 1,

@@ -352,7 +352,7 @@ def check_resumable(run_dir: Path, force: bool = False) -> Path:
     if changed and not force:
         raise RunError(
             f"{run_dir / rundir.CONFIG_FILE} changed since the save at step "
-            f"{checkpoint.read_manifest(save).get('step')}: {', '.join(changed)}; "
+            f"{(checkpoint.read_manifest(save) or {}).get('step')}: {', '.join(changed)}; "
             "undo the change, or resume with --force to train on with it"
         )
     return save

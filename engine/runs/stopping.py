@@ -150,7 +150,7 @@ class StopSignals:
                 self._hard_exit()
                 return
             with contextlib.suppress(ProcessLookupError, ValueError):
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                signal.pthread_kill(_main_thread_ident(), signal.SIGINT)
             self._raised.wait(0.25)
         # Raised: the main thread unwinds (a cancelled event, saves left as they were); it
         # still gets the grace period to finish before the process ends itself.
@@ -168,3 +168,10 @@ class StopSignals:
         if self.on_message is not None:
             with contextlib.suppress(Exception):
                 self.on_message(message)
+
+
+def _main_thread_ident() -> int:
+    """The main thread's id (set once the thread has started, which the main thread always has)."""
+    ident = threading.main_thread().ident
+    assert ident is not None
+    return ident

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -107,9 +107,12 @@ def _hidden_size(model: nn.Module) -> int:
     return int(_parts(model)[0].token_embedding.weight.shape[1])
 
 
-def _parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module], nn.Module]:
-    """Embeddings, encoder layers and final norm, with or without the ``text_model`` level."""
-    core = getattr(model, "text_model", model)
+def _parts(model: nn.Module) -> tuple[Any, Sequence[Any], Any]:
+    """Embeddings, encoder layers and final norm, with or without the ``text_model`` level.
+
+    Typed ``Any``: the parts are transformers' CLIP modules, reached by attribute name.
+    """
+    core: Any = getattr(model, "text_model", model)
     return core.embeddings, core.encoder.layers, core.final_layer_norm
 
 

@@ -91,7 +91,7 @@ def text_encoder_lora_layers(
             )
         down = parts[DOWN].float().reshape(parts[DOWN].shape[0], -1)
         up = parts[UP].float().reshape(parts[UP].shape[0], -1)
-        weight = model.get_submodule(module).weight
+        weight = layer_weight(model, module)
         if up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != tuple(weight.shape):
             raise ModelError(
                 f"{path}: {stem}: up {tuple(up.shape)} @ down {tuple(down.shape)} does not fit the layer's "
@@ -120,6 +120,14 @@ def _split(key: str) -> tuple[str, str | None]:
     return key.split(".", 1)[0], None
 
 
+def layer_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The ``weight`` of the submodule ``name`` (a Linear layer of the text encoder)."""
+    weight = model.get_submodule(name).weight
+    if not isinstance(weight, torch.Tensor):
+        raise ModelError(f"{name} has no weight tensor; it is not a linear layer")
+    return weight
+
+
 def merged_text_encoder(model: nn.Module, layers: list[LoraLayer], scale: float) -> nn.Module:
     """A copy of ``model`` with each LoRA layer merged at ``scale``; ``model`` is left as it was."""
     merged = copy.deepcopy(model)
@@ -127,6 +135,6 @@ def merged_text_encoder(model: nn.Module, layers: list[LoraLayer], scale: float)
         return merged
     with torch.no_grad():
         for layer in layers:
-            weight = merged.get_submodule(layer.module).weight
+            weight = layer_weight(merged, layer.module)
             weight.add_(layer.delta(scale).to(weight.device, weight.dtype))
     return merged

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from kiln.engine.errors import ModelError, UsageError
@@ -195,7 +196,7 @@ def _lora_report(
         raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})") from None
     layers = text_encoder_lora_layers(tensors, base_te.model, path)
     label = f"{base_te.path} + {path.name} x {scale:g}"
-    common = {
+    common: dict[str, Any] = {
         "candidate": label,
         "reference": str(base_te.path),
         "position": options.position,

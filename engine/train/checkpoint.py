@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from kiln.engine import __version__
 from kiln.engine.errors import RunError
@@ -71,7 +71,7 @@ def write_save(
     tmp.mkdir()
     with open(tmp / PAYLOAD, "wb") as handle:
         writer = _HashingWriter(handle)
-        torch.save(payload, writer)
+        torch.save(payload, cast(IO[bytes], writer))  # torch.save only calls write() and flush()
         handle.flush()
         os.fsync(handle.fileno())
     if after_payload is not None:
@@ -143,7 +143,7 @@ def saves(state_dir: Path) -> list[Path]:
 
 def latest_complete(state_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest intact save, and each newer damaged one with why it was passed over."""
-    skipped = []
+    skipped: list[tuple[Path, str]] = []
     for path in saves(state_dir):
         problem = save_problem(path)
         if problem is None:

@@ -304,7 +304,11 @@ class Trainer:
             step=self.state.step,
             epoch=self.state.epoch,
             buckets=[
-                {"resolution": list(b.resolution), "items": b.items, "batches": b.batches}
+                {
+                    "resolution": list(b.resolution) if b.resolution else None,
+                    "items": b.items,
+                    "batches": b.batches,
+                }
                 for b in self.plan.buckets
             ],
             unet_modules=len(self.models.unet_targets),
@@ -410,7 +414,7 @@ class Trainer:
                     total=self.total_steps,
                     epoch=self.state.epoch,
                     loss=mean_loss,
-                    lrs=self.lr_scheduler.get_last_lr(),
+                    lrs=[float(lr) for lr in self.lr_scheduler.get_last_lr()],
                     seconds=time.perf_counter() - started,
                 )
                 if self.state.step >= self.total_steps:

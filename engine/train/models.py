@@ -37,7 +37,7 @@ class TrainModels:
     pipe: Any
     unet: torch.nn.Module
     text_encoder: torch.nn.Module
-    vae: torch.nn.Module
+    vae: Any  # diffusers' AutoencoderKL (its encode() output is typed as a union)
     tokenizer: Any
     noise_scheduler: Any
     unet_targets: list[LoraTarget]

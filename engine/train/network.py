@@ -8,6 +8,7 @@ peft adapters on them.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from kiln.engine.models.lora_keys import LoraTarget
@@ -30,7 +31,8 @@ def add_lora(model: nn.Module, targets: list[LoraTarget]) -> list[nn.Parameter]:
     main = targets[0]
     config = LoraConfig(
         r=main.rank,
-        lora_alpha=main.alpha,
+        # peft annotates alpha as int but scales by alpha / r in float: fractional alphas work.
+        lora_alpha=main.alpha,  # type: ignore[arg-type]
         target_modules=[target.module for target in targets],
         rank_pattern={_exact(t.module): t.rank for t in targets if t.rank != main.rank},
         alpha_pattern={_exact(t.module): t.alpha for t in targets if t.alpha != main.alpha},
@@ -56,5 +58,5 @@ def _exact(module: str) -> str:
 
 def lora_weights(model: nn.Module, target: LoraTarget) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(down, up)`` weights of one adapted layer (peft's ``lora_A``/``lora_B``)."""
-    layer = model.get_submodule(target.module)
+    layer: Any = model.get_submodule(target.module)  # peft's LoraLayer, reached by attribute name
     return layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight

@@ -11,12 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from kiln.engine.errors import ConfigError
-
-if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
 
 DEFAULT_STEPS = 30
 # A CPU renders a 512 px step in seconds: few steps keep a sample round short.
@@ -48,7 +45,7 @@ def parse_prompt(
     """
     parts = _OPTION.split(" " + line.strip())
     prompt = parts[0].strip()
-    values = {
+    values: dict[str, str | int | float] = {
         "n": "",
         "w": default_size,
         "h": default_size,
@@ -102,7 +99,7 @@ def sample_scheduler(name: str, config: dict):
 
 
 def render_samples(
-    pipe: StableDiffusionPipeline,
+    pipe: Any,
     prompts: list[SamplePrompt],
     folder: Path,
     scheduler,
@@ -110,6 +107,9 @@ def render_samples(
     on_image: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Render ``prompts`` with the pipeline as it is (LoRA active) into ``folder/NN.png``.
+
+    ``pipe`` is a diffusers text-to-image pipeline; typed ``Any`` because diffusers registers
+    its parts (``scheduler``, ``unet``...) at run time, where no type checker sees them.
 
     The caller provides autocast for mixed precision; generators live on the CPU so the
     same seed gives the same noise on any device. ``on_image(k, n)`` is called before the

@@ -29,6 +29,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static, TabbedContent, TabPane, Tabs
 
 SCOPE_INCLUDED, SCOPE_ALL, SCOPE_FILTER = "included", "all", "filter"
@@ -101,7 +102,7 @@ class CaptionsScreen(SectionScreen):
         self.curation = curation
         self.choices = load_choices(curation.store)
         self._stale = True
-        self._refresh_timer = None
+        self._refresh_timer: Timer | None = None
         self._undoing = False
 
     # -- layout ------------------------------------------------------------------------------
@@ -536,8 +537,8 @@ class CaptionsScreen(SectionScreen):
         self,
         paths: set[str],
         what: str,
-        proceed: Callable[[], None],
-        after_save: Callable[[], None] | None = None,
+        proceed: Callable[[], object],
+        after_save: Callable[[], object] | None = None,
         on_keep: Callable[[], None] | None = None,
     ) -> None:
         """Run ``proceed`` unless it would change a caption with an unsaved edit; then ask first.

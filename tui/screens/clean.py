@@ -174,7 +174,7 @@ class CleanScreen(SectionScreen):
         self._tile_note: Text | None = None  # the last write's outcome, under the plan's summary
         # The overview's contents, filled into the tree lazily (see show_quality).
         self._by_flag: dict[str, list[str]] = {}
-        self._groups: dict[FlagRef, tuple[int, list[str], str]] = {}
+        self._groups: dict[FlagRef, tuple[int, list[str], str | None]] = {}
         self._expanded: set = set()
 
     # -- layout ------------------------------------------------------------------------------
@@ -438,9 +438,10 @@ class CleanScreen(SectionScreen):
 
     def action_tiles(self) -> None:
         node = self.query_one("#quality-tree", Tree).cursor_node
-        chosen = self.active_tab == "overview" and node is not None and isinstance(node.data, ImageRef)
-        if chosen:
-            self.query_one("#tile-source", Input).value = node.data.path
+        picked = node.data if node is not None and self.active_tab == "overview" else None
+        chosen = isinstance(picked, ImageRef)
+        if isinstance(picked, ImageRef):
+            self.query_one("#tile-source", Input).value = picked.path
             self._source_edited = True
         self.action_show_tab("tiles")
         if chosen:

@@ -9,15 +9,16 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kiln.engine.analysis.measure import ImageAnalysis
 from kiln.engine.analysis.preview import preview_pair
 from kiln.engine.analysis.run import iter_analyses
 from kiln.engine.curate import ANY_FLAG, FLAG_PREFIX, Curation, split_query
+from kiln.engine.dataset.scan import ImageRecord
 from kiln.engine.errors import ImageError, KilnError
 from kiln.tui.messages import AnalysisProgress, CaptionsChanged, ConceptRenamed, FilesChanged, QualityJudged
 from kiln.tui.screens.confirm import UnsavedEditScreen
 from kiln.tui.screens.marked import MarkedRows
 from kiln.tui.screens.rebalance import RebalanceScreen
-from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import DatasetWatcher
 from kiln.tui.widgets.caption_editor import CaptionEditor, caption_end
 from kiln.tui.widgets.dsb_gauge import DsbGauge
@@ -31,6 +32,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
@@ -38,7 +40,7 @@ from textual.worker import get_current_worker
 QUALITY_INTERVAL = 0.5
 
 
-class DatasetScreen(MarkedRows, SectionScreen):
+class DatasetScreen(MarkedRows):
     """Curate a dataset: toggle images, watch the DSB move, edit captions."""
 
     CSS_PATH = "dataset.tcss"
@@ -47,7 +49,7 @@ class DatasetScreen(MarkedRows, SectionScreen):
     BINDINGS = [
         Binding(
             "space",
-            "toggle",
+            "toggle_include",
             "Include",
             id="dataset.toggle",
             tooltip="Include or exclude the image under the cursor; the DSB gauge moves at once",
@@ -125,11 +127,11 @@ class DatasetScreen(MarkedRows, SectionScreen):
         self.watcher: DatasetWatcher | None = None
         self._changed: set[str] = set()
         self._moves: dict[str, str] = {}
-        self._change_timer = None
-        self._preview_timer = None
+        self._change_timer: Timer | None = None
+        self._preview_timer: Timer | None = None
         self._current: str | None = None
         self._pending_total = 0
-        self._quality_timer = None
+        self._quality_timer: Timer | None = None
         self.marked: set[str] = set()
         """Images marked with ``m`` (``a`` acts on them)."""
 
@@ -261,7 +263,7 @@ class DatasetScreen(MarkedRows, SectionScreen):
     def analyse(self, records: list) -> None:
         """Run the analysis pool and post results in batches (one table update per batch)."""
         worker = get_current_worker()
-        batch: list = []
+        batch: list[tuple[ImageRecord, ImageAnalysis]] = []
         done = 0
         last = time.monotonic()
         for record, analysis, _ in iter_analyses(
@@ -338,7 +340,7 @@ class DatasetScreen(MarkedRows, SectionScreen):
 
     # -- selection ---------------------------------------------------------------------------
 
-    def action_toggle(self) -> None:
+    def action_toggle_include(self) -> None:
         path = self.current_path()
         if path is None:
             return
@@ -540,10 +542,11 @@ class DatasetScreen(MarkedRows, SectionScreen):
 
     def action_save(self) -> bool:
         """Write the caption and go back to the table; False when it could not be written."""
+        path = self.editor.rel_path
         if self.editor.dirty:
-            if not self._save_editor():
+            if path is None or not self._save_editor():
                 return False  # the edit stays open
-            self.notify(f"Saved {self.curation.rows[self.editor.rel_path].record.caption_path.name}")
+            self.notify(f"Saved {self.curation.rows[path].record.caption_path.name}")
         if self.editor.text_area.has_focus:
             self.table.focus()
         return True

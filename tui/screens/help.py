@@ -6,6 +6,7 @@ from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
@@ -18,8 +19,8 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     """
     rows = []
     seen = set()
-    focused = []
-    node = screen.focused
+    focused: list[DOMNode] = []
+    node: DOMNode | None = screen.focused
     while node is not None and node is not screen:
         focused.append(node)
         node = node.parent

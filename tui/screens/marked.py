@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kiln.engine.errors import KilnError
+from kiln.tui.screens.section import SectionScreen
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,11 +19,10 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 if TYPE_CHECKING:
-    from kiln.tui.screens.dataset import DatasetScreen
+    from collections.abc import Iterable
 
-    _Base = DatasetScreen
-else:
-    _Base = object
+    from kiln.engine.curate import Curation
+    from kiln.tui.widgets.image_table import ImageTable
 
 # (key, action, what it does, the field's prompt; None: no field)
 ACTIONS: list[tuple[str, str, str, str | None]] = [
@@ -110,12 +110,30 @@ class MarkedScreen(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
-class MarkedRows(_Base):
+class MarkedRows(SectionScreen):
     """The dataset section's marks: ``m`` marks the row under the cursor, ``a`` acts on all marked.
 
     Mixed into :class:`kiln.tui.screens.dataset.DatasetScreen` (kept here so that screen stays
     readable); ``self.marked`` is set there.
     """
+
+    if TYPE_CHECKING:
+        # Defined by DatasetScreen; declared for the type checker only, so that nothing here
+        # shadows them at run time.
+        curation: Curation
+        marked: set[str]
+
+        @property
+        def table(self) -> ImageTable: ...
+        def current_path(self) -> str | None: ...
+        def refill_table(self, keep: str | None = None) -> None: ...
+        def schedule_quality(self) -> None: ...
+        def start_analysis(self) -> None: ...
+        def update_gauge(self) -> None: ...
+        def update_row(self, path: str) -> None: ...
+        def tell_sections(self, paths: set[str]) -> None: ...
+        def unsaved_caption(self) -> str | None: ...
+        def captions_written(self, paths: Iterable[str]) -> None: ...
 
     def show_marked_count(self) -> None:
         """The table pane's subtitle: how many images are marked (none: no subtitle)."""

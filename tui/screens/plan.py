@@ -475,15 +475,15 @@ class PlanScreen(SectionScreen):
                 )
             )
         counted = {concept.folder for concept in load.concepts}
-        for concept in self.curation.dataset.concepts:
-            if concept.folder and not concept.kohya_ok and concept.folder not in counted:
+        for skipped in self.curation.dataset.concepts:
+            if skipped.folder and not skipped.kohya_ok and skipped.folder not in counted:
                 images = sum(
                     1
                     for row in self.curation.rows.values()
-                    if row.record.folder == concept.folder and row.included
+                    if row.record.folder == skipped.folder and row.included
                 )
                 table_rows.append(
-                    (concept.folder, "skip", str(images), "0", f"→ {repeats}" if repeats else "")
+                    (skipped.folder, "skip", str(images), "0", f"→ {repeats}" if repeats else "")
                 )
         # The cursor stays on its folder (on a renamed folder's new name once it is counted).
         keep = self._follow_folder or self.highlighted_folder()

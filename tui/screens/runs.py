@@ -38,6 +38,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
@@ -170,7 +171,7 @@ class RunsScreen(SectionScreen):
         self.prompt_index = 0
         self.epoch_choice: int | None = None
         self._changed: set[Path] = set()
-        self._change_timer = None
+        self._change_timer: Timer | None = None
         self._chart_due = False
         self._chart_drawn = 0.0
         self._listed_once = False
@@ -715,7 +716,7 @@ class RunsScreen(SectionScreen):
         self.app.push_screen(SweepScreen(sweep_dir, self.images_mode), follow)
 
     def _sweep_dirs(self) -> list[Path]:
-        found = []
+        found: list[Path] = []
         for folder in self.folders:
             if folder.is_dir():
                 found.extend(child for child in folder.iterdir() if child.is_dir() and is_sweep_dir(child))

@@ -7,14 +7,19 @@ pictures at all (fast over slow links, deterministic in tests).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PIL import Image as PILImage
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+# textual-image's widget classes take the picture first: ``cls(picture_or_None, id=..., ...)``.
+ImageWidgetClass = Callable[..., Widget]
 
-def image_widget_class(mode: str) -> type[Widget] | None:
+
+def image_widget_class(mode: str) -> ImageWidgetClass | None:
     """The textual-image widget class for a mode, or None for ``none``.
 
     Importing textual-image probes the terminal, so callers do this before ``App.run()``.

@@ -4,6 +4,7 @@ their cells and their sort keys. No screen state: the table asks for one row's c
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from kiln.engine.curate import Row
 from kiln.engine.dataset.captions import caption_preview
@@ -26,7 +27,7 @@ COLUMNS: list[Column] = [
 _MISSING = float("inf")
 
 # Sort keys per column; missing figures sort last.
-SORT_KEYS: dict[str, Callable[[Row], object]] = {
+SORT_KEYS: dict[str, Callable[[Row], Any]] = {
     "path": lambda row: row.record.rel_path,
     "white": lambda row: row.analysis.white if row.analysis and row.analysis.ok else _MISSING,
     "black": lambda row: row.analysis.black if row.analysis and row.analysis.ok else _MISSING,

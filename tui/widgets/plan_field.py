@@ -76,7 +76,7 @@ class PlanField(Widget):
         self.label = label
         self._value = value
         self._placeholder = placeholder
-        self._tooltip = tooltip
+        self._input_tooltip = tooltip
         self._shown: tuple | None = None
         self._message: tuple[str | None, bool] = (None, False)
 
@@ -87,7 +87,7 @@ class PlanField(Widget):
             placeholder=self._placeholder,
             id=self.key,
             compact=True,
-            tooltip=self._tooltip or None,
+            tooltip=self._input_tooltip or None,
             max_length=self._max_length,
             suggester=self._suggester,
         )
@@ -110,7 +110,7 @@ class PlanField(Widget):
         Called on every keystroke, so it touches the widgets only when something changed.
         """
         shown = value is not None
-        if shown and content_key(value) != self._shown:
+        if value is not None and content_key(value) != self._shown:
             self._shown = content_key(value)
             self.query_one(".shown", Static).update(value)
         if shown == self.has_class("-shown"):

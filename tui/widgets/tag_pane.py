@@ -65,7 +65,7 @@ def build_edit(operation: str, first: str, second: str, regex: bool, records: li
     """
     pieces = [piece for piece in (part.strip() for part in first.split(",")) if piece]
     if operation == "add":
-        position = second.strip() or "last"
+        position: str | int = second.strip() or "last"
         if position not in ("first", "last"):
             try:
                 position = int(position)

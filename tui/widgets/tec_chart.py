@@ -67,7 +67,7 @@ class TecChart(PlotextPlot):
         plt.plot(epochs, scores, marker="braille", color=SCORE_COLOUR)
         plt.scatter(epochs, scores, marker="dot", color=SCORE_COLOUR)
         if len(epochs) <= 12:
-            plt.xticks(epochs)
+            plt.xticks([float(epoch) for epoch in epochs], [str(epoch) for epoch in epochs])
         ceiling = max(top * 1.15, max(self.drawn_bands, default=0) * 1.1, 1e-3)
         plt.ylim(0, ceiling)
         plt.yticks(*self._y_ticks(ceiling))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kiln.engine.tiles import Tile, TilePlan
+from kiln.tui.widgets.image_preview import ImageWidgetClass
 from PIL import Image as PILImage
 from rich.text import Text
 from textual import events
@@ -30,7 +31,9 @@ def tile_label(tile: Tile, kept: bool) -> Text:
 class TileCell(Widget):
     """One tile: its preview (or its size when previews are off) and a label."""
 
-    def __init__(self, tile: Tile, picture: PILImage.Image | None, image_class: type[Widget] | None) -> None:
+    def __init__(
+        self, tile: Tile, picture: PILImage.Image | None, image_class: ImageWidgetClass | None
+    ) -> None:
         super().__init__()
         self.tile = tile
         self.picture = picture
@@ -55,7 +58,7 @@ class TileCell(Widget):
             event.stop()
             grid.focus()
             grid.cursor = grid.cells.index(self)
-            grid.action_toggle()
+            grid.action_toggle_keep()
 
 
 class TileGrid(Widget, can_focus=True):
@@ -99,7 +102,7 @@ class TileGrid(Widget, can_focus=True):
     BINDINGS = [
         Binding(
             "space",
-            "toggle",
+            "toggle_keep",
             "Keep/drop",
             id="tiles.toggle",
             tooltip="Keep or drop the tile under the cursor",
@@ -137,7 +140,7 @@ class TileGrid(Widget, can_focus=True):
         def control(self) -> TileGrid:
             return self.grid
 
-    def __init__(self, image_class: type[Widget] | None = None, **kwargs) -> None:
+    def __init__(self, image_class: ImageWidgetClass | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.image_class = image_class
         self.plan: TilePlan | None = None
@@ -198,7 +201,7 @@ class TileGrid(Widget, can_focus=True):
         col = max(0, min(width - 1, col + cols))
         self.cursor = row * width + col
 
-    def action_toggle(self) -> None:
+    def action_toggle_keep(self) -> None:
         tile = self.current
         if tile is None:
             return
