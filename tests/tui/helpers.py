@@ -31,13 +31,25 @@ def make_app(path: Path, **kwargs) -> KilnApp:
     return KilnApp(path, **kwargs)
 
 
-async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
-    """Let the app run until ``condition()`` holds (workers and watchers are asynchronous)."""
+async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
+    """Let the app run until ``condition()`` holds (workers and watchers are asynchronous).
+
+    The timeout only bounds a failing test: a loaded 2-core CI machine can take seconds
+    where a quiet one takes milliseconds.
+    """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await pilot.pause(0.05)
+
+
+async def workers_idle(pilot) -> None:
+    """Wait until no worker of the app is pending or running (what a snapshot must wait for)."""
+    from textual.worker import WorkerState
+
+    busy = (WorkerState.PENDING, WorkerState.RUNNING)
+    await wait_for(pilot, lambda: not any(worker.state in busy for worker in pilot.app.workers))
 
 
 async def analysed(pilot) -> None:

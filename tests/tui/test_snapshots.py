@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.caption_models import write_wd14_model
-from tests.tui.helpers import analysed, make_app, ready, wait_for, write_tec_run
+from tests.tui.helpers import analysed, make_app, ready, wait_for, workers_idle, write_tec_run
 
 SIZE = (100, 30)
 
@@ -99,6 +99,7 @@ def test_captions_screen_after_a_run(snap_compare, sample_copy: Path, tmp_path: 
         screen.query_one("#trigger").value = "kilnpot"
         await pilot.press("ctrl+r", "y")
         await wait_for(pilot, lambda: not screen.run_pane.running)
+        await workers_idle(pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(sample_copy), terminal_size=SIZE, run_before=prepare)
