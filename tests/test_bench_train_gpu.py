@@ -10,6 +10,7 @@ import torch
 from bench import train_gpu
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_both_loops_per_batch(capsys: pytest.CaptureFixture[str]) -> None:
     torch.set_num_threads(1)
     argv = ["--device", "cpu", "--tiny", "--steps", "2", "--warmup", "1", "--batches", "1", "2", "--json"]

@@ -79,6 +79,7 @@ def test_a_second_lock_on_a_run_folder_is_refused_naming_the_holder(
     os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_worker_started_on_a_held_run_exits_2_before_touching_it(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, "pot", state="cancelled")
     before = {name: (run_dir / name).read_bytes() for name in ("events.jsonl", "status.json")}
@@ -228,6 +229,7 @@ def test_an_unreadable_status_of_a_live_run_reads_running_from_its_process(tmp_p
     assert info.state == "stale" and "status.json is unreadable" in info.error
 
 
+@pytest.mark.slow
 def test_watch_keeps_watching_a_live_run_through_a_corrupt_status(tmp_path: Path) -> None:
     run_dir = live_run(tmp_path)
     holder = hold_lock(run_dir)

@@ -1,4 +1,4 @@
-"""Diffusers -> original (LDM/CompVis) state-dict keys for SD 1.5, to write single-file checkpoints.
+"""Diffusers -> original (LDM/CompVis, SGM for SDXL) state-dict keys, to write single-file checkpoints.
 
 The single-file layout is what AUTO1111 and ComfyUI save. Kiln writes it only for its tiny test
 model, so the single-file loading path is exercised on a real file; the mapping is checked by a
@@ -30,59 +30,74 @@ def unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) -> dic
     """Rename a diffusers ``UNet2DConditionModel`` state dict to LDM's ``model.diffusion_model.*``.
 
     Args:
-        state: The U-Net's state dict (SD 1.5 block types: three cross-attention down blocks, a
-            plain one, and the mirror image going up).
+        state: The U-Net's state dict (SD 1.5 or SDXL block types).
         layers_per_block: The U-Net's ``layers_per_block``; it sets LDM's flat block numbering.
     """
+    with_attention = {int(key.split(".")[1]) for key in state if key.startswith("up_blocks.") and ".attentions." in key}
+    return {
+        UNET_PREFIX + ldm_unet_name(key, layers_per_block, with_attention): value for key, value in state.items()
+    }
+
+
+def ldm_unet_name(name: str, layers_per_block: int, up_levels_with_attention: set[int] | frozenset[int]) -> str:
+    """The LDM/SGM name of a diffusers U-Net parameter or module (``down_blocks.1.attentions.0.proj_in``
+    -> ``input_blocks.4.1.proj_in``), without the ``model.diffusion_model.`` prefix.
+
+    SD 1.5 single files and SDXL's original (SGM) layout number blocks the same way; Kohya's
+    SDXL LoRA keys use these names too. ``up_levels_with_attention`` names the up blocks that
+    have cross-attention: their upsampler sits in slot 2 instead of 1.
+
+    Raises:
+        ValueError: A name outside the U-Net's known parts.
+    """
     per_level = layers_per_block + 1
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0] == "time_embedding":
-            new = (
-                {"linear_1": "time_embed.0", "linear_2": "time_embed.2"}[parts[1]] + "." + ".".join(parts[2:])
-            )
-        elif parts[0] == "conv_in":
-            new = "input_blocks.0.0." + ".".join(parts[1:])
-        elif parts[0] == "conv_norm_out":
-            new = "out.0." + ".".join(parts[1:])
-        elif parts[0] == "conv_out":
-            new = "out.2." + ".".join(parts[1:])
-        elif parts[0] == "down_blocks":
-            level, kind = int(parts[1]), parts[2]
-            if kind == "downsamplers":
-                # down_blocks.i.downsamplers.0.conv.* -> input_blocks.N.0.op.*
-                new = f"input_blocks.{(level + 1) * per_level}.0.op." + ".".join(parts[5:])
-            else:
-                index = int(parts[3])
-                block = 1 + level * per_level + index
-                slot = 0 if kind == "resnets" else 1
-                new = f"input_blocks.{block}.{slot}." + _inner(kind, parts[4:])
-        elif parts[0] == "mid_block":
-            kind, index = parts[1], int(parts[2])
-            block = {("resnets", 0): 0, ("attentions", 0): 1, ("resnets", 1): 2}[(kind, index)]
-            new = f"middle_block.{block}." + _inner(kind, parts[3:])
-        elif parts[0] == "up_blocks":
-            level, kind = int(parts[1]), parts[2]
-            if kind == "upsamplers":
-                has_attention = any(k.startswith(f"up_blocks.{level}.attentions.") for k in state)
-                slot = 2 if has_attention else 1
-                new = f"output_blocks.{level * per_level + layers_per_block}.{slot}." + ".".join(parts[4:])
-            else:
-                index = int(parts[3])
-                slot = 0 if kind == "resnets" else 1
-                new = f"output_blocks.{level * per_level + index}.{slot}." + _inner(kind, parts[4:])
-        else:
-            raise ValueError(f"no LDM name for U-Net key {key}")
-        out[UNET_PREFIX + new] = value
-    return out
+    parts = name.split(".")
+    head = parts[0]
+    if head in _TOP_LEVEL and len(parts) > 1 and parts[1] in _TOP_LEVEL[head]:
+        return _join(_TOP_LEVEL[head][parts[1]], parts[2:])
+    if head in _TOP_LEVEL_PLAIN:
+        return _join(_TOP_LEVEL_PLAIN[head], parts[1:])
+    if head == "down_blocks":
+        level, kind = int(parts[1]), parts[2]
+        if kind == "downsamplers":
+            # down_blocks.i.downsamplers.0.conv -> input_blocks.N.0.op
+            return _join(f"input_blocks.{(level + 1) * per_level}.0.op", parts[5:])
+        block = 1 + level * per_level + int(parts[3])
+        return _join(f"input_blocks.{block}.{_slot(kind)}", _inner(kind, parts[4:]))
+    if head == "mid_block":
+        kind, index = parts[1], int(parts[2])
+        block = {("resnets", 0): 0, ("attentions", 0): 1, ("resnets", 1): 2}[(kind, index)]
+        return _join(f"middle_block.{block}", _inner(kind, parts[3:]))
+    if head == "up_blocks":
+        level, kind = int(parts[1]), parts[2]
+        if kind == "upsamplers":
+            slot = 2 if level in up_levels_with_attention else 1
+            return _join(f"output_blocks.{level * per_level + layers_per_block}.{slot}", parts[4:])
+        return _join(f"output_blocks.{level * per_level + int(parts[3])}.{_slot(kind)}", _inner(kind, parts[4:]))
+    raise ValueError(f"no LDM name for U-Net key {name}")
 
 
-def _inner(kind: str, rest: list[str]) -> str:
+_TOP_LEVEL = {
+    "time_embedding": {"linear_1": "time_embed.0", "linear_2": "time_embed.2"},
+    # SDXL's size/crop and pooled-text embedding (addition_embed_type = "text_time").
+    "add_embedding": {"linear_1": "label_emb.0.0", "linear_2": "label_emb.0.2"},
+}
+_TOP_LEVEL_PLAIN = {"conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+
+
+def _slot(kind: str) -> int:
+    return 0 if kind == "resnets" else 1
+
+
+def _join(head: str, rest: list[str]) -> str:
+    return ".".join([head, *rest])
+
+
+def _inner(kind: str, rest: list[str]) -> list[str]:
     """Inside a block: resnet layers are renamed, transformer blocks keep diffusers' names."""
-    if kind == "resnets":
-        return _RESNET_UNET[rest[0]] + "." + ".".join(rest[1:])
-    return ".".join(rest)
+    if kind == "resnets" and rest:
+        return [_RESNET_UNET[rest[0]], *rest[1:]]
+    return rest
 
 
 def vae_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -96,13 +96,16 @@ def byte_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def write_tokenizer(folder: Path) -> None:
-    """Write a CLIP tokenizer (vocab.json, merges.txt, configs) that works offline."""
+def write_tokenizer(folder: Path, pad: str = EOS) -> None:
+    """Write a CLIP tokenizer (vocab.json, merges.txt, configs) that works offline.
+
+    ``pad``: the padding token; SDXL's second (OpenCLIP) tokenizer pads with ``"!"``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(byte_vocab(), ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}), encoding="utf-8"
+        json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": pad, "unk_token": EOS}), encoding="utf-8"
     )
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
@@ -111,7 +114,7 @@ def write_tokenizer(folder: Path) -> None:
                 "model_max_length": 77,
                 "bos_token": BOS,
                 "eos_token": EOS,
-                "pad_token": EOS,
+                "pad_token": pad,
                 "unk_token": EOS,
                 "do_lower_case": True,
             }
@@ -225,23 +228,22 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
     return out
 
 
-def standard_text_encoder_keys(folder: Path) -> None:
+def standard_text_encoder_keys(folder: Path, keep: tuple[str, ...] = ()) -> None:
     """Give the text encoder's saved weights their standard ``text_model.``-prefixed names.
 
     transformers >= 5.6 saves ``CLIPTextModel`` without that level; transformers 4.x (which
     Kohya's sd-scripts pins) finds none of its keys in such a file and silently starts from
-    random weights. Both read the prefixed names.
+    random weights. Both read the prefixed names. Keys starting with one of ``keep`` sit
+    outside ``text_model`` (``text_projection.`` of SDXL's second encoder) and stay as they are.
     """
     from safetensors.torch import load_file, save_file
 
     for path in sorted(Path(folder).glob("*.safetensors")):
         tensors = load_file(str(path))
-        if all(key.startswith(TEXT_MODEL_PREFIX) for key in tensors):
+        standard = (TEXT_MODEL_PREFIX, *keep)
+        if all(key.startswith(standard) for key in tensors):
             continue
-        named = {
-            key if key.startswith(TEXT_MODEL_PREFIX) else TEXT_MODEL_PREFIX + key: t
-            for key, t in tensors.items()
-        }
+        named = {key if key.startswith(standard) else TEXT_MODEL_PREFIX + key: t for key, t in tensors.items()}
         save_file(named, str(path), metadata={"format": "pt"})
 
 
@@ -252,3 +254,5 @@ def write_tiny_configs(folder: Path, configs: dict[str, dict]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=2))
     write_tokenizer(folder / "tokenizer")
+    if "text_encoder_2/config.json" in configs:
+        write_tokenizer(folder / "tokenizer_2", pad="!")

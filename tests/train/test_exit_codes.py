@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from kiln.cli import main
 from kiln.engine.runs.events import read_events
 from kiln.engine.runs.testhooks import HOLD_ENV
@@ -19,6 +20,7 @@ from tests.runfolders import write_run, write_sweep
 from tests.train.test_runctl import run_config
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_foreground_run_exits_130(tiny_model: Path, train_dataset: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text(resolved_toml(run_config(tiny_model, train_dataset, tmp_path / "runs")))

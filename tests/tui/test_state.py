@@ -84,6 +84,7 @@ async def test_plan_settings_are_kept_across_restarts(sample_copy: Path, size) -
         assert field(fresh.screen, "epochs") != "14"
 
 
+@pytest.mark.slow
 def test_tiny_model_writes_no_progress_bars(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kiln.cli", "tiny-model", str(tmp_path / "tiny")],
