@@ -46,7 +46,7 @@ async def toggles(path: Path, count: int = 30) -> tuple[list[float], list[float]
         for _ in range(count):
             before = gauge.summary
             start = time.perf_counter()
-            screen.action_toggle()
+            screen.action_toggle_include()
             await pilot.pause()  # let the gauge repaint
             incremental.append(time.perf_counter() - start)
             assert gauge.summary != before

@@ -33,13 +33,18 @@ def unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) -> dic
         state: The U-Net's state dict (SD 1.5 or SDXL block types).
         layers_per_block: The U-Net's ``layers_per_block``; it sets LDM's flat block numbering.
     """
-    with_attention = {int(key.split(".")[1]) for key in state if key.startswith("up_blocks.") and ".attentions." in key}
+    with_attention = {
+        int(key.split(".")[1]) for key in state if key.startswith("up_blocks.") and ".attentions." in key
+    }
     return {
-        UNET_PREFIX + ldm_unet_name(key, layers_per_block, with_attention): value for key, value in state.items()
+        UNET_PREFIX + ldm_unet_name(key, layers_per_block, with_attention): value
+        for key, value in state.items()
     }
 
 
-def ldm_unet_name(name: str, layers_per_block: int, up_levels_with_attention: set[int] | frozenset[int]) -> str:
+def ldm_unet_name(
+    name: str, layers_per_block: int, up_levels_with_attention: set[int] | frozenset[int]
+) -> str:
     """The LDM/SGM name of a diffusers U-Net parameter or module (``down_blocks.1.attentions.0.proj_in``
     -> ``input_blocks.4.1.proj_in``), without the ``model.diffusion_model.`` prefix.
 
@@ -73,7 +78,9 @@ def ldm_unet_name(name: str, layers_per_block: int, up_levels_with_attention: se
         if kind == "upsamplers":
             slot = 2 if level in up_levels_with_attention else 1
             return _join(f"output_blocks.{level * per_level + layers_per_block}.{slot}", parts[4:])
-        return _join(f"output_blocks.{level * per_level + int(parts[3])}.{_slot(kind)}", _inner(kind, parts[4:]))
+        return _join(
+            f"output_blocks.{level * per_level + int(parts[3])}.{_slot(kind)}", _inner(kind, parts[4:])
+        )
     raise ValueError(f"no LDM name for U-Net key {name}")
 
 

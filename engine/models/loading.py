@@ -1,8 +1,8 @@
-"""Load an SD 1.5 base model from a local path, offline: a diffusers folder or a single file.
+"""Load a base model from a local path, offline: a diffusers folder or a single file.
 
 Single-file checkpoints (what AUTO1111/ComfyUI users have) carry weights only; the component
-configs and tokenizer come from ``engine/models/configs/sd15/``, shipped with Kiln, so nothing is ever
-fetched from a hub. Pickled checkpoints (``.ckpt``, ``.pt``...) can run code when loaded and
+configs and tokenizers come from ``engine/models/configs/<family>/``, shipped with Kiln, so
+nothing is ever fetched from a hub. Pickled checkpoints (``.ckpt``, ``.pt``...) can run code when loaded and
 are refused unless the user says they trust the file.
 """
 
@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from kiln.engine.errors import ModelError
 
-if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
-
 SD15_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "sd15"
+SDXL_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "sdxl"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 # Present in every SD 1.x/2.x single file; its width tells SD 1.5 (768) from SD 2 (1024).
@@ -90,39 +89,52 @@ def _pickle_message(path: Path, what: str) -> str:
     )
 
 
-def load_pipeline(base: Path | str, allow_pickle: bool = False) -> StableDiffusionPipeline:
+ConfigDirFor = Callable[["ModelSource", Path], Path]
+
+
+def load_pipeline(
+    base: Path | str,
+    allow_pickle: bool = False,
+    pipeline: str = "StableDiffusionPipeline",
+    config_dir_for: ConfigDirFor | None = None,
+) -> Any:
     """Load the base model's full pipeline on the CPU in float32, offline.
 
     Args:
         base: A diffusers folder or a single-file checkpoint.
         allow_pickle: Accept ``.ckpt``/``.pt`` files and ``.bin`` folders.
+        pipeline: The diffusers pipeline class (the family's).
+        config_dir_for: ``(source, scratch) -> folder``: the diffusers config folder describing
+            a single file, checked against it (default: SD 1.5's, :func:`single_file_config_dir`).
+
+    Returns:
+        The pipeline (typed ``Any``: diffusers registers its parts at run time).
 
     Raises:
-        ModelError: The model cannot be read, or is not SD 1.5-shaped.
+        ModelError: The model cannot be read, or is not of the family's shape.
     """
     source = model_source(base, allow_pickle)
-    from diffusers import StableDiffusionPipeline
+    import diffusers
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()
+    cls = getattr(diffusers, pipeline)
+    # SD 1.5 pipelines carry a safety checker that training and samples never want.
+    extra: dict[str, Any] = (
+        {"safety_checker": None, "requires_safety_checker": False}
+        if pipeline == "StableDiffusionPipeline"
+        else {}
+    )
     try:
         if source.kind == "folder":
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source.path,
-                local_files_only=True,
-                use_safetensors=not source.pickle,
-                safety_checker=None,
-                requires_safety_checker=False,
+            pipe = cls.from_pretrained(
+                source.path, local_files_only=True, use_safetensors=not source.pickle, **extra
             )
         else:
             with tempfile.TemporaryDirectory(prefix="kiln-configs-") as tmp:
-                config_dir = single_file_config_dir(source, Path(tmp))
-                pipe = StableDiffusionPipeline.from_single_file(
-                    str(source.path),
-                    config=str(config_dir),
-                    local_files_only=True,
-                    safety_checker=None,
-                    requires_safety_checker=False,
+                config_dir = (config_dir_for or single_file_config_dir)(source, Path(tmp))
+                pipe = cls.from_single_file(
+                    str(source.path), config=str(config_dir), local_files_only=True, **extra
                 )
     except ModelError:
         raise
@@ -133,27 +145,69 @@ def load_pipeline(base: Path | str, allow_pickle: bool = False) -> StableDiffusi
     return pipe
 
 
-def single_file_config_dir(source: ModelSource, scratch: Path) -> Path:
-    """The diffusers config folder describing a single file: Kiln's SD 1.5 one, checked.
+def tiny_configs(source: ModelSource, scratch: Path, pipeline: str) -> Path | None:
+    """The configs a file written by ``kiln tiny-model --single-file`` carries in its metadata
+    (its shapes are no real family's), laid out in ``scratch``; None for any other file.
 
-    A file written by ``kiln tiny-model --single-file`` carries its own configs in its
-    metadata (its shapes are not SD 1.5's); they are laid out in ``scratch``.
+    Raises:
+        ModelError: The tiny model is another family's (its pipeline is not ``pipeline``).
     """
     if source.pickle:
-        return SD15_CONFIG_DIR
+        return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(source.path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            keys = set(handle.keys())
-            if "kiln.configs" in metadata:
-                from kiln.engine.models.tiny import write_tiny_configs
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise ModelError(f"{source.path}: not a readable .safetensors file ({exc})") from exc
+    if "kiln.configs" not in metadata:
+        return None
+    from kiln.engine.models.tiny import write_tiny_configs
 
-                write_tiny_configs(scratch, json.loads(metadata["kiln.configs"]))
-                return scratch
+    write_tiny_configs(scratch, json.loads(metadata["kiln.configs"]))
+    found = json.loads((scratch / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    if found != pipeline:
+        raise ModelError(
+            f'{source.path}: a tiny {found} model, not a {pipeline} one; set model.family = "auto"'
+        )
+    return scratch
+
+
+def sdxl_config_dir(scratch: Path) -> Path:
+    """SDXL's shipped configs laid out in ``scratch`` with both tokenizers (SD 1.5's BPE files;
+    the second pads with OpenCLIP's ``"!"``), so nothing is stored twice in the package."""
+    import shutil
+
+    shutil.copytree(SDXL_CONFIG_DIR, scratch, dirs_exist_ok=True)
+    for name, pad in (("tokenizer", None), ("tokenizer_2", "!")):
+        folder = scratch / name
+        shutil.copytree(SD15_CONFIG_DIR / "tokenizer", folder, dirs_exist_ok=True)
+        if pad is not None:
+            for file_name in ("special_tokens_map.json", "tokenizer_config.json"):
+                data = json.loads((folder / file_name).read_text(encoding="utf-8"))
+                data["pad_token"] = pad
+                (folder / file_name).write_text(json.dumps(data), encoding="utf-8")
+    return scratch
+
+
+def single_file_config_dir(source: ModelSource, scratch: Path) -> Path:
+    """The diffusers config folder describing an SD 1.5 single file: Kiln's SD 1.5 one, checked
+    (or a tiny model's own, :func:`tiny_configs`)."""
+    if source.pickle:
+        return SD15_CONFIG_DIR
+    tiny = tiny_configs(source, scratch, "StableDiffusionPipeline")
+    if tiny is not None:
+        return tiny
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(source.path), framework="pt") as handle:
+            keys = set(handle.keys())
             if SDXL_MARKER in keys:
-                raise ModelError(f"{source.path}: an SDXL checkpoint; Kiln trains SD 1.5 models only")
+                raise ModelError(
+                    f'{source.path}: an SDXL checkpoint loaded as SD 1.5; set model.family = "sdxl" or "auto"'
+                )
             if _CROSS_ATTENTION_KEY not in keys:
                 raise ModelError(
                     f"{source.path}: not an SD 1.5 checkpoint (no model.diffusion_model.* U-Net keys)"
@@ -166,7 +220,7 @@ def single_file_config_dir(source: ModelSource, scratch: Path) -> Path:
     if width != 768:
         raise ModelError(
             f"{source.path}: cross-attention width {width}, SD 1.5 has 768 (an SD 2.x model?); "
-            "Kiln trains SD 1.5 models only"
+            "Kiln trains SD 1.5 and SDXL models"
         )
     return SD15_CONFIG_DIR
 

@@ -9,6 +9,7 @@ Which block classes, and which prefixes, belong to the family (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 UNET_PREFIX = "lora_unet"
 TEXT_ENCODER_PREFIX = "lora_te"
+# SDXL's two text encoders (CLIP-L and OpenCLIP bigG).
+TEXT_ENCODER_1_PREFIX = "lora_te1"
+TEXT_ENCODER_2_PREFIX = "lora_te2"
+TEXT_ENCODER_PREFIXES = (TEXT_ENCODER_PREFIX, TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def kohya_name(prefix: str, module: str) -> str:
     Text-encoder names always carry ``text_model``: transformers >= 5.6 dropped that level
     from ``CLIPTextModel``, but A1111, ComfyUI and Kohya expect it.
     """
-    if prefix == TEXT_ENCODER_PREFIX and not module.startswith("text_model."):
+    if prefix in TEXT_ENCODER_PREFIXES and not module.startswith("text_model."):
         module = "text_model." + module
     return f"{prefix}_{module.replace('.', '_')}"
 
@@ -55,9 +60,14 @@ def select_targets(
     alpha: float,
     conv_rank: int = 0,
     conv_alpha: float = 1.0,
+    rename: Callable[[str], str] | None = None,
 ) -> list[LoraTarget]:
     """The layers Kohya adapts inside ``model``'s blocks of the classes named in ``blocks``, in
-    model order: Linear and 1x1 Conv2d at ``rank``, other Conv2d at ``conv_rank`` (when > 0)."""
+    model order: Linear and 1x1 Conv2d at ``rank``, other Conv2d at ``conv_rank`` (when > 0).
+
+    ``rename`` maps a module's path in ``model`` to the path Kohya's key is built from, where
+    Kohya's model names its layers differently (SDXL's U-Net: the original SGM numbering).
+    """
     from torch import nn
 
     found: dict[str, LoraTarget] = {}
@@ -67,9 +77,11 @@ def select_targets(
         for child_name, child in block.named_modules():
             name = f"{block_name}.{child_name}" if child_name else block_name
             if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1)):
-                target = LoraTarget(name, kohya_name(prefix, name), rank, alpha)
+                target = LoraTarget(name, kohya_name(prefix, rename(name) if rename else name), rank, alpha)
             elif isinstance(child, nn.Conv2d) and conv_rank > 0:
-                target = LoraTarget(name, kohya_name(prefix, name), conv_rank, conv_alpha)
+                target = LoraTarget(
+                    name, kohya_name(prefix, rename(name) if rename else name), conv_rank, conv_alpha
+                )
             else:
                 continue
             found.setdefault(name, target)

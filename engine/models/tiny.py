@@ -243,7 +243,9 @@ def standard_text_encoder_keys(folder: Path, keep: tuple[str, ...] = ()) -> None
         standard = (TEXT_MODEL_PREFIX, *keep)
         if all(key.startswith(standard) for key in tensors):
             continue
-        named = {key if key.startswith(standard) else TEXT_MODEL_PREFIX + key: t for key, t in tensors.items()}
+        named = {
+            key if key.startswith(standard) else TEXT_MODEL_PREFIX + key: t for key, t in tensors.items()
+        }
         save_file(named, str(path), metadata={"format": "pt"})
 
 

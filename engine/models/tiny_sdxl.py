@@ -93,7 +93,12 @@ def build_tiny_sdxl_pipeline(seed: int = TINY_SEED) -> Any:
     Typed ``Any``: diffusers registers a pipeline's parts at run time (no checker sees them).
     """
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,12 +107,14 @@ def build_tiny_sdxl_pipeline(seed: int = TINY_SEED) -> Any:
         tokenizer = CLIPTokenizer.from_pretrained(Path(tmp) / "1")
         tokenizer_2 = CLIPTokenizer.from_pretrained(Path(tmp) / "2")
     vocab = byte_vocab()
-    ids = {"vocab_size": len(vocab), "bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS]}
+    ids: dict[str, Any] = {"vocab_size": len(vocab), "bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS]}
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     vae = AutoencoderKL(**SDXL_VAE_CONFIG)
     text_encoder = CLIPTextModel(CLIPTextConfig(**ids, pad_token_id=vocab[EOS], **TEXT_CONFIG))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, pad_token_id=vocab[PAD_2], **TEXT_CONFIG_2))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(**ids, pad_token_id=vocab[PAD_2], **TEXT_CONFIG_2)
+    )
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
