@@ -54,7 +54,7 @@ class RunHistory:
         validation: ``(epoch, step, loss)`` of each validation event.
         samples: Sample image paths per epoch (epoch 0 is the baseline before training).
         prompts: The sample prompts (prompt, seed, size), from the latest sample event.
-        checkpoints: Saved LoRA files in order.
+        checkpoints: Saved LoRA files in order, each once (its latest save).
         warnings: Warning messages in order.
         start: The latest ``start`` event.
         end: The ``done``, ``failed`` or ``cancelled`` event, if the run ended (cleared by a
@@ -112,6 +112,9 @@ class RunHistory:
         elif kind == "checkpoint":
             path = event.get("path")
             if path:
+                # A run cancelled and resumed within one epoch rewrites that epoch's file: the
+                # newest write replaces the entry, so each file is listed once.
+                self.checkpoints = [c for c in self.checkpoints if c.path != str(path)]
                 self.checkpoints.append(
                     Checkpoint(_int(event.get("epoch")), _int(event.get("step")), str(path))
                 )

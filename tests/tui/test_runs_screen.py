@@ -342,3 +342,28 @@ async def test_sweep_view_on_a_run_outside_a_sweep_says_so(sample_copy: Path, si
         await pilot.pause()
         assert app.screen is screen
         assert any("pot is not part of a sweep" in note for note in notes(app))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_lora_saved_by_cancel_cancel_done_is_listed_once(sample_copy: Path, size) -> None:
+    """Cancelling twice inside epoch 1, resuming, then finishing writes ``pot-e001`` three times."""
+    run_dir = write_run(sample_copy / "runs", "pot", steps=6, epochs=1, dataset=sample_copy)
+    events_file = run_dir / "events.jsonl"
+    events = [json.loads(line) for line in events_file.read_text(encoding="utf-8").splitlines()]
+    path = str(run_dir / "lora" / "pot-e001.safetensors")
+    first_step = next(i for i, event in enumerate(events) if event["type"] == "step")
+    stopped_twice = [
+        {"t": events[first_step]["t"], "type": "checkpoint", "epoch": 1, "step": 1, "path": path},
+        {"t": events[first_step]["t"], "type": "cancelled", "step": 1},
+        {"t": events[first_step]["t"], "type": "resumed", "step": 1},
+        {"t": events[first_step]["t"], "type": "checkpoint", "epoch": 1, "step": 1, "path": path},
+        {"t": events[first_step]["t"], "type": "cancelled", "step": 1},
+        {"t": events[first_step]["t"], "type": "resumed", "step": 1},
+    ]
+    events[first_step + 1 : first_step + 1] = stopped_twice
+    events_file.write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_runs(pilot)
+        await wait_for(pilot, lambda: "pot-e001" in text_of(screen, "#files"))
+        assert text_of(screen, "#files").count("pot-e001.safetensors") == 1

@@ -67,3 +67,17 @@ def test_feed_rebuilds_history_when_the_file_is_replaced(tmp_path: Path) -> None
     path.write_text(json.dumps(ev("step", step=1, loss=0.2)) + "\n")
     read = feed.poll()
     assert read.restarted and feed.history.steps == [1] and feed.history.losses == [0.2]
+
+
+def test_a_lora_rewritten_by_cancel_resume_cancel_done_is_listed_once() -> None:
+    """Cancelling twice within epoch 1 and then finishing it writes ``a-e001`` three times."""
+    path = "lora/a-e001.safetensors"
+    history = RunHistory()
+    history.add([ev("start", total=6), ev("step", step=1, loss=0.5, lr=1.0)])
+    history.add([ev("checkpoint", epoch=1, step=1, path=path), ev("cancelled", step=1)])
+    history.add([ev("resumed", step=1), ev("step", step=2, loss=0.4, lr=1.0)])
+    history.add([ev("checkpoint", epoch=1, step=2, path=path), ev("cancelled", step=2)])
+    history.add([ev("resumed", step=2), ev("step", step=3, loss=0.3, lr=1.0)])
+    history.add([ev("checkpoint", epoch=1, step=3, path=path)])
+    history.add([ev("checkpoint", epoch=2, step=6, path="lora/a-e002.safetensors"), ev("done", step=6)])
+    assert [(c.path, c.step) for c in history.checkpoints] == [(path, 3), ("lora/a-e002.safetensors", 6)]
