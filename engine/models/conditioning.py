@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made, never at start-up
+    import torch
 
 
 @dataclass
@@ -55,6 +56,8 @@ class TextConditioning:
 
 def stack(parts: Sequence[TextConditioning]) -> TextConditioning:
     """One batch from per-caption conditionings (the cached path)."""
+    import torch
+
     hidden = torch.cat([part.hidden for part in parts])
     pooled = [part.pooled for part in parts]
     return TextConditioning(

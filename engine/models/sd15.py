@@ -15,15 +15,18 @@ their 3x3 convs at the conv rank, their Linear and 1x1 convs at the main rank.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiln.engine.errors import ModelError
+from kiln.engine.models.conditioning import TextConditioning
 from kiln.engine.models.loading import SD15_CONFIG_DIR, SDXL_MARKER, load_pipeline
 from kiln.engine.models.lora_keys import TEXT_ENCODER_PREFIX, UNET_PREFIX, LoraTarget, select_targets
 from kiln.engine.models.safetensors_file import safetensors_header
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import StableDiffusionPipeline
     from torch import nn
 
@@ -69,9 +72,27 @@ def unet_targets(
     return select_targets(unet, UNET_PREFIX, blocks, rank, alpha, conv_rank, conv_alpha)
 
 
-def text_encoder_targets(text_encoder: nn.Module, rank: int, alpha: float) -> list[LoraTarget]:
-    """The text-encoder layers Kohya adapts (attention projections and MLP), in model order."""
-    return select_targets(text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_BLOCKS, rank, alpha)
+def text_encoder_targets(
+    text_encoder: nn.Module, rank: int, alpha: float, prefix: str = TEXT_ENCODER_PREFIX
+) -> list[LoraTarget]:
+    """The text-encoder layers Kohya adapts (attention projections and MLP), in model order.
+
+    The same for every CLIP text encoder (SDXL's two too); ``prefix`` names the encoder.
+    """
+    return select_targets(text_encoder, prefix, TEXT_ENCODER_BLOCKS, rank, alpha)
+
+
+def encode_text(
+    encoders: Sequence[nn.Module], plain: Sequence[nn.Module], ids: Sequence[torch.Tensor], clip_skip: int
+) -> TextConditioning:
+    """The text encoder's hidden states the U-Net attends to, ``clip_skip`` layers from the end
+    (then the final layer norm, as Kohya and A1111 apply it)."""
+    output = encoders[0](ids[0], output_hidden_states=clip_skip > 1)
+    if clip_skip == 1:
+        return TextConditioning(output.last_hidden_state)
+    inner: nn.Module = getattr(plain[0], "text_model", plain[0])
+    norm: nn.Module = inner.final_layer_norm  # type: ignore[assignment]
+    return TextConditioning(norm(output.hidden_states[-clip_skip]))
 
 
 def text_encoder(pipe: StableDiffusionPipeline) -> nn.Module:
@@ -84,3 +105,10 @@ def build_tiny(seed: int | None = None) -> StableDiffusionPipeline:
     from kiln.engine.models.tiny import TINY_SEED, build_tiny_pipeline
 
     return build_tiny_pipeline(TINY_SEED if seed is None else seed)
+
+
+def write_tiny(out: Path, single_file: bool = False) -> Path:
+    """Write the tiny SD 1.5 (``kiln tiny-model``)."""
+    from kiln.engine.models.tiny import write_tiny_model
+
+    return write_tiny_model(out, single_file=single_file)

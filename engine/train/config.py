@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.engine.errors import ConfigError
+from kiln.engine.models.family import FAMILY_CHOICES, ModelFamily
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +31,7 @@ SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 BASELINES = ("auto", "on", "off")
+PREDICTIONS = ("auto", "epsilon", "v")
 # train.precision -> accelerate's mixed_precision.
 MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
@@ -59,6 +61,8 @@ KOHYA_NAMES: dict[str, str] = {
     "output_dir": "output.dir",
     "output_name": "output.name",
     "training_comment": "output.comment",
+    "v_parameterization": "model.prediction",
+    "zero_terminal_snr": "train.zero_terminal_snr",
 }
 
 
@@ -111,8 +115,21 @@ def _multiple_of_8(value: int) -> str | None:
 class ModelConfig:
     """``[model]``: the base checkpoint."""
 
-    base: str = field(default="", metadata=_help("diffusers folder or SD 1.5 .safetensors file (required)"))
+    base: str = field(
+        default="", metadata=_help("diffusers folder or SD 1.5 / SDXL .safetensors file (required)")
+    )
     allow_pickle: bool = field(default=False, metadata=_help("accept .ckpt/.pt files (they can run code)"))
+    family: str = field(
+        default="auto",
+        metadata=_help("model family: auto (read from the files), sd15, sdxl", _one_of(*FAMILY_CHOICES)),
+    )
+    prediction: str = field(
+        default="auto",
+        metadata=_help(
+            "what the U-Net predicts: auto (the model's scheduler config), epsilon, v (v-prediction bases)",
+            _one_of(*PREDICTIONS),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,12 @@ class TrainParams:
         default=0.0,
         metadata=_help("text-encoder LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0), MAX_LR),
     )
+    text_encoder_2_lr: float = field(
+        default=0.0,
+        metadata=_help(
+            "SDXL's second text encoder's LR; 0 = unet_lr x text_encoder_lr_ratio", _at_least(0), MAX_LR
+        ),
+    )
     text_encoder_lr_ratio: float = field(
         default=0.2,
         metadata=_help("text-encoder LR as a share of unet_lr (guide: 1/4 .. 1/6)", _within(0, 1)),
@@ -197,6 +220,12 @@ class TrainParams:
     lr_warmup_steps: int = field(default=0, metadata=_help("linear warmup steps", _at_least(0)))
     min_snr_gamma: float = field(
         default=0.0, metadata=_help("min-SNR weighting gamma (5 is usual); 0 = off", _at_least(0))
+    )
+    zero_terminal_snr: bool = field(
+        default=False,
+        metadata=_help(
+            "rescale the noise schedule to zero terminal SNR (Kohya --zero_terminal_snr; use with v)"
+        ),
     )
     noise_offset: float = field(
         default=0.0, metadata=_help("noise offset (0.05-0.1 darkens/brightens)", _at_least(0))
@@ -293,6 +322,18 @@ class TrainConfig:
         if self.train.text_encoder_lr > 0:
             return self.train.text_encoder_lr
         return self.train.unet_lr * self.train.text_encoder_lr_ratio
+
+    @property
+    def text_encoder_2_lr(self) -> float:
+        """SDXL's second text encoder's LR: explicit, else the guide's fraction of the U-Net LR
+        (the same rule as the first's, so the guide's ratio applies to both by default)."""
+        if self.train.text_encoder_2_lr > 0:
+            return self.train.text_encoder_2_lr
+        return self.train.unet_lr * self.train.text_encoder_lr_ratio
+
+    def text_encoder_lrs(self) -> tuple[float, float]:
+        """Both text encoders' LRs, in slot order (SD 1.5 uses the first)."""
+        return self.text_encoder_lr, self.text_encoder_2_lr
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Tables of plain values (tuples as lists), as TOML or JSON would hold them."""
@@ -482,11 +523,32 @@ def _check_relations(source: str, config: TrainConfig) -> None:
             ) from None
 
 
+def check_family_settings(config: TrainConfig, family: ModelFamily, source: str = "config") -> None:
+    """Refuse settings the model family cannot train with, before anything is written.
+
+    Raises:
+        ConfigError: ``train.clip_skip`` past the family's (SDXL reads its encoders'
+            penultimate layers already) or a bucket step Kohya refuses for the family.
+    """
+    train, data = config.train, config.dataset
+    if train.clip_skip > family.max_clip_skip:
+        raise ConfigError(
+            f"{source}: train.clip_skip = {train.clip_skip}: {family.title} already uses its text encoders' "
+            f"penultimate layers; set train.clip_skip = 1"
+        )
+    step = family.bucket_step_multiple
+    if data.bucket_reso_steps % step:
+        raise ConfigError(
+            f"{source}: dataset.bucket_reso_steps = {data.bucket_reso_steps}: {family.title} needs a "
+            f"multiple of {step} (Kohya refuses others); use 64"
+        )
+
+
 def require_paths(config: TrainConfig, source: str = "config") -> None:
     """Insist on the two keys a run cannot do without (defaults leave them empty)."""
     if not config.model.base:
         raise ConfigError(
-            f"{source}: model.base is required: a diffusers folder or an SD 1.5 .safetensors file"
+            f"{source}: model.base is required: a diffusers folder or an SD 1.5 / SDXL .safetensors file"
         )
     if not config.dataset.path:
         raise ConfigError(f"{source}: dataset.path is required: the dataset folder (Kohya layout N_name/)")

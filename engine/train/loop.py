@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from kiln.engine import __version__
 from kiln.engine.errors import KilnError, RunError
-from kiln.engine.models.family import detect_family
+from kiln.engine.models.family import resolve_family
 from kiln.engine.models.loading import model_fingerprint, model_source
 from kiln.engine.train import checkpoint
-from kiln.engine.train.config import TrainConfig
+from kiln.engine.train.config import TrainConfig, check_family_settings
 from kiln.engine.train.data import (
     LatentCache,
     TrainImage,
@@ -56,7 +56,7 @@ from kiln.engine.train.lora_io import (
     write_lora,
 )
 from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
-from kiln.engine.train.models import TrainModels, load_models
+from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
 from kiln.engine.train.outputs import (
     STATE_FOLDER,
@@ -252,9 +252,13 @@ class Trainer:
 
         self.source = model_source(config.model.base, config.model.allow_pickle)
         self.log.info("loading %s (%s)", self.source.path, self.source.kind)
-        family = detect_family(self.source.path)
+        family = resolve_family(self.source.path, config.model.family)
+        check_family_settings(config, family)
+        self.log.info("model family: %s", family.title)
         self.models: TrainModels = load_models(config, family, self.device, self.weight_dtype, self.log)
-        self.alphas_cumprod = self.models.noise_scheduler.alphas_cumprod.to(self.device)
+        # Min-SNR weights come from the base schedule even when zero terminal SNR rescales the
+        # noising one (as Kohya computes them), so the last timestep keeps a finite weight.
+        self.alphas_cumprod = base_alphas_cumprod(self.models).to(self.device)
 
         from kiln.engine.plan.steps import plan_steps
 
@@ -311,6 +315,8 @@ class Trainer:
                 }
                 for b in self.plan.buckets
             ],
+            family=family.name,
+            prediction=self.models.prediction_type,
             unet_modules=len(self.models.unet_targets),
             text_encoder_modules=len(self.models.te_targets),
             processes=self.processes,
@@ -348,12 +354,11 @@ class Trainer:
         self.base_optimizer = optimizer
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
-        if models.train_te:
-            models.unet_train, models.te_train, self.optimizer = self.accelerator.prepare(
-                models.unet, models.text_encoder, optimizer
-            )
-        else:
-            models.unet_train, self.optimizer = self.accelerator.prepare(models.unet, optimizer)
+        trained = [part for part in models.text_encoders if part.trains]
+        prepared = self.accelerator.prepare(models.unet, *(part.model for part in trained), optimizer)
+        models.unet_train, self.optimizer = prepared[0], prepared[-1]
+        for part, wrapped in zip(trained, prepared[1:-1], strict=True):
+            part.train_model = wrapped
 
     def _cache_latents(self) -> None:
         started = time.perf_counter()
@@ -447,8 +452,9 @@ class Trainer:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(self.accelerator.no_sync(self.models.unet_train))
-        if self.models.train_te:
-            stack.enter_context(self.accelerator.no_sync(self.models.te_train))
+        for part in self.models.text_encoders:
+            if part.trains:
+                stack.enter_context(self.accelerator.no_sync(part.train_model))
         return stack
 
     def _stop_agreed(self) -> bool:
@@ -490,7 +496,10 @@ class Trainer:
             models.noise_scheduler.config.num_train_timesteps,
         )
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
-        loss = self._per_sample_loss(latents, noise, timesteps, captions)
+        time_ids = models.family.time_ids(
+            [image.size for image in images], [image.bucket for image in images]
+        )
+        loss = self._per_sample_loss(latents, noise, timesteps, captions, time_ids)
         if config.train.min_snr_gamma:
             loss = loss * min_snr_weights(
                 self.alphas_cumprod, timesteps, config.train.min_snr_gamma, models.prediction_type
@@ -505,7 +514,12 @@ class Trainer:
         return loss
 
     def _per_sample_loss(
-        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str]
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        captions: list[str],
+        time_ids: torch.Tensor | None,
     ) -> torch.Tensor:
         return per_sample_loss(
             self.models,
@@ -516,6 +530,7 @@ class Trainer:
             noise,
             timesteps,
             captions,
+            time_ids,
         )
 
     def _latent(self, image: TrainImage) -> torch.Tensor:
@@ -646,10 +661,11 @@ class Trainer:
         tensors = kohya_state_dict(
             self.accelerator.unwrap_model(models.unet_train), models.unet_targets, dtype
         )
-        if models.train_te:
-            tensors.update(
-                kohya_state_dict(self.accelerator.unwrap_model(models.te_train), models.te_targets, dtype)
-            )
+        for part in models.text_encoders:
+            if part.trains:
+                tensors.update(
+                    kohya_state_dict(self.accelerator.unwrap_model(part.train_model), part.targets, dtype)
+                )
         metadata = lora_metadata(
             config,
             epoch=epoch,
@@ -662,6 +678,7 @@ class Trainer:
             model_name=self.source.name,
             optimizer=self.base_optimizer,
             prediction_type=models.prediction_type,
+            family=models.family,
             model_hashes=self._base_model_hashes(),
         )
         path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
@@ -692,7 +709,9 @@ class Trainer:
             noise = noise.to(self.device)
             latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
             steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
-            losses = self._per_sample_loss(latents, noise, steps, [image.caption] * len(timesteps))
+            count = len(timesteps)
+            time_ids = self.models.family.time_ids([image.size] * count, [image.bucket] * count)
+            losses = self._per_sample_loss(latents, noise, steps, [image.caption] * count, time_ids)
             for t, loss in zip(VALIDATION_TIMESTEPS, losses.tolist(), strict=True):
                 totals[t] += loss
         count = max(1, len(self.validation_images))
@@ -721,7 +740,8 @@ class Trainer:
         started = time.perf_counter()
         scheduler = sample_scheduler(self.config.sample.sampler, self.models.noise_scheduler.config)
         self.models.unet.eval()
-        self.models.text_encoder.eval()
+        for part in self.models.text_encoders:
+            part.model.eval()
         try:
             with self.accelerator.autocast():
                 paths = render_samples(
@@ -734,7 +754,8 @@ class Trainer:
                 )
         finally:
             self.models.unet.train()
-            self.models.text_encoder.train(self.models.train_te)
+            for part in self.models.text_encoders:
+                part.model.train(part.trains)
         self.report.emit(
             "sample",
             epoch=epoch,

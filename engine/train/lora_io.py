@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from kiln.engine import __version__
 from kiln.engine.fsutil import atomic_write_bytes
+from kiln.engine.models.family import SD15, ModelFamily
 from kiln.engine.models.lora_keys import LoraTarget
 from kiln.engine.models.safetensors_file import read_safetensors
 from kiln.engine.train.config import MIXED_PRECISION, TrainConfig
@@ -48,7 +49,6 @@ LEFT_OUT_SS_KEYS: dict[str, str] = {
     "ss_multires_noise_iterations": "Kiln has no multires noise",
     "ss_multires_noise_discount": "Kiln has no multires noise",
     "ss_adaptive_noise_scale": "Kiln has no adaptive noise scale",
-    "ss_zero_terminal_snr": "Kiln has no zero-terminal-SNR option",
     "ss_scale_weight_norms": "Kiln has no max-norm regularisation",
     "ss_ip_noise_gamma": "Kiln has no input-perturbation noise",
     "ss_debiased_estimation": "Kiln has no debiased estimation loss",
@@ -113,18 +113,28 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def modelspec_metadata(
-    title: str, resolution: int, date: str, prediction_type: str = "epsilon"
+    title: str,
+    resolution: int,
+    date: str,
+    prediction_type: str = "epsilon",
+    family: ModelFamily = SD15,
+    clip_skip: int = 1,
 ) -> dict[str, str]:
-    """Stability's ``modelspec.*`` keys for an SD 1.5 LoRA (what Kohya writes and civitai shows)."""
-    return {
+    """Stability's ``modelspec.*`` keys for a LoRA of ``family`` (what Kohya writes and civitai
+    shows). The prediction type is modelspec's word: ``epsilon`` or ``v`` (not diffusers'
+    ``v_prediction``); ``encoder_layer`` is written only with a clip skip, as sd-scripts does."""
+    spec = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
-        "modelspec.architecture": "stable-diffusion-v1/lora",
-        "modelspec.implementation": "diffusers",
+        "modelspec.architecture": family.modelspec_architecture,
+        "modelspec.implementation": family.modelspec_implementation,
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": date,
-        "modelspec.prediction_type": prediction_type,
+        "modelspec.prediction_type": "v" if prediction_type in ("v", "v_prediction") else "epsilon",
     }
+    if clip_skip > 1:
+        spec["modelspec.encoder_layer"] = str(clip_skip)
+    return spec
 
 
 def optimizer_description(optimizer: torch.optim.Optimizer, weight_decay: float) -> str:
@@ -179,6 +189,7 @@ def lora_metadata(
     model_name: str,
     optimizer: torch.optim.Optimizer,
     prediction_type: str,
+    family: ModelFamily = SD15,
     model_hashes: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """Kohya's ``ss_*`` keys and Stability's ``modelspec.*`` keys for a LoRA file saved at ``epoch``.
@@ -194,6 +205,7 @@ def lora_metadata(
         model_name: The base model's file or folder name.
         optimizer: The optimizer (its class is recorded; accelerate's wrapper is looked through).
         prediction_type: ``epsilon`` or ``v_prediction``.
+        family: The base model's family (base model version, modelspec architecture).
         model_hashes: ``(legacy, sha256)`` of a single-file base model (:func:`base_model_hashes`).
     """
     train, network, dataset = config.train, config.network, config.dataset
@@ -216,7 +228,7 @@ def lora_metadata(
         "ss_sd_model_name": model_name,
         "ss_sd_model_hash": model_hashes[0] if model_hashes else None,
         "ss_new_sd_model_hash": model_hashes[1] if model_hashes else None,
-        "ss_base_model_version": "sd_v1",
+        "ss_base_model_version": family.base_model_version,
         "ss_v2": False,
         "ss_network_module": "networks.lora",
         "ss_network_dim": network.rank,
@@ -235,6 +247,12 @@ def lora_metadata(
         "ss_learning_rate": train.unet_lr,
         "ss_unet_lr": train.unet_lr,
         "ss_text_encoder_lr": config.text_encoder_lr if network.train_text_encoder else 0.0,
+        # sd-scripts' networks.lora has one text-encoder LR; SDXL's second one is Kiln's own key.
+        "kiln_text_encoder_2_lr": (
+            (config.text_encoder_2_lr if network.train_text_encoder else 0.0)
+            if len(family.text_encoders) > 1
+            else None
+        ),
         "ss_lr_scheduler": train.scheduler,
         "ss_lr_warmup_steps": train.lr_warmup_steps,
         "ss_optimizer": optimizer_description(optimizer, train.weight_decay),
@@ -243,6 +261,7 @@ def lora_metadata(
         "ss_full_fp16": False,
         "ss_save_precision": config.save.precision,
         "ss_seed": train.seed,
+        "ss_zero_terminal_snr": train.zero_terminal_snr,
         # sd-scripts writes its argument as given: None when the option is off.
         "ss_min_snr_gamma": train.min_snr_gamma or "None",
         "ss_noise_offset": train.noise_offset or "None",
@@ -265,5 +284,9 @@ def lora_metadata(
     }
     out = {key: str(value) for key, value in meta.items() if value is not None}
     date = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-    out.update(modelspec_metadata(config.output.name, dataset.resolution, date, prediction_type))
+    out.update(
+        modelspec_metadata(
+            config.output.name, dataset.resolution, date, prediction_type, family, train.clip_skip
+        )
+    )
     return out

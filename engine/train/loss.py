@@ -41,40 +41,26 @@ def per_sample_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     captions: list[str],
+    time_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between the U-Net's prediction and its target, one value per sample.
 
     The one forward pass both training and the validation loss use: noise the latents at
-    ``timesteps``, encode the captions, predict, and compare with the noise (epsilon) or
-    the velocity (v-prediction).
+    ``timesteps``, encode the captions (through the family: one encoder, or SDXL's two with
+    its pooled text and the images' size/crop ``time_ids``), predict, and compare with the
+    noise (epsilon) or the velocity (v-prediction).
     """
-    scheduler, tokenizer = models.noise_scheduler, models.tokenizer
+    scheduler = models.noise_scheduler
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    ids = tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(latents.device)
+    ids = models.tokenize(captions, latents.device)
     with accelerator.autocast():
-        hidden = encode_text(models, ids, clip_skip)
-        prediction = models.unet_train(noisy.to(weight_dtype), timesteps, hidden).sample
+        conditioning = models.encode_text(ids, clip_skip)
+        kwargs = conditioning.unet_kwargs(None if time_ids is None else time_ids.to(latents.device))
+        prediction = models.unet_train(noisy.to(weight_dtype), timesteps, **kwargs).sample
     target = (
         noise if models.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
     )
     return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-
-
-def encode_text(models: TrainModels, ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
-    """The text encoder's hidden states the U-Net attends to (``clip_skip`` layers from the end)."""
-    with torch.set_grad_enabled(models.train_te and torch.is_grad_enabled()):
-        output = models.te_train(ids, output_hidden_states=clip_skip > 1)
-        if clip_skip == 1:
-            return output.last_hidden_state
-        inner: torch.nn.Module = getattr(models.text_encoder, "text_model", models.text_encoder)
-        norm: torch.nn.Module = inner.final_layer_norm  # type: ignore[assignment]
-        return norm(output.hidden_states[-clip_skip])
 
 
 def min_snr_weights(

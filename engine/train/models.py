@@ -1,9 +1,9 @@
 """The models a run trains, in one object: the base pipeline's parts with LoRA adapters added.
 
 :func:`load_models` loads the base through its model family (:mod:`kiln.engine.models.family`),
-moves the parts to the device, adds Kohya's LoRA adapters with peft (U-Net, and the text
-encoder when it trains) and sets up the noise scheduler. The trainer then hands the trained
-models to accelerate, which may wrap them (``unet_train``, ``te_train``).
+moves the parts to the device, adds Kohya's LoRA adapters with peft (U-Net, and each text
+encoder when they train) and sets up the noise scheduler. The trainer then hands the trained
+models to accelerate, which may wrap them (``unet_train``, each part's ``train_model``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from kiln.engine.models.family import ModelFamily
+from kiln.engine.models.conditioning import TextConditioning
+from kiln.engine.models.family import ModelFamily, TextEncoderSlot
 from kiln.engine.models.lora_keys import LoraTarget
 from kiln.engine.train.config import TrainConfig
 from kiln.engine.train.network import add_lora, lora_weights
+
+
+@dataclass
+class TextEncoderPart:
+    """One text encoder as training uses it.
+
+    Attributes:
+        slot: Which of the family's encoders (its pipeline attribute, Kohya prefix, resume key).
+        model: The encoder, on the device.
+        tokenizer: Its tokenizer.
+        targets: Its adapted layers (empty: frozen).
+        params: Its adapters' parameters.
+        lr: Its learning rate.
+        train_model: The encoder as accelerate prepared it (the plain one until then).
+    """
+
+    slot: TextEncoderSlot
+    model: torch.nn.Module
+    tokenizer: Any
+    targets: list[LoraTarget]
+    params: list[torch.nn.Parameter]
+    lr: float
+    train_model: torch.nn.Module = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.train_model = self.model
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.targets)
 
 
 @dataclass
@@ -24,32 +55,30 @@ class TrainModels:
     """The pipeline's parts as training uses them.
 
     Attributes:
+        family: The model family (how captions become conditioning, size conditioning...).
         pipe: The base pipeline (samples render with it; its parts are the ones below).
-        unet, text_encoder, vae, tokenizer: Its parts, on the device.
-        noise_scheduler: The DDPM scheduler of training (from the pipeline's scheduler config).
-        unet_targets, te_targets: The adapted layers (``te_targets`` empty: text encoder frozen).
-        unet_params, te_params: The adapters' parameters (float32), what the optimizer trains.
-        train_te: Whether the text encoder trains.
-        unet_train, te_train: The models as accelerate prepared them (wrapped for DDP with
-            several processes); the plain models until :meth:`prepared` is called.
+        unet, vae: Its U-Net and VAE, on the device.
+        text_encoders: Its text encoders (one for SD 1.5, two for SDXL), in the family's order.
+        noise_scheduler: The DDPM scheduler of training (from the pipeline's scheduler config,
+            with the prediction type and zero-terminal-SNR rescale the config asks for).
+        unet_targets: The U-Net's adapted layers.
+        unet_params: Its adapters' parameters (float32), what the optimizer trains.
+        unet_train: The U-Net as accelerate prepared it (wrapped for DDP with several
+            processes); the plain one until the trainer prepares it.
     """
 
+    family: ModelFamily
     pipe: Any
     unet: torch.nn.Module
-    text_encoder: torch.nn.Module
     vae: Any  # diffusers' AutoencoderKL (its encode() output is typed as a union)
-    tokenizer: Any
+    text_encoders: list[TextEncoderPart]
     noise_scheduler: Any
     unet_targets: list[LoraTarget]
-    te_targets: list[LoraTarget]
     unet_params: list[torch.nn.Parameter]
-    te_params: list[torch.nn.Parameter]
-    train_te: bool
     unet_train: torch.nn.Module = field(init=False)
-    te_train: torch.nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
-        self.unet_train, self.te_train = self.unet, self.text_encoder
+        self.unet_train = self.unet
 
     @property
     def prediction_type(self) -> str:
@@ -57,23 +86,56 @@ class TrainModels:
         return self.noise_scheduler.config.prediction_type
 
     @property
+    def train_te(self) -> bool:
+        """Whether any text encoder trains."""
+        return any(part.trains for part in self.text_encoders)
+
+    @property
+    def te_targets(self) -> list[LoraTarget]:
+        """Every text encoder's adapted layers, in slot order."""
+        return [target for part in self.text_encoders for target in part.targets]
+
+    @property
     def trainable(self) -> list[torch.nn.Parameter]:
         """Every adapter parameter (gradient clipping takes them all)."""
-        return self.unet_params + self.te_params
+        return self.unet_params + [param for part in self.text_encoders for param in part.params]
+
+    def tokenize(self, captions: list[str], device: torch.device) -> list[torch.Tensor]:
+        """Each encoder's token ids of ``captions``, padded to its window (77)."""
+        return [
+            part.tokenizer(
+                captions,
+                padding="max_length",
+                max_length=part.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(device)
+            for part in self.text_encoders
+        ]
+
+    def encode_text(self, ids: list[torch.Tensor], clip_skip: int) -> TextConditioning:
+        """The captions' conditioning; gradients flow only into encoders that train."""
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and self.train_te):
+            return self.family.encode_text(
+                [part.train_model for part in self.text_encoders],
+                [part.model for part in self.text_encoders],
+                ids,
+                clip_skip,
+            )
 
     def adapters(self) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """A copy of every adapter's ``(down, up)`` by Kohya name: ``{"unet_lora": ..., "te_lora": ...}``."""
-        return {
-            "unet_lora": _adapter_copy(self.unet, self.unet_targets),
-            "te_lora": _adapter_copy(self.text_encoder, self.te_targets),
-        }
+        copies = {"unet_lora": _adapter_copy(self.unet, self.unet_targets)}
+        for part in self.text_encoders:
+            copies[part.slot.resume_key] = _adapter_copy(part.model, part.targets)
+        return copies
 
     def load_adapters(self, data: dict[str, Any]) -> None:
         """Restore what :meth:`adapters` returned."""
-        for model, targets, key in (
-            (self.unet, self.unet_targets, "unet_lora"),
-            (self.text_encoder, self.te_targets, "te_lora"),
-        ):
+        pairs = [(self.unet, self.unet_targets, "unet_lora")]
+        pairs += [(part.model, part.targets, part.slot.resume_key) for part in self.text_encoders]
+        for model, targets, key in pairs:
             for target in targets:
                 down, up = lora_weights(model, target)
                 saved_down, saved_up = data[key][target.kohya]
@@ -89,58 +151,83 @@ def load_models(
     log: logging.Logger,
 ) -> TrainModels:
     """Load the base model and add the LoRA adapters ``config.network`` asks for."""
-    from diffusers import DDPMScheduler
-
     network = config.network
     _quiet_transformers()
     pipe = family.load(config.model.base, config.model.allow_pickle)
+    # The VAE encodes in float32 whatever the training precision: SDXL's overflows in fp16.
     vae = pipe.vae.to(device, dtype=torch.float32).eval()
     vae.requires_grad_(False)
     unet = pipe.unet.to(device, dtype=weight_dtype)
-    text_encoder = pipe.text_encoder.to(device, dtype=weight_dtype)
     unet_targets = family.unet_targets(
         unet, network.rank, network.alpha, network.conv_rank, network.conv_alpha
     )
     unet_params = add_lora(unet, unet_targets)
-    train_te = network.train_text_encoder
-    if train_te:
-        te_targets = family.text_encoder_targets(text_encoder, network.rank, network.alpha)
-        te_params = add_lora(text_encoder, te_targets)
-    else:
-        te_targets, te_params = [], []
-        text_encoder.requires_grad_(False)
+    parts = []
+    for slot, lr in zip(family.text_encoders, config.text_encoder_lrs(), strict=False):
+        model = getattr(pipe, slot.attr).to(device, dtype=weight_dtype)
+        targets: list[LoraTarget] = []
+        params: list[torch.nn.Parameter] = []
+        if network.train_text_encoder:
+            targets = family.text_encoder_targets(model, network.rank, network.alpha, slot.prefix)
+            params = add_lora(model, targets)
+        else:
+            model.requires_grad_(False)
+        if config.train.gradient_checkpointing and targets:
+            _checkpoint_text_encoder(model)
+        model.train(bool(targets))
+        parts.append(TextEncoderPart(slot, model, getattr(pipe, slot.tokenizer), targets, params, lr))
     if config.train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        if train_te:
-            # transformers >= 5 renamed it; non-reentrant so LoRA grads flow past frozen inputs.
-            if hasattr(text_encoder, "activation_checkpointing_enable"):
-                text_encoder.activation_checkpointing_enable({"use_reentrant": False})
-            else:
-                text_encoder.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
     unet.train()
-    text_encoder.train(train_te)
     log.info(
-        "LoRA rank %d alpha %g on %d U-Net and %d text-encoder modules",
+        "%s: LoRA rank %d alpha %g on %d U-Net and %s text-encoder modules",
+        family.title,
         network.rank,
         network.alpha,
         len(unet_targets),
-        len(te_targets),
+        " + ".join(str(len(part.targets)) for part in parts),
     )
     return TrainModels(
+        family=family,
         pipe=pipe,
         unet=unet,
-        text_encoder=text_encoder,
         vae=vae,
-        tokenizer=pipe.tokenizer,
-        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        text_encoders=parts,
+        noise_scheduler=training_scheduler(pipe.scheduler.config, config),
         unet_targets=unet_targets,
-        te_targets=te_targets,
         unet_params=unet_params,
-        te_params=te_params,
-        train_te=train_te,
     )
+
+
+def training_scheduler(base_config: Any, config: TrainConfig) -> Any:
+    """The DDPM scheduler of training: the base's betas, the prediction type the config asks
+    for (``auto``: the base's), and zero terminal SNR when asked (Kohya's
+    ``--zero_terminal_snr``, the same rescale of the betas)."""
+    from diffusers import DDPMScheduler
+
+    overrides: dict[str, Any] = {}
+    if config.model.prediction != "auto":
+        overrides["prediction_type"] = "v_prediction" if config.model.prediction == "v" else "epsilon"
+    if config.train.zero_terminal_snr:
+        overrides["rescale_betas_zero_snr"] = True
+    return DDPMScheduler.from_config(base_config, **overrides)
+
+
+def base_alphas_cumprod(models: TrainModels) -> torch.Tensor:
+    """The base schedule's cumulative alphas, before any zero-terminal-SNR rescale (what
+    Kohya's min-SNR weights use)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(models.pipe.scheduler.config).alphas_cumprod
+
+
+def _checkpoint_text_encoder(model: torch.nn.Module) -> None:
+    # transformers >= 5 renamed it; non-reentrant so LoRA grads flow past frozen inputs.
+    encoder: Any = model  # a transformers CLIP model (its checkpointing methods are untyped here)
+    if hasattr(encoder, "activation_checkpointing_enable"):
+        encoder.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _adapter_copy(

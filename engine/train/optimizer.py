@@ -19,8 +19,12 @@ def make_accelerator(config: TrainConfig, cpu: bool) -> Any:
         # accelerate keeps one state per process; a second run in the same process (tests,
         # a sweep) may ask for another precision.
         AcceleratorState._reset_state()
-    # With clip_skip the text encoder's last layers get no gradient; DDP must be told.
-    unused = config.network.train_text_encoder and config.train.clip_skip > 1
+    # With clip_skip the text encoder's last layers get no gradient (SDXL's encoders read the
+    # penultimate layer always, and only the second's pooled output uses its last); DDP must be told.
+    # ("auto" may be SDXL: finding unused parameters only costs time).
+    unused = config.network.train_text_encoder and (
+        config.train.clip_skip > 1 or config.model.family != "sd15"
+    )
     return Accelerator(
         mixed_precision=MIXED_PRECISION[config.train.precision],
         cpu=cpu,
@@ -32,12 +36,11 @@ def make_accelerator(config: TrainConfig, cpu: bool) -> Any:
 def make_optimizer(
     config: TrainConfig, models: TrainModels, total_steps: int, device: torch.device
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer over the adapters (U-Net and text encoder at their own learning rates) and
-    its LR schedule over ``total_steps`` optimizer steps."""
+    """The optimizer over the adapters (U-Net and each text encoder at their own learning rates)
+    and its LR schedule over ``total_steps`` optimizer steps."""
     train = config.train
     groups = [{"params": models.unet_params, "lr": train.unet_lr}]
-    if models.te_params:
-        groups.append({"params": models.te_params, "lr": config.text_encoder_lr})
+    groups += [{"params": part.params, "lr": part.lr} for part in models.text_encoders if part.params]
     if train.optimizer == "adamw8bit":
         import bitsandbytes
 

@@ -100,11 +100,15 @@ class RunReport:
         }
         if len(lrs) > 1:
             event["lr_te"] = lrs[1]
+        if len(lrs) > 2:
+            event["lr_te2"] = lrs[2]
         self.emit("step", **event)
         self.scalar("loss", loss, step)
         self.scalar("lr/unet", lrs[0], step)
         if len(lrs) > 1:
             self.scalar("lr/text_encoder", lrs[1], step)
+        if len(lrs) > 2:
+            self.scalar("lr/text_encoder_2", lrs[2], step)
 
     def close(self) -> None:
         """Close TensorBoard, the event sink and the log file."""

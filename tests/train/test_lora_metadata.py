@@ -29,6 +29,7 @@ WRITTEN_SS_KEYS = {
     "ss_sd_model_name",
     "ss_base_model_version",
     "ss_v2",
+    "ss_zero_terminal_snr",
     "ss_network_module",
     "ss_network_dim",
     "ss_network_alpha",
