@@ -182,6 +182,11 @@ def resolve_family(path: Path | str, requested: str = "auto") -> ModelFamily:
     Raises:
         ModelError: The path is no family's, or is another family's than the one asked for.
     """
+    if not Path(path).expanduser().exists():
+        raise ModelError(
+            f"{Path(path).expanduser()}: no such file or folder; set model.base to a diffusers folder "
+            "or a .safetensors file"
+        )
     if requested == "auto":
         return detect_family(path)
     family = family_named(requested)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.engine.errors import UsageError
-from kiln.engine.train.config import TrainConfig
+from kiln.engine.models.family import resolve_family
+from kiln.engine.train.config import TrainConfig, check_family_settings
 
 GIB = 1024**3
 # Above this share of the free memory the run is allowed, with a warning.
@@ -89,6 +90,9 @@ def check_run(
             "use --set train.precision=bf16 (or fp32)"
         )
     data = config.dataset
+    if config.model.base:
+        family = resolve_family(config.model.base, config.model.family)
+        check_family_settings(config, family)
     if data.min_bucket_reso > data.resolution:
         raise UsageError(
             f"dataset.min_bucket_reso = {data.min_bucket_reso} is above dataset.resolution = "

@@ -53,6 +53,7 @@ KOHYA_NAMES: dict[str, str] = {
     "optimizer_type": "train.optimizer",
     "lr_scheduler": "train.scheduler",
     "cache_latents_to_disk": "train.cache_latents_to_disk",
+    "cache_text_encoder_outputs": "train.cache_text_encoder_outputs",
     "sample_prompts": "sample.prompts",
     "sample_every_n_epochs": "sample.every_n_epochs",
     "sample_sampler": "sample.sampler",
@@ -245,6 +246,13 @@ class TrainParams:
     cache_latents: bool = field(default=True, metadata=_help("encode each image once (no per-step VAE)"))
     cache_latents_to_disk: bool = field(
         default=False, metadata=_help("keep cached latents in <dataset>/.kiln/latents (shared by runs)")
+    )
+    cache_text_encoder_outputs: bool = field(
+        default=True,
+        metadata=_help(
+            "when the text encoders do not train, encode each caption once (and, with fixed captions, "
+            "move the encoders off the GPU)"
+        ),
     )
 
 

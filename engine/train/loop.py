@@ -74,6 +74,7 @@ from kiln.engine.train.samples import (
     render_samples,
     sample_scheduler,
 )
+from kiln.engine.train.text_cache import text_cache_for
 
 # The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
 # moves only with the weights: comparable between epochs and between a sweep's runs.
@@ -235,6 +236,9 @@ class Trainer:
             )
         self.weight_dtype = WEIGHT_DTYPES[config.train.precision]
         torch.manual_seed(config.train.seed)
+        self.source = model_source(config.model.base, config.model.allow_pickle)
+        family = resolve_family(self.source.path, config.model.family)
+        check_family_settings(config, family)
 
         self.data: TrainingSet = training_set(config.dataset)
         for warning in self.data.warnings:
@@ -250,11 +254,7 @@ class Trainer:
                 ", ".join(image.rel_path for image in self.validation_images),
             )
 
-        self.source = model_source(config.model.base, config.model.allow_pickle)
-        self.log.info("loading %s (%s)", self.source.path, self.source.kind)
-        family = resolve_family(self.source.path, config.model.family)
-        check_family_settings(config, family)
-        self.log.info("model family: %s", family.title)
+        self.log.info("loading %s (%s), model family: %s", self.source.path, self.source.kind, family.title)
         self.models: TrainModels = load_models(config, family, self.device, self.weight_dtype, self.log)
         # Min-SNR weights come from the base schedule even when zero terminal SNR rescales the
         # noising one (as Kohya computes them), so the last timestep keeps a finite weight.
@@ -286,6 +286,9 @@ class Trainer:
         )
         if train.cache_latents:
             self._cache_latents()
+        self.text_cache = text_cache_for(
+            config, self.models, (*self.data.images, *self.validation_images), self.device, self.log
+        )
         if self.is_main:
             self.report.open_tensorboard(self.run_dir)
         resumed_from = self._load_resume_state() if self.resume else None
@@ -531,6 +534,7 @@ class Trainer:
             timesteps,
             captions,
             time_ids,
+            self.text_cache,
         )
 
     def _latent(self, image: TrainImage) -> torch.Tensor:
@@ -740,6 +744,9 @@ class Trainer:
         started = time.perf_counter()
         scheduler = sample_scheduler(self.config.sample.sampler, self.models.noise_scheduler.config)
         self.models.unet.eval()
+        offloaded = self.text_cache is not None and self.text_cache.offloaded
+        if offloaded:
+            self.models.move_text_encoders(self.device)
         for part in self.models.text_encoders:
             part.model.eval()
         try:
@@ -756,6 +763,8 @@ class Trainer:
             self.models.unet.train()
             for part in self.models.text_encoders:
                 part.model.train(part.trains)
+            if offloaded:
+                self.models.move_text_encoders("cpu")
         self.report.emit(
             "sample",
             epoch=epoch,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from kiln.engine.train.models import TrainModels
+from kiln.engine.train.text_cache import TextCache
 
 
 def batch_noise(
@@ -42,19 +43,27 @@ def per_sample_loss(
     timesteps: torch.Tensor,
     captions: list[str],
     time_ids: torch.Tensor | None = None,
+    text_cache: TextCache | None = None,
 ) -> torch.Tensor:
     """MSE between the U-Net's prediction and its target, one value per sample.
 
     The one forward pass both training and the validation loss use: noise the latents at
     ``timesteps``, encode the captions (through the family: one encoder, or SDXL's two with
     its pooled text and the images' size/crop ``time_ids``), predict, and compare with the
-    noise (epsilon) or the velocity (v-prediction).
+    noise (epsilon) or the velocity (v-prediction). With ``text_cache`` (frozen text
+    encoders) each caption is encoded once and looked up after.
     """
     scheduler = models.noise_scheduler
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    ids = models.tokenize(captions, latents.device)
     with accelerator.autocast():
-        conditioning = models.encode_text(ids, clip_skip)
+        if text_cache is not None:
+            conditioning = text_cache.lookup(
+                captions,
+                lambda texts: models.encode_text(models.tokenize(texts, models.text_device), clip_skip),
+                latents.device,
+            )
+        else:
+            conditioning = models.encode_text(models.tokenize(captions, latents.device), clip_skip)
         kwargs = conditioning.unet_kwargs(None if time_ids is None else time_ids.to(latents.device))
         prediction = models.unet_train(noisy.to(weight_dtype), timesteps, **kwargs).sample
     target = (

@@ -100,6 +100,16 @@ class TrainModels:
         """Every adapter parameter (gradient clipping takes them all)."""
         return self.unet_params + [param for part in self.text_encoders for param in part.params]
 
+    @property
+    def text_device(self) -> torch.device:
+        """Where the text encoders are (off the training device once their outputs are cached)."""
+        return next(self.text_encoders[0].model.parameters()).device
+
+    def move_text_encoders(self, device: torch.device | str) -> None:
+        """Move every text encoder to ``device`` (frozen ones leave the GPU between sample rounds)."""
+        for part in self.text_encoders:
+            part.model.to(device)
+
     def tokenize(self, captions: list[str], device: torch.device) -> list[torch.Tensor]:
         """Each encoder's token ids of ``captions``, padded to its window (77)."""
         return [

@@ -99,4 +99,6 @@ def tiny_sdxl_single_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same SDXL pipeline as one SGM-layout .safetensors file."""
     from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
 
-    return write_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl.safetensors", single_file=True)
+    return write_tiny_sdxl_model(
+        tmp_path_factory.mktemp("models") / "tiny-sdxl.safetensors", single_file=True
+    )
