@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a LoRA from a config file (or --demo)",
-        description="Train an SD 1.5 LoRA in the foreground with a progress bar, or --detach it "
+        description="Train an SD 1.5 or SDXL LoRA (the family is read from the base model) in the "
+        "foreground with a progress bar, or --detach it "
         "from the terminal. The run folder (runs/<time>-<name>/) gets config.toml, events.jsonl, "
         "status.json, train.log, samples/, lora/ and state/ (resume). Ctrl+C, SIGTERM or `kiln "
         "cancel` stop after the current step and save a LoRA and the resume state; a second one "
@@ -26,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", type=Path, nargs="?", help="TOML config (see --print-config)")
     parser.add_argument(
         "--demo", action="store_true", help="train the tiny model on sample_data/ (~1 min on a CPU)"
+    )
+    parser.add_argument(
+        "--family",
+        choices=("sd15", "sdxl"),
+        default="sd15",
+        help="with --demo: the tiny model's family (default sd15)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the full default config and exit")
     parser.add_argument(
@@ -64,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln train run.toml --detach          # then: kiln runs, kiln watch RUN, kiln cancel RUN",
         "kiln train run.toml --gpus 2 --detach",
         "kiln train --demo",
+        "kiln train --demo --family sdxl",
     )
     parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES_HELP}"
     parser.set_defaults(func=run)
@@ -98,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         # The tiny model's ops are so small that threads cost more than they give.
         torch.set_num_threads(1)
         output = Path(overrides.pop("output.dir", Path.cwd() / "runs"))
-        config = demo_config(output, overrides)
+        config = demo_config(output, overrides, family=args.family)
     else:
         config = load_config(args.config, overrides, overrides_source="--set")
         require_paths(config, str(args.config))

@@ -1,4 +1,5 @@
-"""``kiln train --demo``: the tiny model trained on the bundled sample dataset, about a minute on a CPU."""
+"""``kiln train --demo``: a tiny model (SD 1.5- or SDXL-shaped) trained on the bundled sample
+dataset, about a minute on a CPU."""
 
 from __future__ import annotations
 
@@ -39,21 +40,22 @@ def sample_data_dir() -> Path:
     return path
 
 
-def demo_model() -> Path:
-    """The tiny model in the cache, built on first use."""
-    from kiln.engine.models.tiny import write_tiny_model
+def demo_model(family: str = "sd15") -> Path:
+    """The family's tiny model in the cache, built on first use."""
+    from kiln.engine.models.family import family_named
 
-    path = cache_dir() / "tiny-sd15"
+    path = cache_dir() / f"tiny-{family}"
     if not (path / "model_index.json").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_model(path)
+        family_named(family).write_tiny(path)
     return path
 
 
-def demo_config(output_dir: Path, overrides: dict | None = None) -> TrainConfig:
-    """The demo's config: 64 px, rank 8, the guide's minimum of 10 epochs, samples and saves every 5."""
+def demo_config(output_dir: Path, overrides: dict | None = None, family: str = "sd15") -> TrainConfig:
+    """The demo's config: 64 px, rank 8, the guide's minimum of 10 epochs, samples and saves every 5,
+    on the tiny model of ``family`` (``sd15`` or ``sdxl``)."""
     data = {
-        "model": {"base": str(demo_model())},
+        "model": {"base": str(demo_model(family)), "family": family},
         "dataset": {
             "path": str(sample_data_dir()),
             "resolution": 64,

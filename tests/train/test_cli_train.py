@@ -97,3 +97,44 @@ def test_tiny_model_command_writes_both_layouts(tmp_path: Path) -> None:
     assert (tmp_path / "tiny" / "unet" / "config.json").is_file()
     single = kiln("tiny-model", str(tmp_path / "tiny.safetensors"), "--single-file")
     assert single.returncode == 0 and (tmp_path / "tiny.safetensors").stat().st_size > 1_000_000
+
+
+@pytest.mark.slow
+def test_the_sdxl_demo_trains_the_tiny_sdxl_on_sample_data(tmp_path: Path) -> None:
+    result = kiln(
+        "train",
+        "--demo",
+        "--family",
+        "sdxl",
+        "--output",
+        str(tmp_path / "runs"),
+        "--set",
+        "train.max_steps=4",
+        "--quiet",
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "cache" / "kiln" / "tiny-sdxl" / "model_index.json").is_file()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    start = next(event for event in events if event["type"] == "start")
+    assert start["family"] == "sdxl" and events[-1]["type"] == "done"
+    from kiln.engine.train.lora_io import read_lora
+
+    tensors, meta = read_lora(run_dir / "lora" / "demo-e001.safetensors")
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert any(key.startswith("lora_te2_") for key in tensors)
+
+
+@pytest.mark.slow
+def test_tiny_model_command_writes_the_sdxl_family(tmp_path: Path) -> None:
+    from kiln.engine.models.family import SDXL, detect_family
+
+    folder = kiln("tiny-model", str(tmp_path / "xl"), "--family", "sdxl", "--json")
+    assert folder.returncode == 0, folder.stderr
+    assert json.loads(folder.stdout)["family"] == "sdxl"
+    assert (tmp_path / "xl" / "text_encoder_2" / "config.json").is_file()
+    assert (tmp_path / "xl" / "tokenizer_2" / "tokenizer_config.json").is_file()
+    single = kiln("tiny-model", str(tmp_path / "xl.safetensors"), "--family", "sdxl", "--single-file")
+    assert single.returncode == 0, single.stderr
+    assert detect_family(tmp_path / "xl") is SDXL and detect_family(tmp_path / "xl.safetensors") is SDXL
