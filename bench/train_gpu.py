@@ -8,8 +8,14 @@ batch 1 and batch 4. Per loop and batch: the median step time after a warm-up (i
 peak GPU memory (``torch.cuda.max_memory_allocated``, weights included). The loops alternate
 (baseline, Kiln) per batch size, each on a fresh copy of the pipeline.
 
-Run from the repository root:  python -m bench.train_gpu [--steps 30] [--batches 1 4]
-Smoke run without a GPU:       python -m bench.train_gpu --device cpu --tiny --steps 2
+With ``--family sdxl``: a full-size SDXL pipeline (``engine/models/configs/sdxl``, random
+weights) at 1024 px, batch 1, bf16, rank 32 on the U-Net only, with the text encoders frozen
+and their outputs cached (computed once before the loop) and gradient checkpointing, as an
+SDXL LoRA is trained on a 24 GB card; the baseline is ``train_dreambooth_lora_sdxl.py``'s loop
+written plainly (cached prompt embeddings, size/crop time ids).
+
+Run from the repository root:  python -m bench.train_gpu [--steps 30] [--batches 1 4] [--family sdxl]
+Smoke run without a GPU:       python -m bench.train_gpu --device cpu --tiny --steps 2 [--family sdxl]
 """
 
 from __future__ import annotations
@@ -41,16 +47,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="the tiny test model at 64 px (smoke runs)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per loop and batch size")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=None, help="batch sizes (default 1 4; SDXL: 1)"
+    )
+    parser.add_argument("--family", choices=("sd15", "sdxl"), default="sd15", help="model family")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser.parse_args(argv)
 
 
-def build_pipeline(tiny: bool):
-    """The pipeline in memory on the CPU: SD 1.5's shapes (or the tiny model's), random weights."""
+def build_pipeline(tiny: bool, family: str = "sd15"):
+    """The pipeline in memory on the CPU: SD 1.5's or SDXL's shapes (or the tiny model's), random weights."""
     import torch
 
+    if family == "sdxl":
+        return _build_sdxl(tiny)
     if tiny:
         from kiln.engine.models.tiny import build_tiny_pipeline
 
@@ -77,6 +88,48 @@ def build_pipeline(tiny: bool):
     )
 
 
+def _build_sdxl(tiny: bool):
+    import torch
+
+    if tiny:
+        from kiln.engine.models.tiny_sdxl import build_tiny_sdxl_pipeline
+
+        return build_tiny_sdxl_pipeline()
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from kiln.engine.models.loading import SDXL_CONFIG_DIR, sdxl_config_dir
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = sdxl_config_dir(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(configs / "tokenizer")
+        tokenizer_2 = CLIPTokenizer.from_pretrained(configs / "tokenizer_2")
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SDXL_CONFIG_DIR / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SDXL_CONFIG_DIR / "vae"))
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(SDXL_CONFIG_DIR / "text_encoder"))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        CLIPTextConfig.from_pretrained(SDXL_CONFIG_DIR / "text_encoder_2")
+    )
+    scheduler = EulerDiscreteScheduler.from_config(
+        EulerDiscreteScheduler.load_config(SDXL_CONFIG_DIR / "scheduler")
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
+
+
 def make_dataset(root: Path, resolution: int) -> Path:
     folder = root / "data" / "20_bench"
     folder.mkdir(parents=True)
@@ -91,10 +144,12 @@ def make_dataset(root: Path, resolution: int) -> Path:
 def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
     """Kiln's Trainer on a copy of ``pipe`` (loaded from memory instead of disk)."""
     import kiln.engine.models.sd15 as sd15
+    import kiln.engine.models.sdxl as sdxl
     from kiln.engine.runs.control import controlled_trainer
     from kiln.engine.runs.layout import create_run_dir
     from kiln.engine.train.config import config_from_mapping
 
+    xl = args.family == "sdxl"
     config = config_from_mapping(
         {
             "model": {"base": str(base)},
@@ -112,9 +167,12 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
                 "precision": args.precision,
                 "unet_lr": UNET_LR,
                 "text_encoder_lr": TE_LR,
+                "gradient_checkpointing": xl,
             },
             "output": {"dir": str(runs), "name": f"bench-b{batch}"},
-        }
+        },
+        # SDXL: the U-Net only, text-encoder outputs cached (what a 24 GB card trains).
+        overrides={"network.train_text_encoder": False} if xl else None,
     )
     stamps: list[float] = []
 
@@ -122,8 +180,9 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
         if event["type"] == "step":
             stamps.append(time.perf_counter())
 
-    load_pipeline = sd15.load_pipeline
-    sd15.load_pipeline = lambda base, allow_pickle=False: copy.deepcopy(pipe)  # the bench times the loop
+    module = sdxl if xl else sd15
+    load_pipeline = module.load_pipeline
+    module.load_pipeline = lambda base, *rest, **kw: copy.deepcopy(pipe)  # type: ignore[assignment]  # the bench times the loop
     try:
         _reset_memory(args.device)
         trainer = controlled_trainer(
@@ -131,7 +190,7 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
         )
         result = trainer.run()
     finally:
-        sd15.load_pipeline = load_pipeline
+        module.load_pipeline = load_pipeline  # type: ignore[assignment]
     if result.state != "done":
         raise SystemExit(f"bench.train_gpu: Kiln's run {result.state}: {result.error}")
     peak = _peak_memory(args.device)
@@ -141,6 +200,8 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
 
 def baseline_run(pipe, data: Path, args, batch: int) -> dict:
     """A plain loop as the diffusers examples write it: peft adapters, cached latents, AdamW."""
+    if args.family == "sdxl":
+        return baseline_run_sdxl(pipe, data, args, batch)
     import torch
     import torch.nn.functional as F
     from kiln.engine.models.sd15 import text_encoder_targets, unet_targets
@@ -213,6 +274,90 @@ def baseline_run(pipe, data: Path, args, batch: int) -> dict:
     return _figures(stamps, args.warmup, peak)
 
 
+def baseline_run_sdxl(pipe, data: Path, args, batch: int) -> dict:
+    """``train_dreambooth_lora_sdxl.py``'s loop written plainly: U-Net adapters only, prompt
+    embeddings and pooled embeddings computed once, size/crop time ids, gradient checkpointing."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from kiln.engine.models.sdxl import unet_targets
+    from peft import LoraConfig, inject_adapter_in_model
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    _reset_memory(args.device)
+    pipe = copy.deepcopy(pipe)
+    unet, vae = pipe.unet, pipe.vae
+    encoders, tokenizers = (pipe.text_encoder, pipe.text_encoder_2), (pipe.tokenizer, pipe.tokenizer_2)
+    for module in (unet, vae, *encoders):
+        module.requires_grad_(False)
+    inject_adapter_in_model(
+        LoraConfig(
+            r=RANK, lora_alpha=ALPHA, target_modules=[t.module for t in unet_targets(unet, RANK, ALPHA)]
+        ),
+        unet,
+    )
+    vae.to(device, torch.float32)
+    files = sorted(data.rglob("*.png"))
+    captions = [path.with_suffix(".txt").read_text(encoding="utf-8") for path in files]
+    with torch.no_grad():
+        latents = []
+        for path in files:
+            pixels = torch.from_numpy(
+                np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1
+            )
+            encoded = vae.encode(pixels.permute(2, 0, 1)[None].to(device)).latent_dist.mode()
+            latents.append(encoded[0] * vae.config.scaling_factor)
+        hidden_rows, pooled_rows = [], []
+        for encoder in encoders:
+            encoder.to(device, dtype)
+        for caption in captions:
+            outputs = [
+                encoder(
+                    tokenizer(
+                        caption, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+                    ).input_ids.to(device),
+                    output_hidden_states=True,
+                )
+                for encoder, tokenizer in zip(encoders, tokenizers, strict=True)
+            ]
+            hidden_rows.append(torch.cat([out.hidden_states[-2] for out in outputs], dim=-1)[0])
+            pooled_rows.append(outputs[1].text_embeds[0])
+        for encoder in encoders:
+            encoder.to("cpu")
+    unet.to(device)
+    for name, param in unet.named_parameters():
+        param.data = param.data.to(torch.float32 if "lora_" in name else dtype)
+    unet.enable_gradient_checkpointing()
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": params, "lr": UNET_LR}], weight_decay=0.01)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    size = latents[0].shape[-1] * 8
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=torch.float32, device=device)
+    stamps = []
+    for step in range(args.warmup + args.steps):
+        picks = [(step * batch + i) % len(files) for i in range(batch)]
+        sample = torch.stack([latents[i] for i in picks])
+        hidden = torch.stack([hidden_rows[i] for i in picks])
+        added = {"text_embeds": torch.stack([pooled_rows[i] for i in picks]), "time_ids": time_ids}
+        noise = torch.randn_like(sample)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            noisy = scheduler.add_noise(sample, noise, timesteps).to(dtype)
+            prediction = unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
+        loss = F.mse_loss(prediction.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        stamps.append(time.perf_counter())
+    peak = _peak_memory(args.device)
+    del pipe, unet, vae, optimizer, latents
+    return _figures(stamps, args.warmup, peak)
+
+
 def _figures(stamps: list[float], warmup: int, peak: int | None) -> dict:
     times = np.diff(np.array(stamps[warmup - 1 :])) if warmup >= 1 else np.diff(np.array(stamps))
     median = statistics.median(times.tolist())
@@ -262,28 +407,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    resolution = 64 if args.tiny else 512
+    xl = args.family == "sdxl"
+    resolution = 64 if args.tiny else (1024 if xl else 512)
+    batches = args.batches or ([1] if xl else [1, 4])
     card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     results = []
     with tempfile.TemporaryDirectory(prefix="kiln-bench-gpu-") as tmp:
         root = Path(tmp)
-        pipe = build_pipeline(args.tiny)
+        pipe = build_pipeline(args.tiny, args.family)
         if args.tiny:
-            from kiln.engine.models.tiny import write_tiny_model
+            from kiln.engine.models.family import family_named
 
-            base = write_tiny_model(root / "tiny")
+            base = family_named(args.family).write_tiny(root / "tiny")
         else:
-            from kiln.engine.models.loading import SD15_CONFIG_DIR
+            from kiln.engine.models.loading import SD15_CONFIG_DIR, SDXL_CONFIG_DIR
 
-            base = SD15_CONFIG_DIR  # configs only: the weights come from memory
+            base = SDXL_CONFIG_DIR if xl else SD15_CONFIG_DIR  # configs only: the weights come from memory
         data = make_dataset(root, resolution)
-        for batch in args.batches:
+        for batch in batches:
             base_figures = baseline_run(pipe, data, args, batch)
             kiln_figures = kiln_run(pipe, base, data, root / "runs", args, batch, resolution)
             results.append({"batch": batch, "baseline": base_figures, "kiln": kiln_figures})
     report = {
         "device": card,
-        "model": "tiny" if args.tiny else "sd15-random",
+        "model": ("tiny" if args.tiny else "random") + f"-{args.family}",
+        "family": args.family,
         "resolution": resolution,
         "precision": args.precision,
         "rank": RANK,
@@ -292,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, text encoder trained")
+    trained = (
+        "U-Net only, text-encoder outputs cached, gradient checkpointing" if xl else "text encoder trained"
+    )
+    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, {trained}")
     for row in results:
         base, kiln = row["baseline"], row["kiln"]
         memory = (

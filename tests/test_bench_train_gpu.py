@@ -16,7 +16,7 @@ def test_smoke_run_reports_both_loops_per_batch(capsys: pytest.CaptureFixture[st
     argv = ["--device", "cpu", "--tiny", "--steps", "2", "--warmup", "1", "--batches", "1", "2", "--json"]
     assert train_gpu.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["model"] == "tiny" and report["precision"] == "bf16" and report["rank"] == 32
+    assert report["model"] == "tiny-sd15" and report["precision"] == "bf16" and report["rank"] == 32
     assert [row["batch"] for row in report["results"]] == [1, 2]
     for row in report["results"]:
         for loop in ("baseline", "kiln"):
@@ -29,3 +29,14 @@ def test_without_a_gpu_it_stops_with_one_line(capsys: pytest.CaptureFixture[str]
     assert train_gpu.main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no CUDA GPU on this machine" in err and "--device cpu --tiny" in err
+
+
+@pytest.mark.slow
+def test_sdxl_smoke_run_trains_the_unet_with_cached_text(capsys: pytest.CaptureFixture[str]) -> None:
+    torch.set_num_threads(1)
+    argv = ["--device", "cpu", "--tiny", "--family", "sdxl", "--steps", "2", "--warmup", "1", "--json"]
+    assert train_gpu.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "tiny-sdxl" and report["family"] == "sdxl"
+    assert [row["batch"] for row in report["results"]] == [1]
+    assert all(row[loop]["it_s"] > 0 for row in report["results"] for loop in ("baseline", "kiln"))
