@@ -40,7 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grad-accumulation", type=positive_int, default=1, help="accumulation steps")
     parser.add_argument("--gpus", type=positive_int, default=1, help="training processes (default 1)")
     parser.add_argument(
-        "--resolution", type=resolution, default=512, help="512 or WIDTHxHEIGHT (default 512)"
+        "--family",
+        choices=("sd15", "sdxl"),
+        default="sd15",
+        help="base model family: sets the default resolution (512 / 1024) and the advice",
+    )
+    parser.add_argument(
+        "--resolution", type=resolution, default=None, help="512 or WIDTHxHEIGHT (default: the family's)"
     )
     parser.add_argument("--min-bucket", type=positive_int, default=256, help="min_bucket_reso (default 256)")
     parser.add_argument(
@@ -53,12 +59,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--unet-lr", type=non_negative_float, help="U-Net learning rate (for advice)")
     parser.add_argument("--te-lr", type=non_negative_float, help="text-encoder learning rate (for advice)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="mixed precision (for advice)")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="the run checkpoints gradients (for advice)"
+    )
+    parser.add_argument(
+        "--gpu-memory",
+        type=non_negative_float,
+        metavar="GIB",
+        help="the training GPU's memory (SDXL advice; default: this machine's GPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_example(
         parser,
         "kiln calc --images 10 --repeats 35 --batch 4 --epochs 9",
         "kiln calc --images 10 --target-steps 3500 --epochs 10     # -> 35 repeats",
         "kiln calc sample_data --batch 2 --epochs 10 --resolution 512 --json",
+        "kiln calc sample_data --family sdxl --gpu-memory 16 --gradient-checkpointing",
     )
     parser.set_defaults(func=run)
 
@@ -88,16 +104,25 @@ def non_negative_float(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kiln calc``."""
+    from kiln.engine.models.family import family_named
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.evaluate import evaluate_plan
 
     if (args.path is None) == (args.images is None):
         raise UsageError("give a dataset PATH or --images N (not both)")
+    family = family_named(args.family)
+    if args.resolution is None:
+        args.resolution = family.resolution
+    if args.bucket_step % family.bucket_step_multiple:
+        raise UsageError(
+            f"--bucket-step {args.bucket_step}: {family.title} needs a multiple of "
+            f"{family.bucket_step_multiple} (Kohya refuses others); use 64"
+        )
     if args.target_steps is not None and args.epochs is not None and args.repeats is not None:
         raise UsageError(
             "with --target-steps give --epochs (to solve repeats) or --repeats (to solve epochs), not both"
         )
-    result: dict = {"root": None, "bucketing": None}
+    result: dict = {"root": None, "family": args.family, "bucketing": None}
     notices: list[dict[str, str]] = []
     dsb_verdict = None
     load = None
@@ -230,6 +255,9 @@ def _request(
         text_encoder_lr=args.te_lr,
         precision=args.precision,
         dsb_verdict=dsb_verdict,
+        family=args.family,
+        gpu_memory_gib=args.gpu_memory,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 

@@ -163,3 +163,38 @@ def test_path_and_images_together_or_bad_buckets_exit_2(shaped: Path, capsys) ->
 def test_missing_dataset_exits_1(tmp_path: Path, capsys) -> None:
     code, _, err = calc(capsys, str(tmp_path / "nope"))
     assert code == 1 and "no such folder" in err
+
+
+def test_sdxl_plans_at_1024_and_advises_on_memory(shaped: Path, capsys) -> None:
+    data = calc_json(capsys, str(shaped), "--family", "sdxl", "--gpu-memory", "16", "--epochs", "10")
+    assert data["family"] == "sdxl" and data["bucketing"]["resolution"] == [1024, 1024]
+    assert {tuple(bucket["resolution"]) for bucket in data["buckets"]} <= {
+        (1024, 1024),
+        (832, 1024),
+        (1024, 832),
+        (768, 1024),
+        (1024, 768),
+        (704, 1024),
+        (1024, 704),
+    }
+    ids = [warning["id"] for warning in data["warnings"]]
+    assert "sdxl-memory" in ids
+    fitted = calc_json(
+        capsys,
+        str(shaped),
+        "--family",
+        "sdxl",
+        "--gpu-memory",
+        "16",
+        "--gradient-checkpointing",
+        "--te-lr",
+        "0",
+    )
+    assert "sdxl-memory" not in [warning["id"] for warning in fitted["warnings"]]
+    assert calc_json(capsys, str(shaped))["bucketing"]["resolution"] == [512, 512]
+
+
+def test_sdxl_refuses_a_bucket_step_kohya_refuses(shaped: Path, capsys) -> None:
+    code, _, err = calc(capsys, str(shaped), "--family", "sdxl", "--bucket-step", "40")
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "--bucket-step 40: SDXL needs a multiple of 32" in err

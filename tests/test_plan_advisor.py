@@ -54,6 +54,15 @@ def ids(facts: PlanFacts, probe=never_probed) -> list[str]:
         (PlanFacts(dsb_verdict="mediocre"), ["dsb-not-optimal"]),
         (PlanFacts(dsb_verdict="generic"), ["dsb-not-optimal"]),
         (PlanFacts(precision="fp16"), []),
+        (PlanFacts(family="sdxl", gpu_memory_gib=24), []),
+        (PlanFacts(family="sdxl", gpu_memory_gib=16, gradient_checkpointing=True), []),
+        (PlanFacts(family="sdxl", gpu_memory_gib=16), ["sdxl-memory"]),
+        (
+            PlanFacts(family="sdxl", gpu_memory_gib=16, gradient_checkpointing=True, text_encoder_lr=2e-5),
+            ["sdxl-memory"],
+        ),
+        (PlanFacts(family="sdxl"), []),  # no GPU known: nothing to judge
+        (PlanFacts(family="sd15", gpu_memory_gib=8), []),
         (PlanFacts(), []),
     ],
 )
@@ -97,6 +106,8 @@ def test_every_rule_id_is_reachable_and_one_line() -> None:
         text_encoder_lr=1.0,
         precision="bf16",
         dsb_verdict="fair",
+        family="sdxl",
+        gpu_memory_gib=12,
     )
     reached = set(ids(everything, lambda: False))
     reached |= set(ids(PlanFacts(batch=3, run="final", steps_per_epoch=500, unet_lr=1.0, training="full")))
@@ -110,6 +121,7 @@ def test_every_rule_id_is_reachable_and_one_line() -> None:
         {"run": "quick"},
         {"training": "dreambooth"},
         {"precision": "fp8"},
+        {"family": "sd3"},
         {"unet_lr": -1e-4},
         {"text_encoder_lr": float("nan")},
     ],

@@ -15,6 +15,10 @@ from kiln.engine.errors import UsageError
 RUN_KINDS: tuple[str, ...] = ("test", "final")
 TRAINING_KINDS: tuple[str, ...] = ("lora", "full")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+FAMILIES: tuple[str, ...] = ("sd15", "sdxl")
+# Below this much GPU memory an SDXL LoRA needs gradient checkpointing and cached text-encoder
+# outputs (Kohya's and OneTrainer's guidance; measured by bench.train_gpu --family sdxl).
+SDXL_COMFORT_GIB = 24
 
 MAX_BATCH = 4
 MAX_FINAL_BATCH = 2
@@ -50,6 +54,8 @@ RULES: dict[str, str] = {
     "it, use fp16",
     "dsb-not-optimal": "the guide trains on datasets whose dominant tone share is 60 ± 5%; rebalance "
     "the dataset first (kiln dsb)",
+    "sdxl-memory": "an SDXL LoRA fits a GPU under 24 GB only with gradient checkpointing and cached "
+    "text-encoder outputs: set train.gradient_checkpointing = true and network.train_text_encoder = false",
 }
 
 
@@ -80,6 +86,9 @@ class PlanFacts:
         text_encoder_lr: Text-encoder learning rate; 0 means the text encoder is frozen.
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (mixed precision).
         dsb_verdict: The dataset's DSB verdict (``optimal``, ``fair``, ``mediocre``, ``generic``).
+        family: The base model's family (``sd15``, ``sdxl``).
+        gpu_memory_gib: The training GPU's memory (None: no GPU here, or not known).
+        gradient_checkpointing: Whether gradient checkpointing is on.
     """
 
     batch: int | None = None
@@ -92,12 +101,17 @@ class PlanFacts:
     text_encoder_lr: float | None = None
     precision: str | None = None
     dsb_verdict: str | None = None
+    family: str = "sd15"
+    gpu_memory_gib: float | None = None
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.run is not None and self.run not in RUN_KINDS:
             raise UsageError(f"run kind {self.run!r} is unknown; use one of {', '.join(RUN_KINDS)}")
         if self.training not in TRAINING_KINDS:
             raise UsageError(f"training {self.training!r} is unknown; use one of {', '.join(TRAINING_KINDS)}")
+        if self.family not in FAMILIES:
+            raise UsageError(f"model family {self.family!r} is unknown; use one of {', '.join(FAMILIES)}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise UsageError(f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         for name in ("unet_lr", "text_encoder_lr"):
@@ -170,4 +184,36 @@ def advise(facts: PlanFacts, bf16_supported: Callable[[], bool | None] = cuda_bf
         warn("bf16-unsupported", "bf16 on this GPU")
     if facts.dsb_verdict is not None and facts.dsb_verdict != "optimal":
         warn("dsb-not-optimal", f"DSB verdict {facts.dsb_verdict}")
+    if (
+        facts.family == "sdxl"
+        and facts.gpu_memory_gib is not None
+        and facts.gpu_memory_gib < SDXL_COMFORT_GIB
+    ):
+        # A text-encoder LR of 0 (or None: not chosen) leaves the encoders frozen, and their
+        # outputs cached; a positive one trains them and keeps them on the GPU.
+        frozen = not facts.text_encoder_lr
+        if not (facts.gradient_checkpointing and frozen):
+            missing = [
+                name
+                for name, on in (
+                    ("gradient checkpointing", facts.gradient_checkpointing),
+                    ("cached text", frozen),
+                )
+                if not on
+            ]
+            warn(
+                "sdxl-memory", f"SDXL on a {facts.gpu_memory_gib:.0f} GB GPU without {' and '.join(missing)}"
+            )
     return found
+
+
+def cuda_memory_gib() -> float | None:
+    """The first CUDA GPU's memory in GiB; None without one (or without torch). Imports torch,
+    so it is called only when an SDXL plan asks."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 1024**3

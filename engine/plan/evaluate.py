@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kiln.engine.errors import UsageError
-from kiln.engine.plan.advisor import Advice, PlanFacts, advise, cuda_bf16_supported
+from kiln.engine.plan.advisor import Advice, PlanFacts, advise, cuda_bf16_supported, cuda_memory_gib
 from kiln.engine.plan.loads import DatasetLoad
 from kiln.engine.plan.solve import Solution, solve_plan
 from kiln.engine.plan.steps import BucketKey, StepPlan, plan_steps, require_batch_fits, rounding_notes
@@ -40,6 +40,9 @@ class PlanRequest:
         text_encoder_lr: The text-encoder learning rate (for the advice), or None.
         precision: ``fp32``, ``fp16`` or ``bf16`` (for the advice), or None.
         dsb_verdict: The dataset's DSB verdict (for the advice), or None.
+        family: The base model's family (``sd15``, ``sdxl``; for the advice).
+        gpu_memory_gib: The GPU's memory (for SDXL's memory advice); None: probe this machine.
+        gradient_checkpointing: Whether the run checkpoints gradients (for the advice).
     """
 
     mode: str
@@ -58,6 +61,9 @@ class PlanRequest:
     text_encoder_lr: float | None = None
     precision: str | None = None
     dsb_verdict: str | None = None
+    family: str = "sd15"
+    gpu_memory_gib: float | None = None
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,13 +113,16 @@ class PlanEvaluation:
 
 
 def evaluate_plan(
-    request: PlanRequest, bf16_supported: Callable[[], bool | None] = cuda_bf16_supported
+    request: PlanRequest,
+    bf16_supported: Callable[[], bool | None] = cuda_bf16_supported,
+    gpu_memory: Callable[[], float | None] = cuda_memory_gib,
 ) -> PlanEvaluation:
     """Solve, count, check and advise.
 
     Args:
         request: The counts and settings.
         bf16_supported: The bf16 probe, called only when bf16 is chosen.
+        gpu_memory: The GPU-memory probe, called only for an SDXL plan that does not say.
 
     Raises:
         BatchTooLarge: the batch is larger than one epoch's samples.
@@ -149,6 +158,13 @@ def evaluate_plan(
         text_encoder_lr=request.text_encoder_lr,
         precision=request.precision,
         dsb_verdict=request.dsb_verdict,
+        family=request.family,
+        gpu_memory_gib=(
+            request.gpu_memory_gib
+            if request.gpu_memory_gib is not None or request.family != "sdxl"
+            else gpu_memory()
+        ),
+        gradient_checkpointing=request.gradient_checkpointing,
     )
     return PlanEvaluation(
         solution=solution,
