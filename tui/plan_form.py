@@ -43,6 +43,9 @@ DEFAULTS: dict[str, str] = {
     "unet_lr": "1e-4",
     "te_lr": "1/5",
 }
+# The resolution each family trains at: the form's default, switched with the family while the
+# field still holds the other family's default.
+FAMILY_RESOLUTIONS: dict[str, str] = {"sd15": "512", "sdxl": "1024"}
 _WHOLE = re.compile(r"^[+-]?[0-9]+$")
 _NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?$", re.IGNORECASE)
 _RATIO = re.compile(r"^1\s*/\s*([0-9]+(\.[0-9]*)?)$")
@@ -63,6 +66,8 @@ class PlanInputs:
         precision: ``fp32``, ``fp16`` or ``bf16``.
         training: ``lora`` or ``full``.
         run: ``test`` or ``final``.
+        family: The base model's family, ``sd15`` or ``sdxl``.
+        gradient_checkpointing: Whether the run will checkpoint gradients (SDXL's memory advice).
     """
 
     texts: Mapping[str, str]
@@ -72,6 +77,8 @@ class PlanInputs:
     precision: str = "fp16"
     training: str = "lora"
     run: str = "final"
+    family: str = "sd15"
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,7 @@ def evaluate(
     load: DatasetLoad | None = None,
     dsb_verdict: str | None = None,
     bf16_supported: Callable[[], bool | None] = lambda: None,
+    gpu_memory: Callable[[], float | None] = lambda: None,
 ) -> PlanOutcome:
     """Read the form and count the run it describes; never raises for anything typed.
 
@@ -234,6 +242,7 @@ def evaluate(
         load: The dataset's load for ``inputs.spec`` (dataset source); None while it is read.
         dsb_verdict: The dataset's DSB verdict for the advice (None: unknown or typed).
         bf16_supported: The bf16 probe, called only when bf16 is chosen.
+        gpu_memory: The GPU-memory probe (GiB), called only for SDXL; None: not known (yet).
     """
     texts = {**DEFAULTS, **inputs.texts}
     errors: dict[str, str] = {}
@@ -305,9 +314,11 @@ def evaluate(
         text_encoder_lr=te_lr,
         precision=inputs.precision,
         dsb_verdict=dsb_verdict if inputs.source == "dataset" else None,
+        family=inputs.family,
+        gradient_checkpointing=inputs.gradient_checkpointing,
     )
     try:
-        result = evaluate_plan(request, bf16_supported)
+        result = evaluate_plan(request, bf16_supported, gpu_memory)
     except BatchTooLarge as exc:
         return PlanOutcome(errors={"batch": str(exc)}, spec=spec, text_encoder_lr=te_lr, warnings=notices)
     except UsageError as exc:

@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 from kiln.engine.curate import Curation
 from kiln.engine.errors import KilnError, UsageError
-from kiln.engine.plan.advisor import cuda_bf16_supported
+from kiln.engine.plan.advisor import cuda_bf16_supported, cuda_memory_gib
 from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.loads import DatasetLoad, dataset_load
 from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
 from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
 from kiln.tui.form_keys import form_bindings
 from kiln.tui.messages import ConceptRenamed, DatasetLoaded
-from kiln.tui.plan_form import DEFAULTS, PlanInputs, PlanOutcome, bucket_spec, evaluate
+from kiln.tui.plan_form import DEFAULTS, FAMILY_RESOLUTIONS, PlanInputs, PlanOutcome, bucket_spec, evaluate
 from kiln.tui.screens.rename import RenameConceptScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.widgets.plan_field import PlanField, content_key
@@ -52,7 +52,8 @@ SOLVE_OPTIONS = [("steps", "steps"), ("repeats for target", "repeats"), ("epochs
 PRECISION_OPTIONS = [("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32")]
 TRAINING_OPTIONS = [("LoRA", "lora"), ("full fine-tune", "full")]
 RUN_OPTIONS = [("final", "final"), ("test", "test")]
-CHOICES = {"source", "solve", "precision", "training", "run"}
+FAMILY_OPTIONS = [("SD 1.5", "sd15"), ("SDXL", "sdxl")]
+CHOICES = {"source", "solve", "family", "precision", "training", "run"}
 
 
 class PlanScreen(SectionScreen):
@@ -97,6 +98,9 @@ class PlanScreen(SectionScreen):
         self.bf16_supported: Callable[[], bool | None] = cuda_bf16_supported
         self._bf16: bool | None = None
         self._bf16_probed = False
+        self.gpu_memory: Callable[[], float | None] = cuda_memory_gib
+        self._gpu_memory: float | None = None
+        self._memory_probed = False
         self._concept_folders: list[str] = []
         self._measure_timer: Timer | None = None
         self._shown_content: dict[str | None, tuple | None] = {}
@@ -114,6 +118,7 @@ class PlanScreen(SectionScreen):
             with VerticalScroll(id="form"):
                 yield from self._choice("Source", "source", SOURCE_OPTIONS, "dataset")
                 yield from self._choice("Solve for", "solve", SOLVE_OPTIONS, "steps")
+                yield from self._choice("Model", "family", FAMILY_OPTIONS, "sd15")
                 for key, label, placeholder, tooltip in TEXT_FIELDS:
                     value = self.saved.get(key)
                     text = value if isinstance(value, str) else DEFAULTS[key]
@@ -129,6 +134,16 @@ class PlanScreen(SectionScreen):
                                 id="no_upscale",
                                 tooltip="bucket_no_upscale: never enlarge; buckets follow the image sizes",
                             )
+                with Horizontal(classes="choice"):
+                    yield Label("Grad. ckpt")
+                    checkpointing = self.saved.get("gradient_checkpointing") is True
+                    yield Checkbox(
+                        "on" if checkpointing else "off",
+                        checkpointing,
+                        compact=True,
+                        id="gradient_checkpointing",
+                        tooltip="gradient_checkpointing: less memory, ~20% slower (SDXL under 24 GB)",
+                    )
                 yield from self._choice("Precision", "precision", PRECISION_OPTIONS, "fp16")
                 yield from self._choice("Training", "training", TRAINING_OPTIONS, "lora")
                 yield from self._choice("Run", "run", RUN_OPTIONS, "final")
@@ -185,6 +200,8 @@ class PlanScreen(SectionScreen):
             precision=chosen("precision"),
             training=chosen("training"),
             run=chosen("run"),
+            family=chosen("family") or "sd15",
+            gradient_checkpointing=self.query_one("#gradient_checkpointing", Checkbox).value,
         )
 
     @on(Input.Changed)
@@ -195,7 +212,19 @@ class PlanScreen(SectionScreen):
     @on(Select.Changed)
     def select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        if event.select.id == "family" and isinstance(event.value, str):
+            self._follow_family_resolution(event.value)
         self.recompute()
+
+    def _follow_family_resolution(self, family: str) -> None:
+        """Switch the resolution to the family's default while it holds another family's default
+        (a typed resolution stays as typed)."""
+        field = next((field for field in self.fields if field.key == "resolution"), None)
+        wanted = FAMILY_RESOLUTIONS.get(family)
+        if field is None or wanted is None or field.text == wanted:
+            return
+        if field.text.strip() in FAMILY_RESOLUTIONS.values():
+            field.input.value = wanted
 
     @on(Checkbox.Changed)
     def checkbox_changed(self, event: Checkbox.Changed) -> None:
@@ -257,6 +286,21 @@ class PlanScreen(SectionScreen):
             self.probe_bf16()
         return self._bf16
 
+    def _probe_gpu_memory(self) -> float | None:
+        if not self._memory_probed:
+            self._memory_probed = True
+            self.probe_gpu_memory()
+        return self._gpu_memory
+
+    @work(thread=True, exclusive=True, group="plan-gpu-memory")
+    def probe_gpu_memory(self) -> None:
+        """Ask the GPU how much memory it has (imports torch, so never on the UI thread)."""
+        try:
+            self._gpu_memory = self.gpu_memory()
+        except Exception:
+            self._gpu_memory = None
+        self.app.call_from_thread(self.recompute)
+
     @work(thread=True, exclusive=True, group="plan-bf16")
     def probe_bf16(self) -> None:
         """Ask the GPU about bf16 (imports torch, so never on the UI thread)."""
@@ -288,7 +332,7 @@ class PlanScreen(SectionScreen):
         if self.load_error and inputs.source == "dataset" and load is None:
             outcome = PlanOutcome(problem=self.load_error)
         else:
-            outcome = evaluate(inputs, load, verdict, self._probe_bf16)
+            outcome = evaluate(inputs, load, verdict, self._probe_bf16, self._probe_gpu_memory)
         self.outcome = outcome
         self._schedule_save()
         self.show_form(inputs, outcome, load)
@@ -312,6 +356,8 @@ class PlanScreen(SectionScreen):
             precision=inputs.precision,
             training=inputs.training,
             run=inputs.run,
+            family=inputs.family,
+            gradient_checkpointing=inputs.gradient_checkpointing,
         )
         try:
             save_plan_settings(self.curation.store, settings)
