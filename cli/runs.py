@@ -62,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         out.print(f"no runs in {folder}")
         return 0
+    from kiln.engine.runs.readout import family_text
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("RUN", "STATE", "STEP", "EPOCH", "LOSS", "IT/S", "STARTED"):
+    for column in ("RUN", "STATE", "MODEL", "STEP", "EPOCH", "LOSS", "IT/S", "STARTED"):
         table.add_column(
             column,
             justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S") else "left",
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             f"{sweep}/{info.run_dir.name}" if sweep else info.run_dir.name,
             f"[{STATE_STYLES.get(info.state, '')}]{state}[/]",
+            family_text(info.family),
             f"{info.step}/{info.total}" if info.total else str(info.step),
             f"{info.epoch}/{info.epochs}" if info.epochs else "-",
             f"{info.loss:.4f}" if info.loss is not None else "-",

@@ -51,7 +51,7 @@ HEARTBEAT_S = 2.0
 # The run-folder layout this Kiln writes; readers treat other values as read-only runs.
 RUN_LAYOUT = 1
 # Kept from the previous status when a run resumes: where it stood and when it first started.
-_RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started")
+_RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started", "family")
 
 
 class EventWriter:
@@ -155,6 +155,8 @@ class EventWriter:
         if kind in ("start", "resumed"):
             self.status["state"] = "running"
             self.status["error"] = None
+            if "family" in event:
+                self.status["family"] = event["family"]
         elif kind in FINAL_STATES:
             self.status["state"] = FINAL_STATES[kind]
             self.status["eta_s"] = 0 if kind == "done" else None

@@ -66,6 +66,8 @@ class RunInfo:
         readonly: The folder comes from another or older Kiln layout: listed, never
             cancelled or resumed.
         sampling: ``"k/n"`` while a running run renders its k-th of n samples, else None.
+        family: The base model's family (``sd15``, ``sdxl``) once the trainer has loaded it;
+            None before, and for runs of Kiln versions without SDXL (all SD 1.5).
     """
 
     run_dir: Path
@@ -84,6 +86,7 @@ class RunInfo:
     error: str | None
     readonly: bool
     sampling: str | None = None
+    family: str | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -141,6 +144,7 @@ def read_run(run_dir: Path) -> RunInfo:
         error=error,
         readonly=readonly,
         sampling=_text(status.get("sampling")) if state == "running" else None,
+        family=_text(status.get("family")) or None,
     )
 
 

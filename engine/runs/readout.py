@@ -131,3 +131,14 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+# How tables name a run's model family (short: a column of its own).
+FAMILY_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL"}
+
+
+def family_text(family: str | None) -> str:
+    """``SD1.5`` / ``SDXL`` for a run's family; ``-`` before the trainer has loaded the model."""
+    if not family:
+        return "-"
+    return FAMILY_LABELS.get(family, family)

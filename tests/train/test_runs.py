@@ -246,3 +246,18 @@ def test_runs_api_and_commands_load_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_family_of_the_start_event_stays_in_the_status_through_a_resume(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20260101-100000-xl"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text('[output]\nname = "xl"\n')
+    writer = EventWriter(run_dir, name="xl", heartbeat_s=0)
+    assert read_run(run_dir).family is None  # before the trainer has loaded the model
+    writer.emit("start", total=10, family="sdxl")
+    writer.emit("cancelled", step=3)
+    writer.close()
+    assert read_run(run_dir).family == "sdxl"
+    resumed = EventWriter(run_dir, name="xl", heartbeat_s=0, resume=True)
+    assert read_run(run_dir).family == "sdxl"  # kept until the resumed event says it again
+    resumed.close()

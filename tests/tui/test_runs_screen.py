@@ -367,3 +367,30 @@ async def test_a_lora_saved_by_cancel_cancel_done_is_listed_once(sample_copy: Pa
         screen = await open_runs(pilot)
         await wait_for(pilot, lambda: "pot-e001" in text_of(screen, "#files"))
         assert text_of(screen, "#files").count("pot-e001.safetensors") == 1
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_family_shows_in_the_new_run_form_and_the_runs_table(sample_copy: Path, size) -> None:
+    run_dir = write_run(sample_copy / "runs", "xl", dataset=sample_copy)
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    (run_dir / "status.json").write_text(json.dumps({**status, "family": "sdxl"}), encoding="utf-8")
+    xl = sample_copy.parent / "sdxl"
+    xl.mkdir()
+    (xl / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    sd15 = fake_model(sample_copy.parent / "sd15")
+    app = make_app(sample_copy)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_runs(pilot)
+        table = screen.query_one(RunTable)
+        model = list(table.columns).index(table.get_column_key_from_name("model"))
+        assert str(table.get_row_at(0)[model]) == "SDXL"
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        family = form.query_one("#family", Static)
+        form.query_one("#base", Input).value = str(xl)
+        await wait_for(pilot, lambda: str(family.render()) == "SDXL")
+        form.query_one("#base", Input).value = str(sd15)
+        await wait_for(pilot, lambda: str(family.render()) == "SD 1.5")
+        form.query_one("#base", Input).value = str(sample_copy / "missing")
+        await wait_for(pilot, lambda: str(family.render()) == "")

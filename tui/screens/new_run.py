@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kiln.engine.train.config import OPTIMIZERS
 from rich.markup import escape
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
+from textual.worker import get_current_worker
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
     }
     NewRunScreen Select {
         width: 1fr;
+    }
+    NewRunScreen #family {
+        width: auto;
+        padding: 0 0 0 1;
+        color: $accent;
     }
     NewRunScreen #settings {
         color: $text-muted;
@@ -133,10 +140,12 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
                 yield Label("base model")
                 yield Input(
                     self.base_model,
-                    placeholder="diffusers folder or SD 1.5 .safetensors",
+                    placeholder="diffusers folder or SD 1.5 / SDXL .safetensors",
                     id="base",
                     compact=True,
                 )
+                # The family read from the model's files as the path is typed (SD 1.5 / SDXL).
+                yield Static("", id="family")
             with Horizontal():
                 yield Label("name")
                 yield Input(self.run_name, id="name", compact=True)
@@ -193,6 +202,32 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
     def on_mount(self) -> None:
         first = "#base" if not self.base_model else "#name"
         self.query_one(first, Input).focus()
+        self.detect_family(self.base_model)
+
+    @on(Input.Changed, "#base")
+    def base_changed(self, event: Input.Changed) -> None:
+        self.detect_family(event.value)
+
+    @work(thread=True, exclusive=True, group="new-run-family")
+    def detect_family(self, base: str) -> None:
+        """Read the model's family from its files (a header, off the UI thread: it may be on a
+        slow disk) and show it beside the path."""
+        from kiln.engine.errors import KilnError
+        from kiln.engine.models.family import detect_family
+
+        text = ""
+        path = Path(base.strip()).expanduser() if base.strip() else None
+        if path is not None and path.exists():
+            try:
+                text = detect_family(path).title
+            except (KilnError, OSError):
+                text = ""
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_family, text)
+
+    def _show_family(self, text: str) -> None:
+        if self.is_attached:
+            self.query_one("#family", Static).update(text)
 
     @on(Input.Submitted)
     def submitted(self) -> None:
@@ -207,7 +242,9 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
         name = self.query_one("#name", Input).value.strip()
         steps_text = self.query_one("#steps", Input).value.strip()
         if not base:
-            self._fail("Give the base model: a diffusers folder or an SD 1.5 .safetensors file.", "#base")
+            self._fail(
+                "Give the base model: a diffusers folder or an SD 1.5 / SDXL .safetensors file.", "#base"
+            )
             return
         from kiln.engine.errors import KilnError
         from kiln.engine.models.loading import model_source
@@ -249,10 +286,13 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
             overrides["network.conv_rank"] = self._value("network.conv_rank") or max(1, int(rank) // 2)
         else:
             overrides["network.conv_rank"] = 0
-        from kiln.engine.train.config import TrainConfig, apply_overrides
+        from kiln.engine.models.family import resolve_family
+        from kiln.engine.train.config import TrainConfig, apply_overrides, check_family_settings
 
         try:  # the same checks as the config file, named by key, before anything is written
-            apply_overrides(self.config or TrainConfig(), overrides, source="new run")
+            checked = apply_overrides(self.config or TrainConfig(), overrides, source="new run")
+            # The family's own limits (SDXL: clip skip 1, bucket steps of 32), read from its files.
+            check_family_settings(checked, resolve_family(base, checked.model.family), source="new run")
         except KilnError as exc:
             self._fail(str(exc), "#base")
             return

@@ -28,7 +28,7 @@ from kiln.tui.screens.confirm import ConfirmScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import RunsWatcher
 from kiln.tui.widgets.loss_chart import LossChart
-from kiln.tui.widgets.run_table import RunTable, run_cells
+from kiln.tui.widgets.run_table import COLUMNS, RunTable, run_cells
 from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.wording import percent
@@ -384,7 +384,7 @@ class RunsScreen(SectionScreen):
         sweep = self.sweeps.get(key)
         table = self.query_one(RunTable)
         for column, cell in zip(
-            ("name", "state", "progress", "epoch", "loss", "it/s", "ETA", "started"),
+            COLUMNS,
             run_cells(info, f"{sweep}/{info.name}" if sweep else info.name),
             strict=True,
         ):

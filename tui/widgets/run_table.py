@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from kiln.engine.runs.readout import duration, loss_text, progress_text, rate_text, started_text
+from kiln.engine.runs.readout import (
+    duration,
+    family_text,
+    loss_text,
+    progress_text,
+    rate_text,
+    started_text,
+)
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-COLUMNS = ("name", "state", "progress", "epoch", "loss", "it/s", "ETA", "started")
+COLUMNS = ("name", "state", "model", "progress", "epoch", "loss", "it/s", "ETA", "started")
 # Fixed widths: an ETA ("10:00:00", "2d03h") never loses its end to a long run name.
 WIDTHS = {"ETA": 8}
 MIN_NAME = 10
@@ -32,6 +39,7 @@ def run_cells(info, label: str | None = None, now: float | None = None) -> list[
     return [
         Text(label or info.name or info.run_dir.name, no_wrap=True, overflow="ellipsis"),
         Text(state, style=STATE_STYLES.get(info.state, "")),
+        Text(family_text(getattr(info, "family", None))),
         Text(progress_text(info.step, info.total), justify="right"),
         Text(epoch, justify="right"),
         Text(loss_text(info.loss), justify="right"),
