@@ -238,21 +238,30 @@ def print_report(report: TecReport, top: int | None) -> None:
         )
     else:
         out.print("Confused: none (every word is still nearest its own reference meaning)")
-    if report.layers:
-        layers = Table(title="Weight distance (relative L2)")
-        for layer in report.layers:
-            layers.add_column(
-                layer.name.replace("layer ", "L").replace(" embedding", " emb"), justify="right"
-            )
-        layers.add_row(*(f"{layer.relative_l2:.3g}" for layer in report.layers))
-        out.print(layers)
+    # A model with several text encoders (SDXL) gets a layer table and a score line per encoder.
+    for label, part in report.parts or (("", report),):
+        if part.layers:
+            title = f"Weight distance, {label} (relative L2)" if label else "Weight distance (relative L2)"
+            layers = Table(title=title)
+            for layer in part.layers:
+                layers.add_column(
+                    layer.name.replace("layer ", "L").replace(" embedding", " emb"), justify="right"
+                )
+            layers.add_row(*(f"{layer.relative_l2:.3g}" for layer in part.layers))
+            out.print(layers)
+    for label, part in report.parts:
+        out.print(
+            f"{escape(label)}: TEC score {part.score:.3f}, confusion {100 * part.confusion_rate:.2f}% "
+            f"({len(part.confused_indices)} words): {part.reading}"
+        )
     if report.position_ids is not None:
         colour = "red" if report.position_ids.broken else "green"
         out.print(f"[{colour}]{report.position_ids.describe()}[/]")
     for note in report.notes:
         out.print(f"[yellow]note:[/] {escape(note)}")
+    both = "Combined: " if report.parts else ""
     out.print(
-        f"TEC score {report.score:.3f}, confusion {100 * report.confusion_rate:.2f}% "
+        f"{both}TEC score {report.score:.3f}, confusion {100 * report.confusion_rate:.2f}% "
         f"({len(report.confused_indices)} of {len(report.words):,} words): [bold]{report.reading}[/]"
     )
     out.print(f"[dim]({THRESHOLDS_NOTE})[/]")

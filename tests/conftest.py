@@ -81,3 +81,21 @@ def letters_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tec-words") / "letters.txt"
     path.write_text("# letters and digits\n" + "\n".join(LETTERS) + "\n\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL pipeline as a diffusers folder."""
+    from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
+
+    return write_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_single_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same SDXL pipeline as one SGM-layout .safetensors file."""
+    from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
+
+    return write_tiny_sdxl_model(
+        tmp_path_factory.mktemp("models") / "tiny-sdxl.safetensors", single_file=True
+    )

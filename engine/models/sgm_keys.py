@@ -73,3 +73,45 @@ def open_clip_to_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         out[f"{head}attn.in_proj_{kind}"] = torch.cat([parts[name] for name in _PROJECTIONS], dim=0)
     out["logit_scale"] = torch.tensor(4.6052)  # OpenCLIP's; diffusers ignores it
     return {OPEN_CLIP_PREFIX + key: value for key, value in out.items()}
+
+
+def clip_l_from_sgm(key: str) -> str | None:
+    """A bare ``CLIPTextModel`` name (no ``text_model.``) for an SDXL single file's first-encoder
+    key, or None for any other key (what TEC reads lazily from a multi-GB file)."""
+    if not key.startswith(CLIP_L_PREFIX):
+        return None
+    return key.removeprefix(CLIP_L_PREFIX)
+
+
+def open_clip_from_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SDXL's second text encoder from OpenCLIP's layout (keys under :data:`OPEN_CLIP_PREFIX`)
+    to bare ``CLIPTextModelWithProjection`` names: the inverse of :func:`open_clip_to_sgm`, with
+    the fused q/k/v projections split and ``text_projection`` transposed back."""
+    renamed = {hf: open_clip for hf, open_clip in _LAYER_NAMES.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(OPEN_CLIP_PREFIX):
+            continue
+        name = key.removeprefix(OPEN_CLIP_PREFIX)
+        if name == "text_projection":
+            out["text_projection.weight"] = value.t().contiguous()
+        elif name == "token_embedding.weight":
+            out["embeddings.token_embedding.weight"] = value
+        elif name == "positional_embedding":
+            out["embeddings.position_embedding.weight"] = value
+        elif name.startswith("ln_final."):
+            out["final_layer_norm." + name.removeprefix("ln_final.")] = value
+        elif name.startswith("transformer.resblocks."):
+            _, _, index, rest = name.split(".", 3)
+            head = f"encoder.layers.{index}."
+            if rest.startswith("attn.in_proj_"):
+                kind = rest.removeprefix("attn.in_proj_")
+                for projection, part in zip(_PROJECTIONS, value.chunk(3, dim=0), strict=True):
+                    out[f"{head}self_attn.{projection}.{kind}"] = part.contiguous()
+                continue
+            for hf_name, open_clip_name in renamed.items():
+                if rest.startswith(open_clip_name):
+                    out[head + hf_name + rest.removeprefix(open_clip_name)] = value
+                    break
+        # logit_scale and anything else OpenCLIP keeps are not part of the text model
+    return out

@@ -18,7 +18,7 @@ from kiln.engine.models.safetensors_file import SafetensorsHeader as Safetensors
 from kiln.engine.models.safetensors_file import safetensors_header
 
 # Kohya's SD 1.x text-encoder prefix, and the one diffusers' converter writes.
-LORA_TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_")
+LORA_TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_")
 LORA_PREFIXES = ("lora_te", "lora_unet")
 # Both SD 1.x single-file layouts: ``...transformer.text_model.*`` and the older ``...transformer.*``.
 CLIP_LDM_PREFIX = "cond_stage_model.transformer."

@@ -133,6 +133,30 @@ def load_text_encoder(path: Path | str, allow_pickle: bool = False) -> TextEncod
     return _from_single_file(source)
 
 
+def load_text_encoders(path: Path | str, allow_pickle: bool = False) -> list[TextEncoder]:
+    """Every text encoder of a checkpoint, in its family's order: SD 1.5's one, or SDXL's two
+    (CLIP-L, then OpenCLIP bigG read as a ``CLIPTextModel``: its projection plays no part in
+    what TEC compares). Only the encoders' tensors are read; a single file lazily.
+
+    Raises:
+        ModelError: As :func:`load_text_encoder`.
+    """
+    from kiln.engine.models.sdxl import detect as is_sdxl
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        return [load_text_encoder(path, allow_pickle)]  # its message says what is missing
+    source = model_source(path, allow_pickle)
+    if not is_sdxl(source.path):
+        return [load_text_encoder(path, allow_pickle)]
+    if source.kind == "folder":
+        return [
+            _from_folder(source, allow_pickle, "text_encoder", "tokenizer"),
+            _from_folder(source, allow_pickle, "text_encoder_2", "tokenizer_2"),
+        ]
+    return _sdxl_from_single_file(source)
+
+
 def require_same_tokenizer(candidate: TextEncoder, reference: TextEncoder) -> None:
     """Refuse to compare encoders whose tokenizers differ: the same word must be the same token.
 
@@ -150,8 +174,10 @@ def require_same_tokenizer(candidate: TextEncoder, reference: TextEncoder) -> No
     )
 
 
-def _from_folder(source: ModelSource, allow_pickle: bool) -> TextEncoder:
-    folder = source.path / "text_encoder"
+def _from_folder(
+    source: ModelSource, allow_pickle: bool, encoder: str = "text_encoder", tokenizer_name: str = "tokenizer"
+) -> TextEncoder:
+    folder = source.path / encoder
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelError(f"{folder}: no config.json; the model folder has no diffusers text_encoder/")
@@ -163,9 +189,45 @@ def _from_folder(source: ModelSource, allow_pickle: bool) -> TextEncoder:
             bare.update(_read_safetensors(file, _strip_text_model))
         else:
             bare.update(_read_pickle(file, _strip_text_model))
-    tokenizer_dir = source.path / "tokenizer"
+    tokenizer_dir = source.path / tokenizer_name
     tokenizer = _tokenizer(tokenizer_dir, f"{tokenizer_dir}")
     return _text_encoder(source.path, config, bare, tokenizer, str(tokenizer_dir))
+
+
+def _sdxl_from_single_file(source: ModelSource) -> list[TextEncoder]:
+    """SDXL's two encoders from an SGM single file: CLIP-L's keys as they are, OpenCLIP's
+    converted (fused q/k/v split); configs and tokenizers from a tiny file's metadata, else
+    the SDXL ones Kiln ships."""
+    from kiln.engine.models.loading import sdxl_config_dir
+    from kiln.engine.models.sgm_keys import OPEN_CLIP_PREFIX, clip_l_from_sgm, open_clip_from_sgm
+
+    path = source.path
+    metadata = _safetensors_metadata(path)
+    first = _read_safetensors(path, clip_l_from_sgm, diagnose=True)
+    second = open_clip_from_sgm(
+        _read_safetensors(path, lambda key: key if key.startswith(OPEN_CLIP_PREFIX) else None)
+    )
+    second.pop("text_projection.weight", None)
+    with tempfile.TemporaryDirectory(prefix="kiln-tec-") as tmp:
+        scratch = Path(tmp)
+        if "kiln.configs" in metadata:
+            from kiln.engine.models.tiny import write_tiny_configs
+
+            write_tiny_configs(scratch, json.loads(metadata["kiln.configs"]))
+            origin = f"{path} (Kiln's tiny tokenizer)"
+        else:
+            sdxl_config_dir(scratch)
+            origin = f"{path} (SDXL's CLIP tokenizers, shipped with Kiln)"
+        encoders = []
+        for bare, encoder, tokenizer in (
+            (first, "text_encoder", "tokenizer"),
+            (second, "text_encoder_2", "tokenizer_2"),
+        ):
+            config = _config(scratch / encoder / "config.json")
+            encoders.append(
+                _text_encoder(path, config, bare, _tokenizer(scratch / tokenizer, origin), origin)
+            )
+    return encoders
 
 
 def _from_single_file(source: ModelSource) -> TextEncoder:

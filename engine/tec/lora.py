@@ -1,7 +1,8 @@
 """Merge a Kohya LoRA's text-encoder weights into a copy of a base text encoder, at a scale.
 
 Kohya names each adapted layer ``lora_te_<module path with underscores>`` (SD 1.5; diffusers'
-converter writes ``lora_te1_``, read too) and stores ``.lora_down.weight`` (rank x in),
+converter writes ``lora_te1_``, read too; SDXL: ``lora_te1_`` and ``lora_te2_``, one per
+encoder) and stores ``.lora_down.weight`` (rank x in),
 ``.lora_up.weight`` (out x rank) and ``.alpha``; the layer's weight becomes
 ``W + scale * alpha / rank * up @ down``, which is what AUTO1111 and ComfyUI apply.
 """
@@ -51,22 +52,29 @@ class LoraLayer:
 
 
 def text_encoder_lora_layers(
-    tensors: Mapping[str, torch.Tensor], model: nn.Module, path: Path, family: ModelFamily = SD15
+    tensors: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    path: Path,
+    family: ModelFamily = SD15,
+    slot: int = 0,
 ) -> list[LoraLayer]:
-    """The LoRA's text-encoder layers, matched to ``model``'s modules by Kohya name.
+    """The LoRA's layers for the family's ``slot``-th text encoder (``model``), matched to its
+    modules by Kohya name (SD 1.5: ``lora_te_``, or diffusers' ``lora_te1_``; SDXL:
+    ``lora_te1_`` and ``lora_te2_``).
 
-    An empty list means the LoRA trained the U-Net only.
+    An empty list means the LoRA does not train this encoder (a U-Net-only LoRA).
 
     Raises:
         ModelError: A text-encoder key of a kind Kiln cannot merge (LyCORIS, DoRA...), a name
             that matches no layer of the model, or shapes that do not fit it.
     """
-    modules = {target.kohya: target.module for target in family.text_encoder_targets(model, 1, 1.0)}
+    prefix = family.text_encoders[slot].prefix
+    modules = {target.kohya: target.module for target in family.text_encoder_targets(model, 1, 1.0, prefix)}
+    # diffusers' converter names SD 1.5's only encoder lora_te1_: read as Kohya's lora_te_.
+    alias = _DIFFUSERS_PREFIX if prefix == TEXT_ENCODER_PREFIX else None
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        if key.startswith("lora_te2_"):
-            raise ModelError(f"{path}: an SDXL LoRA ({key}); the TEC meter reads SD 1.x LoRAs only")
-        if not key.startswith((TEXT_ENCODER_PREFIX + "_", _DIFFUSERS_PREFIX)):
+        if not key.startswith(prefix + "_") and not (alias and key.startswith(alias)):
             continue
         stem, part = _split(key)
         if part is None:
@@ -74,17 +82,16 @@ def text_encoder_lora_layers(
                 f"{path}: {key}: only plain LoRA text-encoder weights (lora_down/lora_up/alpha) can be "
                 "merged; LyCORIS and DoRA files are not supported by the TEC meter"
             )
-        stem = (
-            TEXT_ENCODER_PREFIX + "_" + stem.removeprefix(_DIFFUSERS_PREFIX)
-            if stem.startswith(_DIFFUSERS_PREFIX)
-            else stem
-        )
+        if alias and stem.startswith(alias):
+            stem = prefix + "_" + stem.removeprefix(alias)
         grouped.setdefault(stem, {})[part] = value
     layers = []
     for stem, parts in sorted(grouped.items()):
         module = modules.get(stem)
         if module is None:
-            raise ModelError(f"{path}: {stem} names no text-encoder layer of an SD 1.x CLIP model")
+            raise ModelError(
+                f"{path}: {stem} names no text-encoder layer of the {family.title} base's CLIP model"
+            )
         if DOWN not in parts or UP not in parts:
             raise ModelError(
                 f"{path}: {stem} lacks {DOWN if DOWN not in parts else UP}; the LoRA file is incomplete"

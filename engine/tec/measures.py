@@ -80,6 +80,8 @@ class TecReport:
         position: Which state was compared (``word`` or ``eos``).
         probe: Where the words came from (``built-in``, a file, ``full vocabulary``).
         notes: Remarks for the reader (words skipped, a LoRA without text-encoder weights).
+        parts: For a model with several text encoders (SDXL), each encoder's own report by
+            label; this report then combines them (see :func:`combined_report`).
     """
 
     words: tuple[str, ...]
@@ -93,6 +95,7 @@ class TecReport:
     position: str = "word"
     probe: str = ""
     notes: tuple[str, ...] = ()
+    parts: tuple[tuple[str, TecReport], ...] = ()
 
     @property
     def score(self) -> float:
@@ -158,7 +161,60 @@ class TecReport:
             ],
             "position_ids": None if self.position_ids is None else self.position_ids.to_json(),
             "notes": list(self.notes),
+            "encoders": [
+                {
+                    "label": label,
+                    "score": part.score,
+                    "confusion_rate": part.confusion_rate,
+                    "confused_words": len(part.confused_indices),
+                    "reading": part.reading,
+                }
+                for label, part in self.parts
+            ],
         }
+
+
+def combined_report(parts: Sequence[tuple[str, TecReport]]) -> TecReport:
+    """One report over several text encoders probed with the same words (SDXL's two).
+
+    A word's distance is the mean of its distances in each encoder, so the score is the mean
+    of the encoders' scores; a word counts as confused when any encoder confuses it (the
+    first one that does names the word it is taken for). Layers carry the encoder's label.
+    A single part is returned as it is.
+    """
+    if len(parts) == 1:
+        return parts[0][1]
+    reports = [report for _, report in parts]
+    words = reports[0].words
+    if any(report.words != words for report in reports):
+        raise ValueError("the encoders were probed with different words")
+    nearest, cosines = [], []
+    for index in range(len(words)):
+        confusing = next((report for report in reports if report.nearest[index] != index), None)
+        chosen = confusing or reports[0]
+        nearest.append(chosen.nearest[index])
+        cosines.append(chosen.nearest_cosines[index])
+    first = reports[0]
+    return TecReport(
+        words=words,
+        distances=tuple(
+            math.fsum(values) / len(values) for values in zip(*(r.distances for r in reports), strict=True)
+        ),
+        nearest=tuple(nearest),
+        nearest_cosines=tuple(cosines),
+        layers=tuple(
+            LayerDistance(f"{label}: {layer.name}", layer.relative_l2, layer.parameters)
+            for label, report in parts
+            for layer in report.layers
+        ),
+        position_ids=first.position_ids,
+        candidate=first.candidate,
+        reference=first.reference,
+        position=first.position,
+        probe=first.probe,
+        notes=tuple(dict.fromkeys(note for report in reports for note in report.notes)),
+        parts=tuple(parts),
+    )
 
 
 def cosine_distances(candidate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 from kiln.engine.errors import ModelError, UsageError
+from kiln.engine.models.family import SD15, SDXL, ModelFamily, family_of_lora_keys
 from kiln.engine.models.safetensors_file import read_safetensors
 from kiln.engine.tec.embed import DEFAULT_BATCH, Position, word_embeddings
-from kiln.engine.tec.loading import TextEncoder, load_text_encoder, require_same_tokenizer
+from kiln.engine.tec.loading import TextEncoder, load_text_encoders, require_same_tokenizer
 from kiln.engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
-from kiln.engine.tec.measures import TecReport, layer_distances, tec_report
+from kiln.engine.tec.measures import TecReport, combined_report, layer_distances, tec_report
 from kiln.engine.tec.vocab import BUILTIN, ProbeSet, full_vocab_probe_set, probe_set
 from torch import nn
 
@@ -85,38 +86,51 @@ def checkpoint_tec_report(
     allow_pickle: bool = False,
     progress: ProgressFn | None = None,
 ) -> TecReport:
-    """The TEC of a checkpoint's text encoder against a reference checkpoint's (vanilla SD 1.5).
+    """The TEC of a checkpoint's text encoder(s) against a reference checkpoint's (vanilla SD 1.5,
+    or SDXL base for an SDXL checkpoint: each encoder against its own, reported separately in
+    ``parts`` and combined).
 
     Args:
         candidate: The checkpoint to measure (diffusers folder or single file).
         reference: The checkpoint it is compared with; must share the candidate's tokenizer.
         options: Probe words, position, batch size, device.
         allow_pickle: Accept pickled checkpoints.
-        progress: ``progress(stage, done, total)``, stages ``reference`` and ``candidate``.
+        progress: ``progress(stage, done, total)``, stages ``reference`` and ``candidate``
+            (once per text encoder).
 
     Raises:
-        ModelError: A checkpoint is missing or unreadable, or the tokenizers differ.
+        ModelError: A checkpoint is missing or unreadable, the tokenizers differ, or the two are
+            of different families.
         UsageError: No probe word is a single token, or the device is not available.
     """
     device = _device(options.device)
-    ref = load_text_encoder(reference, allow_pickle)
-    cand = load_text_encoder(candidate, allow_pickle)
-    require_same_tokenizer(cand, ref)
-    probe = _probe(ref, options)
-    reference_vectors = _embed(ref.model, ref, probe, options, device, "reference", progress)
-    candidate_vectors = _embed(cand.model, cand, probe, options, device, "candidate", progress)
-    return tec_report(
-        probe.words,
-        candidate_vectors,
-        reference_vectors,
-        layers=layer_distances(cand.model, ref.model),
-        position_ids=cand.position_ids,
-        candidate=str(cand.path),
-        reference=str(ref.path),
-        position=options.position,
-        probe=probe.source,
-        notes=_notes(probe, ref),
-    )
+    refs = load_text_encoders(reference, allow_pickle)
+    cands = load_text_encoders(candidate, allow_pickle)
+    if len(refs) != len(cands):
+        raise ModelError(
+            f"{candidate}: {_family(cands).title} ({len(cands)} text encoder(s)), but the reference "
+            f"{reference} is {_family(refs).title}; compare checkpoints of one family"
+        )
+    parts = []
+    for slot, ref, cand in zip(_family(refs).text_encoders, refs, cands, strict=True):
+        require_same_tokenizer(cand, ref)
+        probe = _probe(ref, options)
+        reference_vectors = _embed(ref.model, ref, probe, options, device, "reference", progress)
+        candidate_vectors = _embed(cand.model, cand, probe, options, device, "candidate", progress)
+        report = tec_report(
+            probe.words,
+            candidate_vectors,
+            reference_vectors,
+            layers=layer_distances(cand.model, ref.model),
+            position_ids=cand.position_ids,
+            candidate=str(cand.path),
+            reference=str(ref.path),
+            position=options.position,
+            probe=probe.source,
+            notes=_notes(probe, ref),
+        )
+        parts.append((slot.label, report))
+    return combined_report(parts)
 
 
 def lora_tec_report(
@@ -127,7 +141,8 @@ def lora_tec_report(
     allow_pickle: bool = False,
     progress: ProgressFn | None = None,
 ) -> TecReport:
-    """The TEC a LoRA adds: the base's text encoder against the base with the LoRA merged at ``scale``.
+    """The TEC a LoRA adds: the base's text encoder(s) against the base with the LoRA merged at
+    ``scale`` (SDXL: ``lora_te1_`` into the first encoder, ``lora_te2_`` into the second).
 
     Args:
         lora: A Kohya-format LoRA ``.safetensors``.
@@ -138,17 +153,14 @@ def lora_tec_report(
         progress: ``progress(stage, done, total)``, stages ``reference`` and ``candidate``.
 
     Raises:
-        ModelError: The base or the LoRA is missing or unreadable, or the LoRA does not fit the base.
+        ModelError: The base or the LoRA is missing or unreadable, or the LoRA does not fit the
+            base (another family's LoRA included).
     """
-    device = _device(options.device)
     if not Path(lora).is_file():
         raise ModelError(f"{lora}: no such LoRA file")
-    base_te = load_text_encoder(base, allow_pickle)
-    probe = _probe(base_te, options)
-    reference_vectors = _embed(base_te.model, base_te, probe, options, device, "reference", progress)
-    return _lora_report(
-        Path(lora), base_te, probe, reference_vectors, scale, options, device, progress, "candidate"
-    )[1]
+    return loras_tec_reports([Path(lora)], base, scale, options, allow_pickle, progress, stage="candidate")[
+        0
+    ][1]
 
 
 def loras_tec_reports(
@@ -158,6 +170,7 @@ def loras_tec_reports(
     options: ProbeOptions = ProbeOptions(),
     allow_pickle: bool = False,
     progress: ProgressFn | None = None,
+    stage: str | None = None,
 ) -> list[tuple[bool, TecReport]]:
     """The TEC each LoRA of ``files`` adds to ``base``: ``(holds text-encoder weights, report)``
     per file, in order. The base's embeddings are computed once and shared by every file; a
@@ -166,19 +179,68 @@ def loras_tec_reports(
     Args:
         progress: ``progress(stage, done, total)``: stage ``reference``, then each file's name
             (a U-Net-only file reports itself done at once).
+        stage: The progress stage of every file (default: the file's name).
     """
     device = _device(options.device)
-    base_te = load_text_encoder(base, allow_pickle)
-    probe = _probe(base_te, options)
-    reference_vectors = _embed(base_te.model, base_te, probe, options, device, "reference", progress)
-    return [
-        _lora_report(path, base_te, probe, reference_vectors, scale, options, device, progress, path.name)
-        for path in files
-    ]
+    encoders = load_text_encoders(base, allow_pickle)
+    family = _family(encoders)
+    bases = []
+    for encoder in encoders:
+        probe = _probe(encoder, options)
+        bases.append(
+            (encoder, probe, _embed(encoder.model, encoder, probe, options, device, "reference", progress))
+        )
+    results = []
+    for path in files:
+        parts, trained = [], False
+        tensors = _read_lora(path, family)
+        for index, (encoder, probe, reference_vectors) in enumerate(bases):
+            holds, report = _lora_report(
+                path,
+                tensors,
+                family,
+                index,
+                encoder,
+                probe,
+                reference_vectors,
+                scale,
+                options,
+                device,
+                progress,
+                stage or path.name,
+            )
+            trained = trained or holds
+            parts.append((family.text_encoders[index].label, report))
+        results.append((trained, combined_report(parts)))
+    return results
+
+
+def _family(encoders: list[TextEncoder]) -> ModelFamily:
+    return SDXL if len(encoders) == 2 else SD15
+
+
+def _read_lora(path: Path, family: ModelFamily) -> dict[str, torch.Tensor]:
+    """A LoRA's tensors, refused when its keys say it was trained for another family."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such LoRA file")
+    try:
+        tensors, _ = read_safetensors(path)
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})") from None
+    trained_for = family_of_lora_keys(tensors)
+    if trained_for is not None and trained_for is not family:
+        raise ModelError(
+            f"{path}: an {trained_for.title} LoRA, and the base is {family.title}; pass the base model it "
+            "was trained on"
+        )
+    return tensors
 
 
 def _lora_report(
     path: Path,
+    tensors: dict[str, torch.Tensor],
+    family: ModelFamily,
+    slot: int,
     base_te: TextEncoder,
     probe: ProbeSet,
     reference_vectors: torch.Tensor,
@@ -188,13 +250,7 @@ def _lora_report(
     progress: ProgressFn | None,
     stage: str,
 ) -> tuple[bool, TecReport]:
-    if not path.is_file():
-        raise ModelError(f"{path}: no such LoRA file")
-    try:
-        tensors, _ = read_safetensors(path)
-    except Exception as exc:  # safetensors raises its own error types for damaged headers
-        raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})") from None
-    layers = text_encoder_lora_layers(tensors, base_te.model, path)
+    layers = text_encoder_lora_layers(tensors, base_te.model, path, family, slot)
     label = f"{base_te.path} + {path.name} x {scale:g}"
     common: dict[str, Any] = {
         "candidate": label,

@@ -84,21 +84,3 @@ def make_config(tiny_model: Path, train_dataset: Path, tmp_path: Path) -> Callab
         return config_from_mapping(data, source="test")
 
     return build
-
-
-@pytest.fixture(scope="session")
-def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny SDXL pipeline as a diffusers folder."""
-    from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
-
-    return write_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl")
-
-
-@pytest.fixture(scope="session")
-def tiny_sdxl_single_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same SDXL pipeline as one SGM-layout .safetensors file."""
-    from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
-
-    return write_tiny_sdxl_model(
-        tmp_path_factory.mktemp("models") / "tiny-sdxl.safetensors", single_file=True
-    )
