@@ -107,3 +107,20 @@ def test_tokenizer_needs_no_extra_package_and_imports_no_model_code() -> None:
     )
     loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
     assert not loaded & {"clip", "open_clip", "torch", "torchvision", "transformers"}
+
+
+def test_sdxl_encoders_tokenize_like_the_linted_window(tokenizer: ClipTokenizer, tmp_path: Path) -> None:
+    """SDXL's two tokenizers (CLIP-L's, and OpenCLIP's padding with "!") share SD 1.5's BPE: the
+    count lint checks against the 75-token window holds for both of SDXL's 77-token windows."""
+    from kiln.engine.models.loading import sdxl_config_dir
+    from transformers import CLIPTokenizer
+
+    folder = sdxl_config_dir(tmp_path / "sdxl")
+    texts = ["kilnstyle, a pot on a table, ^_^", "1girl, long_hair, (masterpiece:1.2)", "cat " * 80]
+    for name in ("tokenizer", "tokenizer_2"):
+        sdxl = CLIPTokenizer.from_pretrained(str(folder / name))
+        for text in texts:
+            assert sdxl(text)["input_ids"] == tokenizer.ids(text), (name, text)
+            padded = sdxl(text, padding="max_length", max_length=77, truncation=True)["input_ids"]
+            assert len(padded) == 77
+    assert CLIPTokenizer.from_pretrained(str(folder / "tokenizer_2")).pad_token == "!"
