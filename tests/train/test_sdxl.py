@@ -338,3 +338,25 @@ def test_text_conditioning_carries_pooled_text_and_time_ids_only_for_sdxl() -> N
     kwargs = pooled.unet_kwargs(torch.zeros(1, 6))
     assert set(kwargs["added_cond_kwargs"]) == {"text_embeds", "time_ids"}
     assert json.dumps(sorted(kwargs)) == '["added_cond_kwargs", "encoder_hidden_states"]'
+
+
+def test_the_full_size_sdxl_unet_gets_sd_scripts_module_set() -> None:
+    """On SDXL's real U-Net (built on the meta device from the shipped config) Kiln adapts the
+    722 modules sd-scripts' LoRANetwork does (788 with a conv rank), as compared name for name
+    by scripts/check_kohya_sdxl_keys.py against sd-scripts' own code."""
+    from diffusers import UNet2DConditionModel
+    from kiln.engine.models.loading import SDXL_CONFIG_DIR
+    from kiln.engine.models.sdxl import unet_targets
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SDXL_CONFIG_DIR / "unet"))
+    names = {target.kohya for target in unet_targets(unet, 4, 2.0)}
+    assert len(names) == 722
+    assert len(unet_targets(unet, 4, 2.0, conv_rank=2)) == 788
+    assert "lora_unet_input_blocks_8_1_transformer_blocks_9_attn2_to_out_0" in names
+    assert "lora_unet_middle_block_1_transformer_blocks_9_ff_net_0_proj" in names
+    assert "lora_unet_output_blocks_2_1_transformer_blocks_9_attn1_to_v" in names
+    assert "lora_unet_output_blocks_5_1_proj_out" in names
+    assert not any(
+        name.startswith(("lora_unet_input_blocks_1_", "lora_unet_output_blocks_6_")) for name in names
+    )
