@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +72,13 @@ def test_relative_links_point_to_files():
             if not resolved.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_config_key_is_in_the_training_docs():
+    from kiln.engine.train.config import SECTIONS
+
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    for section, cls in SECTIONS.items():
+        part = text.split(f"### `[{section}]`", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        for item in fields(cls):
+            assert f"| `{item.name}` |" in part, f"{section}.{item.name} is not in docs/training.md"
