@@ -208,6 +208,13 @@ class _Progress:
     def on_event(self, event: dict) -> None:
         kind = event["type"]
         if kind in ("start", "resumed"):
+            if self.enabled and "family" in event:
+                from kiln.engine.runs.readout import family_text
+
+                self.progress.console.print(
+                    f"{kind}: {family_text(event['family'])} model {event.get('model', '')}, "
+                    f"{event.get('images', '?')} images, {event['total']} steps on {event.get('device', '?')}"
+                )
             if self.task is not None:
                 self.progress.remove_task(self.task)
             self.task = self.progress.add_task(

@@ -360,3 +360,27 @@ def test_the_full_size_sdxl_unet_gets_sd_scripts_module_set() -> None:
     assert not any(
         name.startswith(("lora_unet_input_blocks_1_", "lora_unet_output_blocks_6_")) for name in names
     )
+
+
+def test_a_cancelled_sdxl_run_resumes_to_the_uninterrupted_losses(
+    tiny_sdxl: Path, train_dataset: Path, tmp_path: Path
+) -> None:
+    """Both encoders' adapters (te_lora, te2_lora) travel through the resume state."""
+    from kiln.engine.runs.folders import resume_run
+
+    def config(runs: str):
+        return sdxl_config(tiny_sdxl, train_dataset, tmp_path / runs, train={"max_steps": 5})
+
+    _, reference = train(config("reference"))
+    expected = [event["loss"] for event in reference if event["type"] == "step"]
+    interrupted = config("interrupted")
+    run_dir = create_run_dir(interrupted)
+    trainer = controlled_trainer(interrupted, run_dir)
+    trainer.add_listener(
+        lambda event: event["type"] == "step" and event["step"] == 2 and trainer.request_stop()
+    )
+    assert trainer.run().state == "cancelled"
+    assert {"unet_lora", "te_lora", "te2_lora"} <= set(trainer.resume_state_dict())
+    resume_run(run_dir, detach=False)
+    losses = {event["step"]: event["loss"] for event in read_events(run_dir) if event["type"] == "step"}
+    assert [losses[step] for step in range(1, 6)] == pytest.approx(expected, rel=1e-5)
