@@ -136,3 +136,14 @@ def test_kiln_tec_prints_each_encoder_and_the_combination(
     assert [entry["label"] for entry in data["encoders"]] == LABELS
     assert data["encoders"][0]["score"] == 0 and data["encoders"][1]["score"] > 0
     assert data["score"] == pytest.approx(data["encoders"][1]["score"] / 2)
+
+
+def test_the_tec_view_shows_each_encoder_under_the_combined_headline(tiny_sdxl: Path, tmp_path: Path) -> None:
+    from kiln.tui.widgets.tec_report_view import TecReportView, layer_label
+
+    noisy = noisy_encoder(tiny_sdxl, tmp_path / "noisy", "text_encoder_2", 0.2)
+    report = checkpoint_tec_report(noisy, tiny_sdxl, OPTIONS)
+    text = TecReportView().content_for(report).plain
+    assert "Combined TEC score" in text
+    assert "  CLIP-L: 0.000 · 0.00% · close to zero" in text and "  OpenCLIP bigG: " in text
+    assert "OpenCLIP bigG:L1" in text and layer_label("layer 3") == "L3"

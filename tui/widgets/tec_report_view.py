@@ -28,7 +28,7 @@ def headline(report: TecReport) -> Content:
     """``TEC score 1.802 · confusion 0.00% (0 of 2,107 words) · mild``."""
     confused = len(report.confused_indices)
     return Content.assemble(
-        "TEC score ",
+        "Combined TEC score " if report.parts else "TEC score ",
         (f"{report.score:.3f}", "bold"),
         f" · confusion {100 * report.confusion_rate:.2f}% ({confused} of {len(report.words):,} words) · ",
         (report.reading, READING_STYLES.get(report.reading, "bold")),
@@ -36,10 +36,13 @@ def headline(report: TecReport) -> Content:
 
 
 def layer_label(name: str) -> str:
-    """Short names for the per-layer line: ``tok``, ``pos``, ``L0``..., ``norm``."""
-    return {"token embedding": "tok", "position embedding": "pos", "final norm": "norm"}.get(
-        name, name.replace("layer ", "L")
+    """Short names for the per-layer line: ``tok``, ``pos``, ``L0``..., ``norm`` (SDXL's
+    ``OpenCLIP bigG: layer 3`` as ``OpenCLIP bigG:L3``)."""
+    encoder, _, layer = name.rpartition(": ")
+    short = {"token embedding": "tok", "position embedding": "pos", "final norm": "norm"}.get(
+        layer, layer.replace("layer ", "L")
     )
+    return f"{encoder}:{short}" if encoder else short
 
 
 class TecReportView(Static):
@@ -65,7 +68,15 @@ class TecReportView(Static):
         parts: list = []
         if title:
             parts += [(title, "bold"), "\n"]
-        parts += [headline(report), "\n", (f"({THRESHOLDS_NOTE})", "$text-muted"), "\n"]
+        parts += [headline(report), "\n"]
+        # SDXL: each text encoder's own figures under the combined headline.
+        for label, part in report.parts:
+            parts += [
+                f"  {label}: {part.score:.3f} · {100 * part.confusion_rate:.2f}% · ",
+                (part.reading, READING_STYLES.get(part.reading, "bold")),
+                "\n",
+            ]
+        parts += [(f"({THRESHOLDS_NOTE})", "$text-muted"), "\n"]
         parts += [
             (f"{len(report.words):,} {report.probe} words, {report.position} position", "$text-muted"),
             "\n",
