@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.evaluate import PlanRequest
     from kiln.engine.plan.loads import DatasetLoad
+    from kiln.engine.plan.reg import RegSet
     from kiln.engine.plan.steps import BucketKey
 
 # The guide's minimum, used when --epochs is not given and not solved for.
@@ -31,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("path", type=Path, nargs="?", help="dataset folder (Kohya train_data_dir)")
     parser.add_argument("--images", type=positive_int, help="image count, without a dataset")
+    parser.add_argument(
+        "--reg",
+        type=Path,
+        metavar="REG_DIR",
+        help="regularisation images (Kohya's reg_data_dir, N_class/ folders), with a dataset PATH",
+    )
     parser.add_argument(
         "--repeats", type=positive_int, help="repeats per image (with PATH: instead of the folder names')"
     )
@@ -75,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln calc --images 10 --target-steps 3500 --epochs 10     # -> 35 repeats",
         "kiln calc sample_data --batch 2 --epochs 10 --resolution 512 --json",
         "kiln calc sample_data --family sdxl --gpu-memory 16 --gradient-checkpointing",
+        "kiln calc datasets/cat --reg datasets/cat-reg          # class images, balanced as Kohya does",
     )
     parser.set_defaults(func=run)
 
@@ -122,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "with --target-steps give --epochs (to solve repeats) or --repeats (to solve epochs), not both"
         )
-    result: dict = {"root": None, "family": args.family, "bucketing": None}
+    if args.reg is not None and args.path is None:
+        raise UsageError("--reg counts class images beside a dataset: give the dataset PATH too")
+    result: dict = {"root": None, "family": args.family, "bucketing": None, "reg": None}
+    reg = None
     notices: list[dict[str, str]] = []
     dsb_verdict = None
     load = None
@@ -147,9 +158,30 @@ def run(args: argparse.Namespace) -> int:
             {"folder": concept.folder, "repeats": concept.repeats, "images": concept.images}
             for concept in load.concepts
         ]
+        if args.reg is not None:
+            from kiln.engine.plan.reg import reg_set
 
-    evaluation = evaluate_plan(_request(args, bucket_images, load, dsb_verdict))
+            reg = reg_set(load_dataset(args.reg), spec)
+            if not reg.images:
+                raise DatasetError(
+                    f"{args.reg}: no class image Kohya would use; put them in a folder such as 1_cat/"
+                )
+
+    evaluation = evaluate_plan(_request(args, bucket_images, load, dsb_verdict, reg))
     solution, plan = evaluation.solution, evaluation.plan
+    if reg is not None:
+        used = reg.repeats_for(sum(solution.bucket_items.values()))
+        result["reg"] = {
+            "root": str(args.reg),
+            "images": len(reg.images),
+            "used_images": len(used),
+            "items": sum(used.values()),
+            "folder_items": reg.items,
+            "concepts": [
+                {"folder": concept.folder, "repeats": concept.repeats, "images": concept.images}
+                for concept in reg.concepts
+            ],
+        }
     result.update(
         {
             "mode": solution.mode,
@@ -169,8 +201,9 @@ def run(args: argparse.Namespace) -> int:
             "buckets": [
                 {
                     "resolution": None if bucket.resolution is None else list(bucket.resolution),
-                    "images": bucket_images[bucket.resolution],
+                    "images": bucket_images.get(bucket.resolution, 0),
                     "items": bucket.items,
+                    "reg_items": solution.reg_items.get(bucket.resolution, 0),
                     "batches": bucket.batches,
                 }
                 for bucket in plan.buckets
@@ -220,7 +253,11 @@ def _dataset(
 
 
 def _request(
-    args: argparse.Namespace, bucket_images: dict, load: DatasetLoad | None, dsb_verdict: str | None
+    args: argparse.Namespace,
+    bucket_images: dict,
+    load: DatasetLoad | None,
+    dsb_verdict: str | None,
+    reg: RegSet | None = None,
 ) -> PlanRequest:
     """The plan the arguments describe, solving whatever they leave open: steps, repeats or epochs."""
     from kiln.engine.plan.evaluate import PlanRequest, load_counts
@@ -258,6 +295,7 @@ def _request(
         family=args.family,
         gpu_memory_gib=args.gpu_memory,
         gradient_checkpointing=args.gradient_checkpointing,
+        reg=reg,
     )
 
 
@@ -273,7 +311,8 @@ def _print_summary(result: dict, notes: list[str]) -> None:
     where = f"{escape(result['root'])}: " if result["root"] else ""
     repeats = "their folder repeats" if result["repeats"] is None else f"{result['repeats']} repeats"
     out.print(
-        f"{where}{result['images']} image(s) x {repeats} = {result['items_per_epoch']} samples per epoch; "
+        f"{where}{result['images']} image(s) x {repeats} = "
+        f"{result['items_per_epoch'] - (result['reg']['items'] if result['reg'] else 0)} samples per epoch; "
         f"batch {result['batch']}, {result['epochs']} epochs, grad accumulation "
         f"{result['grad_accumulation']}, {result['gpus']} GPU(s)"
     )
@@ -292,17 +331,33 @@ def _print_summary(result: dict, notes: list[str]) -> None:
         out.print(concepts)
         if renames:
             out.print(escape(f"Kohya reads repeats from folder names; to apply, rename {', '.join(renames)}"))
+    if result["reg"] is not None:
+        reg = result["reg"]
+        out.print(
+            f"+ {reg['items']} reg samples per epoch from {reg['used_images']} of {reg['images']} "
+            f"class image(s) "
+            f"in {escape(reg['root'])} (Kohya repeats them to match the training samples"
+            + (
+                f"; {reg['images'] - reg['used_images']} not used"
+                if reg["used_images"] < reg["images"]
+                else ""
+            )
+            + ")"
+        )
     if result["bucketing"] is not None:
         width, height = result["bucketing"]["resolution"]
         upscale = " (no upscale)" if result["bucketing"]["no_upscale"] else ""
         buckets = Table(title=f"aspect buckets at {width}x{height}{upscale}")
-        for column in ("bucket", "images", "samples", "batches"):
+        with_reg = result["reg"] is not None
+        columns = ("bucket", "images", "samples", *(("of them reg",) if with_reg else ()), "batches")
+        for column in columns:
             buckets.add_column(column, justify="left" if column == "bucket" else "right")
         for bucket in result["buckets"]:
             buckets.add_row(
                 "x".join(map(str, bucket["resolution"])),
                 str(bucket["images"]),
                 str(bucket["items"]),
+                *((str(bucket["reg_items"]),) if with_reg else ()),
                 str(bucket["batches"]),
             )
         out.print(buckets)

@@ -29,7 +29,9 @@ def test_guide_batch_4_example(capsys) -> None:
     data = calc_json(capsys, "--images", "10", "--repeats", "35", "--batch", "4", "--epochs", "9")
     assert (data["steps_per_epoch"], data["total_steps"], data["plain_total_steps"]) == (88, 792, 787.5)
     assert data["mode"] == "steps" and data["items_per_epoch"] == 350
-    assert data["buckets"] == [{"resolution": None, "images": 10, "items": 350, "batches": 88}]
+    assert data["buckets"] == [
+        {"resolution": None, "images": 10, "items": 350, "reg_items": 0, "batches": 88}
+    ]
     assert {warning["id"] for warning in data["warnings"]} == {"epochs-below-10", "steps-per-epoch-low"}
     assert all(set(warning) == {"id", "message"} for warning in data["warnings"])
 
@@ -70,9 +72,9 @@ def shaped(tmp_path: Path) -> Path:
 def test_dataset_buckets_and_rounding(shaped: Path, capsys) -> None:
     data = calc_json(capsys, str(shaped), "--batch", "4", "--epochs", "10")
     assert data["buckets"] == [
-        {"resolution": [384, 640], "images": 1, "items": 3, "batches": 1},
-        {"resolution": [512, 512], "images": 1, "items": 1, "batches": 1},
-        {"resolution": [640, 384], "images": 2, "items": 6, "batches": 2},
+        {"resolution": [384, 640], "images": 1, "items": 3, "reg_items": 0, "batches": 1},
+        {"resolution": [512, 512], "images": 1, "items": 1, "reg_items": 0, "batches": 1},
+        {"resolution": [640, 384], "images": 2, "items": 6, "reg_items": 0, "batches": 2},
     ]
     assert (data["images"], data["repeats"], data["items_per_epoch"]) == (4, None, 10)
     assert (data["steps_per_epoch"], data["total_steps"], data["plain_total_steps"]) == (4, 40, 25.0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from kiln.engine.errors import UsageError
 from kiln.engine.plan.advisor import Advice, PlanFacts, advise, cuda_bf16_supported, cuda_memory_gib
 from kiln.engine.plan.loads import DatasetLoad
+from kiln.engine.plan.reg import RegSet
 from kiln.engine.plan.solve import Solution, solve_plan
 from kiln.engine.plan.steps import BucketKey, StepPlan, plan_steps, require_batch_fits, rounding_notes
 
@@ -43,6 +44,8 @@ class PlanRequest:
         family: The base model's family (``sd15``, ``sdxl``; for the advice).
         gpu_memory_gib: The GPU's memory (for SDXL's memory advice); None: probe this machine.
         gradient_checkpointing: Whether the run checkpoints gradients (for the advice).
+        reg: Regularisation images (Kohya's ``reg_data_dir``), balanced to the training
+            samples and counted in every epoch; None without.
     """
 
     mode: str
@@ -64,6 +67,7 @@ class PlanRequest:
     family: str = "sd15"
     gpu_memory_gib: float | None = None
     gradient_checkpointing: bool = False
+    reg: RegSet | None = None
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,10 @@ def evaluate_plan(
         processes=request.gpus,
         folder_items=request.folder_items,
         folder_repeats=request.folder_repeats,
+        reg=None if request.reg is None else request.reg.bucket_items,
     )
     plan = plan_steps(
-        solution.bucket_items, request.batch, solution.epochs, request.grad_accumulation, request.gpus
+        solution.all_items(), request.batch, solution.epochs, request.grad_accumulation, request.gpus
     )
     try:
         require_batch_fits(plan.items_per_epoch, request.batch)

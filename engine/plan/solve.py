@@ -8,8 +8,8 @@ for both, so the CLI and the screen never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from kiln.engine.errors import UsageError
 from kiln.engine.plan.steps import BucketKey, epochs_for_target, repeats_for_target
@@ -26,14 +26,24 @@ class Solution:
         repeats: The repeats every image trains with; None when the folders' own repeats
             differ.
         epochs: The epochs.
-        bucket_items: Samples per bucket per epoch, repeats included, for
-            :func:`kiln.engine.plan.steps.plan_steps`.
+        bucket_items: Training samples per bucket per epoch, repeats included.
+        reg_items: Regularisation samples per bucket per epoch (Kohya's balancing; empty
+            without reg images).
     """
 
     mode: str
     repeats: int | None
     epochs: int
     bucket_items: dict[BucketKey, int]
+    reg_items: dict[BucketKey, int] = field(default_factory=dict)
+
+    def all_items(self) -> dict[BucketKey, int]:
+        """Training and reg samples per bucket: what each epoch batches, for
+        :func:`kiln.engine.plan.steps.plan_steps`."""
+        merged = dict(self.bucket_items)
+        for key, count in self.reg_items.items():
+            merged[key] = merged.get(key, 0) + count
+        return merged
 
 
 def solve_plan(
@@ -48,6 +58,7 @@ def solve_plan(
     processes: int = 1,
     folder_items: Mapping[BucketKey, int] | None = None,
     folder_repeats: int | None = None,
+    reg: Callable[[int], Mapping[BucketKey, int]] | None = None,
 ) -> Solution:
     """Fill in what ``mode`` leaves open.
 
@@ -67,6 +78,8 @@ def solve_plan(
         folder_items: Samples per bucket with each folder's own repeats (a dataset's
             :meth:`~kiln.engine.plan.loads.DatasetLoad.bucket_items`), None without a dataset.
         folder_repeats: The repeats all folders share, None when they differ.
+        reg: ``reg(training samples per epoch)`` -> reg samples per bucket (Kohya's balancing,
+            :meth:`kiln.engine.plan.reg.RegSet.bucket_items`); None without reg images.
 
     Raises:
         UsageError: an unknown mode, or a number the mode needs is missing or bad.
@@ -76,8 +89,11 @@ def solve_plan(
     if mode == "repeats":
         if target_steps is None or epochs is None:
             raise UsageError("solving for repeats needs a target step count and the epochs")
-        solved = repeats_for_target(target_steps, bucket_images, batch, epochs, grad_accumulation, processes)
-        return Solution(mode, solved, epochs, _times(bucket_images, solved))
+        solved = repeats_for_target(
+            target_steps, bucket_images, batch, epochs, grad_accumulation, processes, reg=reg
+        )
+        solved_items = _times(bucket_images, solved)
+        return Solution(mode, solved, epochs, solved_items, _reg_items(reg, solved_items))
     if repeats is not None:
         items: dict[BucketKey, int] = _times(bucket_images, repeats)
         used: int | None = repeats
@@ -85,14 +101,22 @@ def solve_plan(
         items, used = dict(folder_items), folder_repeats
     else:
         raise UsageError("no repeats: give the repeats, or a dataset whose folder names carry them")
+    reg_items = _reg_items(reg, items)
     if mode == "steps":
         if epochs is None:
             raise UsageError("counting steps needs the epochs")
-        return Solution(mode, used, epochs, items)
+        return Solution(mode, used, epochs, items, reg_items)
     if target_steps is None:
         raise UsageError("solving for epochs needs a target step count")
-    solved = epochs_for_target(target_steps, items, batch, grad_accumulation, processes)
-    return Solution(mode, used, solved, items)
+    solution = Solution(mode, used, 1, items, reg_items)
+    solved = epochs_for_target(target_steps, solution.all_items(), batch, grad_accumulation, processes)
+    return Solution(mode, used, solved, items, reg_items)
+
+
+def _reg_items(
+    reg: Callable[[int], Mapping[BucketKey, int]] | None, items: Mapping[BucketKey, int]
+) -> dict[BucketKey, int]:
+    return {} if reg is None else dict(reg(sum(items.values())))
 
 
 def _times(bucket_images: Mapping[BucketKey, int], repeats: int) -> dict[BucketKey, int]:

@@ -10,7 +10,7 @@ and undercounts; Kiln reports it next to the real count so the difference can be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kiln.engine.errors import UsageError
@@ -143,6 +143,7 @@ def repeats_for_target(
     epochs: int,
     grad_accumulation: int = 1,
     processes: int = 1,
+    reg: Callable[[int], Mapping[BucketKey, int]] | None = None,
 ) -> int:
     """The fewest repeats (the same for every image) whose run reaches ``target_steps``.
 
@@ -154,14 +155,20 @@ def repeats_for_target(
         bucket_images: Images per bucket (without repeats); ``{None: images}`` without a
             dataset.
         batch, epochs, grad_accumulation, processes: As for :func:`plan_steps`.
+        reg: ``reg(training samples)`` -> reg samples per bucket, which Kohya adds to every
+            epoch (they grow with the repeats, so the count stays monotone); None without.
     """
     _require_counts(target_steps=target_steps)
 
     def total(repeats: int) -> int:
         items = {key: images * repeats for key, images in bucket_images.items()}
+        if reg is not None:
+            for key, count in reg(sum(items.values())).items():
+                items[key] = items.get(key, 0) + count
         return plan_steps(items, batch, epochs, grad_accumulation, processes).total_steps
 
-    # Kohya's count is never below the plain formula, so this many repeats always suffice.
+    # Kohya's count is never below the plain formula, so this many repeats always suffice
+    # (reg samples only add steps).
     images = sum(bucket_images.values())
     if images < 1:
         raise UsageError("nothing to train: no images; add images before planning repeats")
