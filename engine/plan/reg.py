@@ -26,11 +26,12 @@ from kiln.engine.plan.steps import BucketKey
 
 @dataclass(frozen=True)
 class RegImage:
-    """One class image: where it is, its folder's repeats, and its bucket."""
+    """One class image: where it is, its folder's repeats, its stored size and its bucket."""
 
     rel_path: str
     folder: str
     repeats: int
+    size: Size
     bucket: Size
 
 
@@ -106,7 +107,7 @@ def reg_set(dataset: Dataset, spec: BucketSpec) -> RegSet:
         except ImageError as exc:
             unreadable[record.rel_path] = str(exc)
             continue
-        images.append(RegImage(record.rel_path, record.folder, record.repeats, bucket))
+        images.append(RegImage(record.rel_path, record.folder, record.repeats, size, bucket))
     folders: dict[str, list[int]] = {}
     for image in images:
         folders.setdefault(image.folder, [image.repeats, 0])[1] += 1

@@ -90,6 +90,11 @@ def check_run(
             "use --set train.precision=bf16 (or fp32)"
         )
     data = config.dataset
+    if data.reg_path and not Path(data.reg_path).is_dir():
+        raise UsageError(
+            f"dataset.reg_path = {data.reg_path}: no such folder; point it at a folder of N_class/ "
+            'folders of class images, or set it to ""'
+        )
     if config.model.base:
         family = resolve_family(config.model.base, config.model.family)
         check_family_settings(config, family)

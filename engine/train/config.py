@@ -63,6 +63,8 @@ KOHYA_NAMES: dict[str, str] = {
     "output_name": "output.name",
     "training_comment": "output.comment",
     "v_parameterization": "model.prediction",
+    "reg_data_dir": "dataset.reg_path",
+    "prior_loss_weight": "train.prior_loss_weight",
     "zero_terminal_snr": "train.zero_terminal_snr",
 }
 
@@ -159,6 +161,10 @@ class DatasetConfig:
         default=64, metadata=_help("bucket side step", _multiple_of_8, MAX_RESOLUTION)
     )
     bucket_no_upscale: bool = field(default=False, metadata=_help("never upscale small images into a bucket"))
+    reg_path: str = field(
+        default="",
+        metadata=_help("regularisation (class) images, Kohya's reg_data_dir: N_class/ folders; empty = none"),
+    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,10 @@ class TrainParams:
     lr_warmup_steps: int = field(default=0, metadata=_help("linear warmup steps", _at_least(0)))
     min_snr_gamma: float = field(
         default=0.0, metadata=_help("min-SNR weighting gamma (5 is usual); 0 = off", _at_least(0))
+    )
+    prior_loss_weight: float = field(
+        default=1.0,
+        metadata=_help("loss weight of regularisation images (Kohya's prior_loss_weight)", _at_least(0)),
     )
     zero_terminal_snr: bool = field(
         default=False,
@@ -364,9 +374,16 @@ SECTIONS: dict[str, type] = {
     "save": SaveConfig,
     "output": OutputConfig,
 }
-_PATH_KEYS = {("model", "base"), ("dataset", "path"), ("output", "dir")}
+_PATH_KEYS = {("model", "base"), ("dataset", "path"), ("dataset", "reg_path"), ("output", "dir")}
 # Keys Kiln turns into file or folder names: no control character (a newline, a tab...) in them.
-_FILE_NAME_KEYS = {"output.name", "output.dir", "model.base", "dataset.path", "dataset.caption_extension"}
+_FILE_NAME_KEYS = {
+    "output.name",
+    "output.dir",
+    "model.base",
+    "dataset.path",
+    "dataset.reg_path",
+    "dataset.caption_extension",
+}
 
 
 def all_keys() -> list[str]:

@@ -9,6 +9,7 @@ number, which is what lets a resumed run continue the same order.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -43,6 +44,8 @@ class TrainImage:
         size: The stored ``(width, height)``.
         file_key: Size and modification time, so cached latents notice an edited file.
         assignment: Bucket, resize and crop.
+        is_reg: A regularisation (class) image: its loss is weighted by
+            ``train.prior_loss_weight``; its ``rel_path`` starts with ``reg/``.
     """
 
     rel_path: str
@@ -53,6 +56,7 @@ class TrainImage:
     size: Size
     file_key: str
     assignment: BucketAssignment
+    is_reg: bool = False
 
     @property
     def bucket(self) -> Size:
@@ -70,6 +74,8 @@ class TrainingSet:
         skipped: Included images in places Kohya skips (root, unprefixed or ``0_`` folders).
         unreadable: ``(rel_path, reason)`` for images that cannot be sized or bucketed.
         warnings: One line per problem worth telling the user (missing captions...).
+        reg_items: Kohya's ``num_reg_images``: the reg folders' images times their folders'
+            repeats, before balancing (0 without reg images).
     """
 
     root: Path
@@ -77,6 +83,12 @@ class TrainingSet:
     skipped: tuple[str, ...] = ()
     unreadable: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = ()
+    reg_items: int = 0
+
+    @property
+    def trained(self) -> tuple[TrainImage, ...]:
+        """The training images, without the reg images."""
+        return tuple(image for image in self.images if not image.is_reg)
 
     def bucket_items(self) -> dict[Size, int]:
         """Samples per bucket per epoch (repeats included): what ``plan_steps`` takes."""
@@ -85,18 +97,23 @@ class TrainingSet:
             items[image.bucket] = items.get(image.bucket, 0) + image.repeats
         return dict(sorted(items.items()))
 
-    def dataset_dirs(self) -> dict[str, dict[str, int]]:
-        """Kohya's ``ss_dataset_dirs``: per folder, its repeats and image count."""
+    def dataset_dirs(self, reg: bool = False) -> dict[str, dict[str, int]]:
+        """Kohya's ``ss_dataset_dirs`` (``reg``: ``ss_reg_dataset_dirs``): per folder, its
+        repeats and image count."""
         dirs: dict[str, dict[str, int]] = {}
         for image in self.images:
-            entry = dirs.setdefault(image.folder, {"n_repeats": image.repeats, "img_count": 0})
+            if image.is_reg != reg:
+                continue
+            # A reg image's repeats are Kohya's balanced ones; the folder's own are in its name.
+            repeats = int(image.folder.partition("_")[0]) if image.is_reg else image.repeats
+            entry = dirs.setdefault(image.folder, {"n_repeats": repeats, "img_count": 0})
             entry["img_count"] += 1
         return dirs
 
     def tag_frequency(self) -> dict[str, dict[str, int]]:
         """Kohya's ``ss_tag_frequency``: per folder, how many captions hold each comma-separated tag."""
         frequency: dict[str, dict[str, int]] = {}
-        for image in self.images:
+        for image in self.trained:
             tags = frequency.setdefault(image.folder, {})
             for tag in {tag.strip() for tag in image.caption.split(",") if tag.strip()}:
                 tags[tag] = tags.get(tag, 0) + 1
@@ -180,6 +197,70 @@ def training_set(config: DatasetConfig) -> TrainingSet:
         skipped=skipped,
         unreadable=tuple(sorted(problems.items())),
         warnings=tuple(warnings),
+    )
+
+
+REG_PREFIX = "reg/"
+
+
+def with_reg_images(
+    data: TrainingSet, config: DatasetConfig, log: logging.Logger | None = None
+) -> TrainingSet:
+    """``data`` with the regularisation images of ``config.reg_path`` added, balanced to its
+    training samples as Kohya balances them (:mod:`kiln.engine.plan.reg`): the used ones with
+    their repeats, a reg image without a caption file captioned with its folder's class word
+    (``1_dog`` -> ``dog``), as Kohya's class tokens.
+
+    Raises:
+        DatasetError: The folder is missing or holds no class image Kohya would use.
+    """
+    from kiln.engine.plan.reg import reg_set
+
+    root = Path(config.reg_path)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; set dataset.reg_path to a folder of N_class/ folders")
+    dataset = scan_dataset(root, config.caption_extension)
+    spec = bucket_spec(config)
+    reg = reg_set(dataset, spec)
+    if not reg.images:
+        raise DatasetError(
+            f"{root}: no class image Kohya would use; put them in a folder such as {root}/1_class/"
+        )
+    repeats = reg.repeats_for(sum(image.repeats for image in data.trained))
+    records = {record.rel_path: record for record in dataset.images}
+    added: list[TrainImage] = []
+    for image in reg.images:
+        if image.rel_path not in repeats:
+            continue
+        record = records[image.rel_path]
+        caption = read_caption(record.caption_path)
+        text = caption.text.strip() if caption.exists else image.folder.partition("_")[2]
+        added.append(
+            TrainImage(
+                rel_path=REG_PREFIX + image.rel_path,
+                path=record.path,
+                folder=image.folder,
+                repeats=repeats[image.rel_path],
+                caption=text,
+                size=image.size,
+                file_key=f"{record.size}:{record.mtime_ns}",
+                assignment=assign_bucket(image.size, spec),
+                is_reg=True,
+            )
+        )
+    if log is not None:
+        log.info(
+            "reg: %d of %d class image(s) from %s, %d samples per epoch",
+            len(added),
+            len(reg.images),
+            root,
+            sum(image.repeats for image in added),
+        )
+    return replace(
+        data,
+        images=data.images + tuple(added),
+        reg_items=reg.items,
+        warnings=data.warnings + tuple(f"{rel_path}: {why}; not used" for rel_path, why in reg.unreadable),
     )
 
 

@@ -47,6 +47,7 @@ from kiln.engine.train.data import (
     split_validation,
     step_caption,
     training_set,
+    with_reg_images,
 )
 from kiln.engine.train.lora_io import (
     DTYPES,
@@ -241,8 +242,6 @@ class Trainer:
         check_family_settings(config, family)
 
         self.data: TrainingSet = training_set(config.dataset)
-        for warning in self.data.warnings:
-            self.report.warn(warning)
         self.validation_images: tuple[TrainImage, ...] = ()
         if config.train.validation_split > 0:
             self.data, self.validation_images = split_validation(
@@ -253,6 +252,10 @@ class Trainer:
                 len(self.validation_images),
                 ", ".join(image.rel_path for image in self.validation_images),
             )
+        if config.dataset.reg_path:  # balanced to the samples that train, as Kohya does
+            self.data = with_reg_images(self.data, config.dataset, self.log)
+        for warning in self.data.warnings:
+            self.report.warn(warning)
 
         self.log.info("loading %s (%s), model family: %s", self.source.path, self.source.kind, family.title)
         self.models: TrainModels = load_models(config, family, self.device, self.weight_dtype, self.log)
@@ -503,6 +506,10 @@ class Trainer:
             [image.size for image in images], [image.bucket for image in images]
         )
         loss = self._per_sample_loss(latents, noise, timesteps, captions, time_ids)
+        if any(image.is_reg for image in images):
+            # Kohya's prior loss: class images count prior_loss_weight times a training image.
+            weights = [config.train.prior_loss_weight if image.is_reg else 1.0 for image in images]
+            loss = loss * torch.tensor(weights, device=loss.device)
         if config.train.min_snr_gamma:
             loss = loss * min_snr_weights(
                 self.alphas_cumprod, timesteps, config.train.min_snr_gamma, models.prediction_type

@@ -39,9 +39,6 @@ MODELSPEC_VERSION = "1.0.1"
 # The ss_* keys sd-scripts' train_network.py writes that Kiln leaves out, and why (a test keeps
 # this list and the written keys together; docs/training.md shows it).
 LEFT_OUT_SS_KEYS: dict[str, str] = {
-    "ss_reg_dataset_dirs": "Kiln trains no regularisation images",
-    "ss_num_reg_images": "Kiln trains no regularisation images",
-    "ss_prior_loss_weight": "Kiln trains no regularisation images",
     "ss_color_aug": "Kiln has no colour augmentation",
     "ss_flip_aug": "Kiln has no flip augmentation",
     "ss_random_crop": "Kiln always centre-crops, as Kohya does without random_crop",
@@ -235,7 +232,10 @@ def lora_metadata(
         "ss_network_alpha": network.alpha,
         "ss_network_args": json_metadata(conv_args) if conv_args else None,
         "ss_network_train_unet_only": not network.train_text_encoder,
-        "ss_num_train_images": plan.items_per_epoch,
+        # Training samples per epoch (repeats in), reg samples not counted, as in sd-scripts.
+        "ss_num_train_images": sum(image.repeats for image in data.trained),
+        "ss_num_reg_images": data.reg_items,
+        "ss_prior_loss_weight": train.prior_loss_weight,
         "ss_num_batches_per_epoch": plan.batches_per_epoch,
         "ss_num_epochs": train.epochs,
         "ss_epoch": epoch,
@@ -279,6 +279,7 @@ def lora_metadata(
         "ss_keep_tokens": dataset.keep_tokens,
         "ss_caption_dropout_rate": dataset.caption_dropout_rate,
         "ss_dataset_dirs": json_metadata(data.dataset_dirs()),
+        "ss_reg_dataset_dirs": json_metadata(data.dataset_dirs(reg=True)),
         "ss_tag_frequency": json_metadata(data.tag_frequency()),
         "kiln_version": __version__,
     }
