@@ -18,6 +18,7 @@ import torch
 from kiln.engine.errors import ModelError
 from kiln.engine.models.family import SD15, ModelFamily
 from kiln.engine.models.lora_keys import TEXT_ENCODER_PREFIX
+from kiln.engine.models.lycoris_log import quiet_lycoris_log
 from kiln.engine.tec.checks import safetensors_header, trains_text_encoder
 from torch import nn
 
@@ -144,4 +145,60 @@ def merged_text_encoder(model: nn.Module, layers: list[LoraLayer], scale: float)
         for layer in layers:
             weight = layer_weight(merged, layer.module)
             weight.add_(layer.delta(scale).to(weight.device, weight.dtype))
+    return merged
+
+
+# Tensor names only LyCORIS networks write (LoHa, LoKr, DoRA's weight decomposition).
+LYCORIS_PARTS = ("hada_", "lokr_", "dora_scale")
+
+
+def is_lycoris(tensors: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    """Whether the file's layers under ``prefix`` are LyCORIS modules (not plain LoRA)."""
+    return any(key.startswith(prefix + "_") and any(part in key for part in LYCORIS_PARTS) for key in tensors)
+
+
+class _Named(nn.Module):
+    """A text encoder under its ``text_model`` name, as Kohya names its layers."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_model = encoder
+
+
+def merged_lycoris_text_encoder(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str, scale: float, path: Path
+) -> nn.Module:
+    """A copy of ``model`` with a LyCORIS file's layers for ``prefix`` merged at ``scale``, by the
+    LyCORIS library's own loader and merge (what ComfyUI and A1111 apply).
+
+    Raises:
+        ModelError: The library is missing, or a layer of the file matches no layer of the model.
+    """
+    try:
+        from lycoris.wrapper import LycorisNetwork, create_lycoris_from_weights
+    except ImportError:
+        raise ModelError(
+            f"{path}: a LyCORIS file; measuring it needs the LyCORIS library: "
+            'pip install "lora-kiln[lycoris]"'
+        ) from None
+    quiet_lycoris_log()
+    merged = copy.deepcopy(model)
+    if scale == 0:  # not applied at all (DoRA's rescale would move the weights even at 0)
+        return merged
+    part = {key: value.float() for key, value in tensors.items() if key.startswith(prefix + "_")}
+    names = {key.split(".", 1)[0] for key in part}
+    saved = LycorisNetwork.LORA_PREFIX
+    LycorisNetwork.LORA_PREFIX = prefix
+    try:
+        network, _ = create_lycoris_from_weights(scale, None, _Named(merged), weights_sd=part)
+    finally:
+        LycorisNetwork.LORA_PREFIX = saved
+    matched = {module.lora_name for module in network.loras}
+    if names - matched:
+        raise ModelError(
+            f"{path}: {sorted(names - matched)[0]} names no text-encoder layer of the base's CLIP model"
+        )
+    with torch.no_grad():
+        for module in network.loras:
+            module.merge_to(scale)
     return merged

@@ -20,7 +20,12 @@ from kiln.engine.models.family import SD15, SDXL, ModelFamily, family_of_lora_ke
 from kiln.engine.models.safetensors_file import read_safetensors
 from kiln.engine.tec.embed import DEFAULT_BATCH, Position, word_embeddings
 from kiln.engine.tec.loading import TextEncoder, load_text_encoders, require_same_tokenizer
-from kiln.engine.tec.lora import merged_text_encoder, text_encoder_lora_layers
+from kiln.engine.tec.lora import (
+    is_lycoris,
+    merged_lycoris_text_encoder,
+    merged_text_encoder,
+    text_encoder_lora_layers,
+)
 from kiln.engine.tec.measures import TecReport, combined_report, layer_distances, tec_report
 from kiln.engine.tec.vocab import BUILTIN, ProbeSet, full_vocab_probe_set, probe_set
 from torch import nn
@@ -250,7 +255,9 @@ def _lora_report(
     progress: ProgressFn | None,
     stage: str,
 ) -> tuple[bool, TecReport]:
-    layers = text_encoder_lora_layers(tensors, base_te.model, path, family, slot)
+    prefix = family.text_encoders[slot].prefix
+    lycoris = is_lycoris(tensors, prefix)
+    layers = [] if lycoris else text_encoder_lora_layers(tensors, base_te.model, path, family, slot)
     label = f"{base_te.path} + {path.name} x {scale:g}"
     common: dict[str, Any] = {
         "candidate": label,
@@ -258,7 +265,7 @@ def _lora_report(
         "position": options.position,
         "probe": probe.source,
     }
-    if not layers:
+    if not layers and not lycoris:
         # A U-Net-only LoRA leaves the text encoder exactly as it was: nothing to encode.
         if progress is not None:
             progress(stage, len(probe), len(probe))
@@ -268,7 +275,11 @@ def _lora_report(
         )
         report = tec_report(probe.words, reference_vectors, reference_vectors, notes=notes, **common)
         return False, report
-    merged = merged_text_encoder(base_te.model, layers, scale)
+    merged = (
+        merged_lycoris_text_encoder(base_te.model, tensors, prefix, scale, path)
+        if lycoris
+        else merged_text_encoder(base_te.model, layers, scale)
+    )
     candidate_vectors = _embed(merged, base_te, probe, options, device, stage, progress)
     report = tec_report(
         probe.words,

@@ -32,6 +32,7 @@ SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 BASELINES = ("auto", "on", "off")
 PREDICTIONS = ("auto", "epsilon", "v")
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora")
 # train.precision -> accelerate's mixed_precision.
 MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
@@ -64,6 +65,7 @@ KOHYA_NAMES: dict[str, str] = {
     "training_comment": "output.comment",
     "v_parameterization": "model.prediction",
     "reg_data_dir": "dataset.reg_path",
+    "network_module": "network.type",
     "prior_loss_weight": "train.prior_loss_weight",
     "zero_terminal_snr": "train.zero_terminal_snr",
 }
@@ -178,6 +180,23 @@ class NetworkConfig:
         default=0, metadata=_help("LoCon rank for 3x3 convs; 0 = off", _at_least(0), MAX_RANK)
     )
     conv_alpha: float = field(default=1.0, metadata=_help("LoCon alpha", _positive, MAX_RANK))
+    type: str = field(
+        default="lora",
+        metadata=_help(
+            "network: lora, locon (lora + 3x3 convs), loha, lokr, dora (LyCORIS library)",
+            _one_of(*NETWORK_TYPES),
+        ),
+    )
+    factor: int = field(
+        default=-1, metadata=_help("LoKr factor: split of each weight's dimensions; -1 = automatic")
+    )
+
+    @property
+    def effective_conv_rank(self) -> int:
+        """The rank of the 3x3 conv layers: ``conv_rank``, or for ``locon`` without one the main rank."""
+        if self.type == "locon" and self.conv_rank == 0:
+            return self.rank
+        return self.conv_rank
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ from kiln.engine.train.data import (
 from kiln.engine.train.lora_io import (
     DTYPES,
     base_model_hashes,
-    kohya_state_dict,
     lora_metadata,
     write_lora,
 )
@@ -669,14 +668,7 @@ class Trainer:
             return None
         models, config = self.models, self.config
         dtype = DTYPES[config.save.precision]
-        tensors = kohya_state_dict(
-            self.accelerator.unwrap_model(models.unet_train), models.unet_targets, dtype
-        )
-        for part in models.text_encoders:
-            if part.trains:
-                tensors.update(
-                    kohya_state_dict(self.accelerator.unwrap_model(part.train_model), part.targets, dtype)
-                )
+        tensors = models.network_state_dict(self.accelerator.unwrap_model, dtype)
         metadata = lora_metadata(
             config,
             epoch=epoch,

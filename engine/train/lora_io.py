@@ -207,11 +207,16 @@ def lora_metadata(
     """
     train, network, dataset = config.train, config.network, config.dataset
     now = time.time()
-    conv_args = (
-        {"conv_dim": str(network.conv_rank), "conv_alpha": str(network.conv_alpha)}
-        if network.conv_rank
-        else None
-    )
+    lycoris = network.type in ("loha", "lokr", "dora")
+    conv_rank = network.effective_conv_rank
+    if lycoris:
+        from kiln.engine.train.lycoris_network import network_args
+
+        conv_args: dict[str, str] | None = network_args(
+            network.type, conv_rank, network.conv_alpha, network.factor
+        )
+    else:
+        conv_args = {"conv_dim": str(conv_rank), "conv_alpha": str(network.conv_alpha)} if conv_rank else None
     buckets = {
         str(i): {"resolution": list(bucket.resolution or ()), "count": bucket.items}
         for i, bucket in enumerate(plan.buckets)
@@ -227,7 +232,8 @@ def lora_metadata(
         "ss_new_sd_model_hash": model_hashes[1] if model_hashes else None,
         "ss_base_model_version": family.base_model_version,
         "ss_v2": False,
-        "ss_network_module": "networks.lora",
+        # LyCORIS's Kohya network module, as sd-scripts records --network_module lycoris.kohya.
+        "ss_network_module": "lycoris.kohya" if lycoris else "networks.lora",
         "ss_network_dim": network.rank,
         "ss_network_alpha": network.alpha,
         "ss_network_args": json_metadata(conv_args) if conv_args else None,

@@ -17,6 +17,14 @@ from kiln.engine.models.conditioning import TextConditioning
 from kiln.engine.models.family import ModelFamily, TextEncoderSlot
 from kiln.engine.models.lora_keys import LoraTarget
 from kiln.engine.train.config import TrainConfig
+from kiln.engine.train.lycoris_network import (
+    LYCORIS_TYPES,
+    add_lycoris,
+    load_lycoris_copy,
+    lycoris_copy,
+    lycoris_modules,
+    lycoris_state_dict,
+)
 from kiln.engine.train.network import add_lora, lora_weights
 
 
@@ -134,8 +142,9 @@ class TrainModels:
                 clip_skip,
             )
 
-    def adapters(self) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """A copy of every adapter's ``(down, up)`` by Kohya name: ``{"unet_lora": ..., "te_lora": ...}``."""
+    def adapters(self) -> dict[str, Any]:
+        """A copy of every adapter by Kohya name: ``{"unet_lora": ..., "te_lora": ...}`` (a LoRA's
+        ``(down, up)``, or a LyCORIS module's tensors)."""
         copies = {"unet_lora": _adapter_copy(self.unet, self.unet_targets)}
         for part in self.text_encoders:
             copies[part.slot.resume_key] = _adapter_copy(part.model, part.targets)
@@ -146,11 +155,29 @@ class TrainModels:
         pairs = [(self.unet, self.unet_targets, "unet_lora")]
         pairs += [(part.model, part.targets, part.slot.resume_key) for part in self.text_encoders]
         for model, targets, key in pairs:
+            if lycoris_modules(model):
+                load_lycoris_copy(model, data[key])
+                continue
             for target in targets:
                 down, up = lora_weights(model, target)
                 saved_down, saved_up = data[key][target.kohya]
                 down.data.copy_(saved_down)
                 up.data.copy_(saved_up)
+
+    def network_state_dict(self, unwrap: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The trained network under Kohya names, for the LoRA file (``unwrap``: accelerate's
+        ``unwrap_model``)."""
+        from kiln.engine.train.lora_io import kohya_state_dict
+
+        pairs = [(unwrap(self.unet_train), self.unet_targets)]
+        pairs += [(unwrap(part.train_model), part.targets) for part in self.text_encoders if part.trains]
+        tensors: dict[str, torch.Tensor] = {}
+        for model, targets in pairs:
+            if lycoris_modules(model):
+                tensors.update(lycoris_state_dict(model, dtype))
+            else:
+                tensors.update(kohya_state_dict(model, targets, dtype))
+        return tensors
 
 
 def load_models(
@@ -169,9 +196,9 @@ def load_models(
     vae.requires_grad_(False)
     unet = pipe.unet.to(device, dtype=weight_dtype)
     unet_targets = family.unet_targets(
-        unet, network.rank, network.alpha, network.conv_rank, network.conv_alpha
+        unet, network.rank, network.alpha, network.effective_conv_rank, network.conv_alpha
     )
-    unet_params = add_lora(unet, unet_targets)
+    unet_params = add_network(unet, unet_targets, network.type, network.factor, log)
     parts = []
     for slot, lr in zip(family.text_encoders, config.text_encoder_lrs(), strict=False):
         model = getattr(pipe, slot.attr).to(device, dtype=weight_dtype)
@@ -179,7 +206,7 @@ def load_models(
         params: list[torch.nn.Parameter] = []
         if network.train_text_encoder:
             targets = family.text_encoder_targets(model, network.rank, network.alpha, slot.prefix)
-            params = add_lora(model, targets)
+            params = add_network(model, targets, network.type, network.factor, log)
         else:
             model.requires_grad_(False)
         if config.train.gradient_checkpointing and targets:
@@ -190,8 +217,9 @@ def load_models(
         unet.enable_gradient_checkpointing()
     unet.train()
     log.info(
-        "%s: LoRA rank %d alpha %g on %d U-Net and %s text-encoder modules",
+        "%s: %s rank %d alpha %g on %d U-Net and %s text-encoder modules",
         family.title,
+        network.type,
         network.rank,
         network.alpha,
         len(unet_targets),
@@ -240,9 +268,22 @@ def _checkpoint_text_encoder(model: torch.nn.Module) -> None:
         encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _adapter_copy(
-    model: torch.nn.Module, targets: list[LoraTarget]
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def add_network(
+    model: torch.nn.Module,
+    targets: list[LoraTarget],
+    kind: str,
+    factor: int,
+    log: logging.Logger | None = None,
+) -> list:
+    """Adapters of ``kind`` on ``targets``: peft LoRA for ``lora``/``locon``, else LyCORIS."""
+    if kind in LYCORIS_TYPES:
+        return add_lycoris(model, targets, kind, factor, log)
+    return add_lora(model, targets)
+
+
+def _adapter_copy(model: torch.nn.Module, targets: list[LoraTarget]) -> Any:
+    if lycoris_modules(model):
+        return lycoris_copy(model)
     copies = {}
     for target in targets:
         down, up = lora_weights(model, target)
