@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             f"{sweep}/{info.run_dir.name}" if sweep else info.run_dir.name,
             f"[{STATE_STYLES.get(info.state, '')}]{state}[/]",
-            family_text(info.family),
+            family_text(info.family, info.network),
             f"{info.step}/{info.total}" if info.total else str(info.step),
             f"{info.epoch}/{info.epochs}" if info.epochs else "-",
             f"{info.loss:.4f}" if info.loss is not None else "-",

@@ -51,7 +51,7 @@ HEARTBEAT_S = 2.0
 # The run-folder layout this Kiln writes; readers treat other values as read-only runs.
 RUN_LAYOUT = 1
 # Kept from the previous status when a run resumes: where it stood and when it first started.
-_RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started", "family")
+_RESUMED_KEYS = ("name", "step", "total", "epoch", "epochs", "loss", "started", "family", "network")
 
 
 class EventWriter:
@@ -155,8 +155,9 @@ class EventWriter:
         if kind in ("start", "resumed"):
             self.status["state"] = "running"
             self.status["error"] = None
-            if "family" in event:
-                self.status["family"] = event["family"]
+            for key in ("family", "network"):
+                if key in event:
+                    self.status[key] = event[key]
         elif kind in FINAL_STATES:
             self.status["state"] = FINAL_STATES[kind]
             self.status["eta_s"] = 0 if kind == "done" else None

@@ -68,6 +68,7 @@ class RunInfo:
         sampling: ``"k/n"`` while a running run renders its k-th of n samples, else None.
         family: The base model's family (``sd15``, ``sdxl``) once the trainer has loaded it;
             None before, and for runs of Kiln versions without SDXL (all SD 1.5).
+        network: The network type (``lora``, ``loha``...), from the same event.
     """
 
     run_dir: Path
@@ -87,6 +88,7 @@ class RunInfo:
     readonly: bool
     sampling: str | None = None
     family: str | None = None
+    network: str | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -145,6 +147,7 @@ def read_run(run_dir: Path) -> RunInfo:
         readonly=readonly,
         sampling=_text(status.get("sampling")) if state == "running" else None,
         family=_text(status.get("family")) or None,
+        network=_text(status.get("network")) or None,
     )
 
 

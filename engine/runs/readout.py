@@ -135,10 +135,13 @@ def _number(value: object) -> float | None:
 
 # How tables name a run's model family (short: a column of its own).
 FAMILY_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL"}
+NETWORK_LABELS = {"locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "dora": "DoRA"}
 
 
-def family_text(family: str | None) -> str:
-    """``SD1.5`` / ``SDXL`` for a run's family; ``-`` before the trainer has loaded the model."""
+def family_text(family: str | None, network: str | None = None) -> str:
+    """``SD1.5`` / ``SDXL`` for a run's family, with its network when not plain LoRA
+    (``SDXL LoKr``); ``-`` before the trainer has loaded the model."""
     if not family:
         return "-"
-    return FAMILY_LABELS.get(family, family)
+    text = FAMILY_LABELS.get(family, family)
+    return f"{text} {NETWORK_LABELS[network]}" if network in NETWORK_LABELS else text

@@ -321,6 +321,7 @@ class Trainer:
                 for b in self.plan.buckets
             ],
             family=family.name,
+            network=config.network.type,
             prediction=self.models.prediction_type,
             unet_modules=len(self.models.unet_targets),
             text_encoder_modules=len(self.models.te_targets),

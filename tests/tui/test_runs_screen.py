@@ -19,7 +19,7 @@ from kiln.tui.screens.sweep import SweepScreen
 from kiln.tui.widgets.run_table import RunTable
 from kiln.tui.widgets.sample_grid import SampleGrid
 from textual.binding import Binding
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from tests.runfolders import write_run, write_sweep
 from tests.tui.helpers import make_app, wait_for
@@ -394,3 +394,37 @@ async def test_the_family_shows_in_the_new_run_form_and_the_runs_table(sample_co
         await wait_for(pilot, lambda: str(family.render()) == "SD 1.5")
         form.query_one("#base", Input).value = str(sample_copy / "missing")
         await wait_for(pilot, lambda: str(family.render()) == "")
+
+
+async def test_the_new_run_form_writes_the_network_type_and_the_table_shows_it(
+    sample_copy: Path, monkeypatch
+) -> None:
+    run_dir = write_run(sample_copy / "runs", "pot", dataset=sample_copy)
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    (run_dir / "status.json").write_text(
+        json.dumps({**status, "family": "sdxl", "network": "lokr"}), encoding="utf-8"
+    )
+    started: list[Path] = []
+
+    def fake_start(config_path: Path, **kwargs) -> Path:
+        started.append(Path(config_path))
+        return run_dir
+
+    monkeypatch.setattr("kiln.engine.runs.folders.start_detached", fake_start)
+    app = make_app(sample_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(pilot)
+        table = screen.query_one(RunTable)
+        model = list(table.columns).index(table.get_column_key_from_name("model"))
+        assert str(table.get_row_at(0)[model]) == "SDXL LoKr"
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        form.query_one("#base", Input).value = str(fake_model(sample_copy.parent / "sd15"))
+        form.query_one("#module", Select).value = "loha"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(started))
+    from kiln.engine.train.config import load_config
+
+    config = load_config(started[0])
+    assert config.network.type == "loha" and config.network.conv_rank == 0

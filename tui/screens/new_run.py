@@ -36,7 +36,20 @@ TEXT_FIELDS: tuple[tuple[str, str, str, type], ...] = (
     ("te_lr", "TE LR", "train.text_encoder_lr", float),
     ("sample_steps", "sample steps", "sample.steps", int),
 )
-MODULES = (("LoRA", "lora"), ("LoCon (+3x3 convs)", "locon"))
+MODULES = (
+    ("LoRA", "lora"),
+    ("LoCon (+3x3 convs)", "locon"),
+    ("LoHa (LyCORIS)", "loha"),
+    ("LoKr (LyCORIS)", "lokr"),
+    ("DoRA (LyCORIS)", "dora"),
+)
+
+
+def network_choice(kind: Any, conv_rank: int) -> str:
+    """The form's network choice for a config: its type, a plain LoRA with conv layers as LoCon."""
+    if kind in {value for _, value in MODULES} and kind != "lora":
+        return str(kind)
+    return "locon" if conv_rank else "lora"
 
 
 def precision_choices(gpu: bool) -> list[str]:
@@ -174,7 +187,7 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
                 yield Label("module")
                 yield Select(
                     [(label, value) for label, value in MODULES],
-                    value="locon" if conv else "lora",
+                    value=network_choice(self._value("network.type"), conv),
                     allow_blank=False,
                     id="module",
                     compact=True,
@@ -282,9 +295,11 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
                 )
                 return
         rank = overrides.get("network.rank", self._value("network.rank") or 16)
-        if self.query_one("#module", Select).value == "locon":
+        module = self.query_one("#module", Select).value
+        overrides["network.type"] = module
+        if module == "locon":
             overrides["network.conv_rank"] = self._value("network.conv_rank") or max(1, int(rank) // 2)
-        else:
+        elif module == "lora":
             overrides["network.conv_rank"] = 0
         from kiln.engine.models.family import resolve_family
         from kiln.engine.train.config import TrainConfig, apply_overrides, check_family_settings

@@ -39,7 +39,7 @@ def run_cells(info, label: str | None = None, now: float | None = None) -> list[
     return [
         Text(label or info.name or info.run_dir.name, no_wrap=True, overflow="ellipsis"),
         Text(state, style=STATE_STYLES.get(info.state, "")),
-        Text(family_text(getattr(info, "family", None))),
+        Text(family_text(getattr(info, "family", None), getattr(info, "network", None))),
         Text(progress_text(info.step, info.total), justify="right"),
         Text(epoch, justify="right"),
         Text(loss_text(info.loss), justify="right"),
