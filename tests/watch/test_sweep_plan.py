@@ -277,3 +277,12 @@ def test_report_compares_runs_and_composes_a_contact_sheet(tmp_path: Path) -> No
         assert image.width > 4 * 160 and image.height > 2 * 160
         # The first run's red sample sits in column 2 of the first prompt's row.
         assert image.getpixel((6 + 160 + 6 + 80, 30 + 15 + 80)) == (255, 0, 0)
+
+
+def test_the_network_type_is_a_sweepable_key_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    plan = load_sweep(
+        write(tmp_path, 'base = "run.toml"\n[grid]\n"network.type" = ["lora", "loha", "lokr"]\n')
+    )
+    assert [config.network.type for config in plan.configs] == ["lora", "loha", "lokr"]
+    with pytest.raises(ConfigError, match=r"network\.type = \"lycoris\": must be one of lora, locon, loha"):
+        load_sweep(write(tmp_path, 'base = "run.toml"\n[grid]\n"network.type" = ["lycoris"]\n'))
