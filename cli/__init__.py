@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "cancel",
     "resume": "resume",
     "sweep": "sweep",
+    "extract": "extract",
     "tiny-model": "tiny_model",
 }
 
