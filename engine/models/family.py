@@ -70,6 +70,9 @@ class ModelFamily:
         modelspec_implementation: ``modelspec.implementation`` of a LoRA (as sd-scripts writes).
         build_tiny: ``build_tiny(seed)``: a tiny pipeline of the family's shape for tests.
         write_tiny: ``write_tiny(out, single_file)``: that tiny model written to disk.
+        single_file_state: ``single_file_state(unet, vae, text_encoders)``: the weights in the
+            family's original single-file layout (a full fine-tune's checkpoint).
+        checkpoint_architecture: ``modelspec.architecture`` of a whole checkpoint.
     """
 
     name: str
@@ -91,6 +94,8 @@ class ModelFamily:
     modelspec_implementation: str
     build_tiny: Callable[..., Any]
     write_tiny: Callable[..., Path]
+    single_file_state: Callable[..., dict]
+    checkpoint_architecture: str
 
     def text_encoder_models(self, pipe: Any) -> list[Any]:
         """The pipeline's text encoders, in slot order (what TEC measures)."""
@@ -121,6 +126,8 @@ SD15 = ModelFamily(
     modelspec_implementation="diffusers",
     build_tiny=sd15.build_tiny,
     write_tiny=sd15.write_tiny,
+    single_file_state=sd15.single_file_state,
+    checkpoint_architecture="stable-diffusion-v1",
 )
 SDXL = ModelFamily(
     name=sdxl.NAME,
@@ -145,6 +152,8 @@ SDXL = ModelFamily(
     modelspec_implementation="https://github.com/Stability-AI/generative-models",
     build_tiny=sdxl.build_tiny,
     write_tiny=sdxl.write_tiny,
+    single_file_state=sdxl.single_file_state,
+    checkpoint_architecture="stable-diffusion-xl-v1-base",
 )
 # Detection order: SDXL first, since SD 1.5's check accepts whatever is not recognisably SDXL.
 FAMILIES: tuple[ModelFamily, ...] = (SDXL, SD15)

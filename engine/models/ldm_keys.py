@@ -8,6 +8,7 @@ round trip through diffusers' own loader in the tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -190,3 +191,9 @@ def clip_key_from_ldm(key: str) -> str | None:
     if key.startswith(CLIP_OLD_PREFIX):
         return key[len(CLIP_OLD_PREFIX) :]
     return None
+
+
+def layers_per_block(unet: object) -> int:
+    """A diffusers U-Net's ``layers_per_block`` (its config is untyped): LDM's block numbering."""
+    model: Any = unet
+    return int(model.config.layers_per_block)

@@ -112,3 +112,17 @@ def write_tiny(out: Path, single_file: bool = False) -> Path:
     from kiln.engine.models.tiny import write_tiny_model
 
     return write_tiny_model(out, single_file=single_file)
+
+
+def single_file_state(
+    unet: nn.Module, vae: nn.Module, text_encoders: Sequence[nn.Module]
+) -> dict[str, torch.Tensor]:
+    """The pipeline's weights in the original LDM single-file layout A1111 and ComfyUI load."""
+    from kiln.engine.models.ldm_keys import clip_to_ldm, layers_per_block, unet_to_ldm, vae_to_ldm
+
+    layers = layers_per_block(unet)
+    return {
+        **unet_to_ldm(unet.state_dict(), layers),
+        **vae_to_ldm(vae.state_dict()),
+        **clip_to_ldm(text_encoders[0].state_dict()),
+    }

@@ -174,3 +174,19 @@ def write_tiny(out: Path, single_file: bool = False) -> Path:
     from kiln.engine.models.tiny_sdxl import write_tiny_sdxl_model
 
     return write_tiny_sdxl_model(out, single_file=single_file)
+
+
+def single_file_state(
+    unet: nn.Module, vae: nn.Module, text_encoders: Sequence[nn.Module]
+) -> dict[str, torch.Tensor]:
+    """The pipeline's weights in SDXL's original SGM single-file layout."""
+    from kiln.engine.models.ldm_keys import layers_per_block, unet_to_ldm, vae_to_ldm
+    from kiln.engine.models.sgm_keys import clip_l_to_sgm, open_clip_to_sgm
+
+    layers = layers_per_block(unet)
+    return {
+        **unet_to_ldm(unet.state_dict(), layers),
+        **vae_to_ldm(vae.state_dict()),
+        **clip_l_to_sgm(text_encoders[0].state_dict()),
+        **open_clip_to_sgm(text_encoders[1].state_dict()),
+    }

@@ -206,14 +206,10 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
         staging.rename(out)
         return out
     from kiln.engine.fsutil import atomic_write_bytes
-    from kiln.engine.models.ldm_keys import clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from kiln.engine.models.sd15 import single_file_state
     from safetensors.torch import save
 
-    state = {
-        **unet_to_ldm(pipe.unet.state_dict(), LAYERS_PER_BLOCK),
-        **vae_to_ldm(pipe.vae.state_dict()),
-        **clip_to_ldm(pipe.text_encoder.state_dict()),
-    }
+    state = single_file_state(pipe.unet, pipe.vae, [pipe.text_encoder])
     state = {key: value.contiguous() for key, value in state.items()}
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -258,3 +254,28 @@ def write_tiny_configs(folder: Path, configs: dict[str, dict]) -> None:
     write_tokenizer(folder / "tokenizer")
     if "text_encoder_2/config.json" in configs:
         write_tokenizer(folder / "tokenizer_2", pad="!")
+
+
+def carried_configs(base: Path) -> str | None:
+    """The ``kiln.configs`` metadata a checkpoint derived from ``base`` should carry: the base's
+    own when it is one of Kiln's tiny models (a folder whose text encoder has the tiny byte
+    vocabulary, or a tiny single file), so Kiln and tests can read the derived file; None for
+    any real model (its shapes are the ones Kiln ships configs for)."""
+    base = Path(base)
+    if base.is_file():
+        from kiln.engine.models.safetensors_file import safetensors_header
+
+        return safetensors_header(base).metadata.get("kiln.configs")
+    encoder = base / "text_encoder" / "config.json"
+    try:
+        vocab_size = json.loads(encoder.read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError):
+        return None
+    if vocab_size != len(byte_vocab()):
+        return None
+    configs = {
+        path.relative_to(base).as_posix(): json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(base.rglob("*.json"))
+        if not path.parent.name.startswith("tokenizer") and not path.name.endswith(".index.json")
+    }
+    return json.dumps(configs)

@@ -145,16 +145,10 @@ def write_tiny_sdxl_model(out: Path, single_file: bool = False, seed: int = TINY
             shutil.rmtree(out)
         staging.rename(out)
         return out
-    from kiln.engine.models.ldm_keys import unet_to_ldm, vae_to_ldm
-    from kiln.engine.models.sgm_keys import clip_l_to_sgm, open_clip_to_sgm
+    from kiln.engine.models.sdxl import single_file_state
     from safetensors.torch import save
 
-    state = {
-        **unet_to_ldm(pipe.unet.state_dict(), LAYERS_PER_BLOCK),
-        **vae_to_ldm(pipe.vae.state_dict()),
-        **clip_l_to_sgm(pipe.text_encoder.state_dict()),
-        **open_clip_to_sgm(pipe.text_encoder_2.state_dict()),
-    }
+    state = single_file_state(pipe.unet, pipe.vae, [pipe.text_encoder, pipe.text_encoder_2])
     state = {key: value.contiguous() for key, value in state.items()}
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)

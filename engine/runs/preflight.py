@@ -155,11 +155,16 @@ def estimate_memory(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
     train, network = config.train, config.network
     weight_bytes = 4 if train.precision == "fp32" else 2
     weights = shape.params * weight_bytes
-    lora_params = network.rank * shape.unet_per_rank + network.conv_rank * shape.conv_per_rank
+    lora_params = network.rank * shape.unet_per_rank + network.effective_conv_rank * shape.conv_per_rank
     if network.train_text_encoder:
         lora_params += network.rank * shape.te_per_rank
-    # fp32 weight + gradient + two AdamW moments (8-bit moments: 2 bytes).
-    per_param = 10 if train.optimizer == "adamw8bit" else 16
+    if network.type == "full":
+        # Every U-Net weight trains (and the text encoders' when they do), held in float32.
+        lora_params = shape.unet_params if not network.train_text_encoder else shape.params
+        weights -= lora_params * weight_bytes
+    # fp32 weight + gradient + two AdamW moments (8-bit moments: 2 bytes; Adafactor's factored
+    # second moment: about nothing).
+    per_param = {"adamw8bit": 10, "adafactor": 8}.get(train.optimizer, 16)
     lora = lora_params * per_param
     scale = math.sqrt(max(shape.unet_params, 1) / SD15_UNET_PARAMS)
     activations = (

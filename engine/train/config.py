@@ -26,13 +26,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-OPTIMIZERS = ("adamw", "adamw8bit")
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 BASELINES = ("auto", "on", "off")
 PREDICTIONS = ("auto", "epsilon", "v")
-NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora")
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora", "full")
 # train.precision -> accelerate's mixed_precision.
 MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
@@ -183,7 +183,8 @@ class NetworkConfig:
     type: str = field(
         default="lora",
         metadata=_help(
-            "network: lora, locon (lora + 3x3 convs), loha, lokr, dora (LyCORIS library)",
+            "network: lora, locon (lora + 3x3 convs), loha, lokr, dora (LyCORIS library), "
+            "full (fine-tune the whole model)",
             _one_of(*NETWORK_TYPES),
         ),
     )
@@ -236,7 +237,8 @@ class TrainParams:
         default="fp16", metadata=_help("mixed precision: fp32, fp16, bf16", _one_of(*PRECISIONS))
     )
     optimizer: str = field(
-        default="adamw", metadata=_help("adamw, or adamw8bit (bitsandbytes)", _one_of(*OPTIMIZERS))
+        default="adamw",
+        metadata=_help("adamw, adamw8bit (bitsandbytes), adafactor (least memory)", _one_of(*OPTIMIZERS)),
     )
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay", _at_least(0)))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping; 0 = off", _at_least(0)))

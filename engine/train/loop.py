@@ -35,6 +35,7 @@ from kiln.engine.errors import KilnError, RunError
 from kiln.engine.models.family import resolve_family
 from kiln.engine.models.loading import model_fingerprint, model_source
 from kiln.engine.train import checkpoint
+from kiln.engine.train.checkpoint_file import save_full_checkpoint
 from kiln.engine.train.config import TrainConfig, check_family_settings
 from kiln.engine.train.data import (
     LatentCache,
@@ -664,11 +665,16 @@ class Trainer:
     # ----------------------------------------------------------------- outputs
 
     def save_lora(self, epoch: int) -> Path | None:
-        """Write ``lora/<name>-eNNN.safetensors`` (main process) and emit ``checkpoint``."""
+        """Write ``lora/<name>-eNNN.safetensors`` (main process) and emit ``checkpoint``: the LoRA,
+        or a full fine-tune's whole checkpoint."""
         if not self.is_main:
             return None
         models, config = self.models, self.config
         dtype = DTYPES[config.save.precision]
+        path = lora_path(self.run_dir, config.output.name, epoch)
+        if models.full:
+            args = (path, models, self.accelerator.unwrap_model, config, epoch, self.state.step, dtype)
+            return self._emit_saved(epoch, save_full_checkpoint(*args))
         tensors = models.network_state_dict(self.accelerator.unwrap_model, dtype)
         metadata = lora_metadata(
             config,
@@ -685,7 +691,9 @@ class Trainer:
             family=models.family,
             model_hashes=self._base_model_hashes(),
         )
-        path = write_lora(lora_path(self.run_dir, config.output.name, epoch), tensors, metadata)
+        return self._emit_saved(epoch, write_lora(path, tensors, metadata))
+
+    def _emit_saved(self, epoch: int, path: Path) -> Path:
         self.lora_files.append(path)
         self.report.emit("checkpoint", epoch=epoch, step=self.state.step, path=str(path))
         return path

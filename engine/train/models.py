@@ -39,6 +39,7 @@ class TextEncoderPart:
         targets: Its adapted layers (empty: frozen).
         params: Its adapters' parameters.
         lr: Its learning rate.
+        full: Trained whole (a full fine-tune), not through adapters.
         train_model: The encoder as accelerate prepared it (the plain one until then).
     """
 
@@ -48,6 +49,7 @@ class TextEncoderPart:
     targets: list[LoraTarget]
     params: list[torch.nn.Parameter]
     lr: float
+    full: bool = False
     train_model: torch.nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,7 +57,7 @@ class TextEncoderPart:
 
     @property
     def trains(self) -> bool:
-        return bool(self.targets)
+        return bool(self.targets) or self.full
 
 
 @dataclass
@@ -70,7 +72,10 @@ class TrainModels:
         noise_scheduler: The DDPM scheduler of training (from the pipeline's scheduler config,
             with the prediction type and zero-terminal-SNR rescale the config asks for).
         unet_targets: The U-Net's adapted layers.
-        unet_params: Its adapters' parameters (float32), what the optimizer trains.
+        unet_params: Its adapters' parameters (float32), what the optimizer trains; every
+            U-Net weight in a full fine-tune.
+        full: A full fine-tune (``network.type = "full"``): the U-Net (and the text encoders
+            when they train) train whole, in float32.
         unet_train: The U-Net as accelerate prepared it (wrapped for DDP with several
             processes); the plain one until the trainer prepares it.
     """
@@ -83,6 +88,7 @@ class TrainModels:
     noise_scheduler: Any
     unet_targets: list[LoraTarget]
     unet_params: list[torch.nn.Parameter]
+    full: bool = False
     unet_train: torch.nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +151,10 @@ class TrainModels:
     def adapters(self) -> dict[str, Any]:
         """A copy of every adapter by Kohya name: ``{"unet_lora": ..., "te_lora": ...}`` (a LoRA's
         ``(down, up)``, or a LyCORIS module's tensors)."""
+        if self.full:
+            copies = {"unet_lora": _weights_copy(self.unet)}
+            copies.update({part.slot.resume_key: _weights_copy(part.model) for part in self.text_encoders})
+            return copies
         copies = {"unet_lora": _adapter_copy(self.unet, self.unet_targets)}
         for part in self.text_encoders:
             copies[part.slot.resume_key] = _adapter_copy(part.model, part.targets)
@@ -155,6 +165,11 @@ class TrainModels:
         pairs = [(self.unet, self.unet_targets, "unet_lora")]
         pairs += [(part.model, part.targets, part.slot.resume_key) for part in self.text_encoders]
         for model, targets, key in pairs:
+            if self.full:
+                weights = dict(model.named_parameters())
+                for name, value in data[key].items():
+                    weights[name].data.copy_(value)
+                continue
             if lycoris_modules(model):
                 load_lycoris_copy(model, data[key])
                 continue
@@ -194,37 +209,54 @@ def load_models(
     # The VAE encodes in float32 whatever the training precision: SDXL's overflows in fp16.
     vae = pipe.vae.to(device, dtype=torch.float32).eval()
     vae.requires_grad_(False)
-    unet = pipe.unet.to(device, dtype=weight_dtype)
-    unet_targets = family.unet_targets(
-        unet, network.rank, network.alpha, network.effective_conv_rank, network.conv_alpha
-    )
-    unet_params = add_network(unet, unet_targets, network.type, network.factor, log)
+    # A full fine-tune trains every weight: float32 master weights (fp16 mixed precision's
+    # gradient scaler needs them; bf16 and fp16 stay the compute precision under autocast).
+    full = network.type == "full"
+    unet = pipe.unet.to(device, dtype=torch.float32 if full else weight_dtype)
+    unet_targets: list[LoraTarget] = []
+    if full:
+        unet.requires_grad_(True)
+        unet_params = list(unet.parameters())
+    else:
+        unet_targets = family.unet_targets(
+            unet, network.rank, network.alpha, network.effective_conv_rank, network.conv_alpha
+        )
+        unet_params = add_network(unet, unet_targets, network.type, network.factor, log)
     parts = []
     for slot, lr in zip(family.text_encoders, config.text_encoder_lrs(), strict=False):
-        model = getattr(pipe, slot.attr).to(device, dtype=weight_dtype)
+        whole = full and network.train_text_encoder
+        model = getattr(pipe, slot.attr).to(device, dtype=torch.float32 if whole else weight_dtype)
         targets: list[LoraTarget] = []
         params: list[torch.nn.Parameter] = []
-        if network.train_text_encoder:
+        if whole:
+            model.requires_grad_(True)
+            params = list(model.parameters())
+        elif network.train_text_encoder:
             targets = family.text_encoder_targets(model, network.rank, network.alpha, slot.prefix)
             params = add_network(model, targets, network.type, network.factor, log)
         else:
             model.requires_grad_(False)
-        if config.train.gradient_checkpointing and targets:
+        part = TextEncoderPart(slot, model, getattr(pipe, slot.tokenizer), targets, params, lr, whole)
+        if config.train.gradient_checkpointing and part.trains:
             _checkpoint_text_encoder(model)
-        model.train(bool(targets))
-        parts.append(TextEncoderPart(slot, model, getattr(pipe, slot.tokenizer), targets, params, lr))
+        model.train(part.trains)
+        parts.append(part)
     if config.train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    log.info(
-        "%s: %s rank %d alpha %g on %d U-Net and %s text-encoder modules",
-        family.title,
-        network.type,
-        network.rank,
-        network.alpha,
-        len(unet_targets),
-        " + ".join(str(len(part.targets)) for part in parts),
-    )
+    if full:
+        trained = sum(p.numel() for p in unet_params) + sum(p.numel() for part in parts for p in part.params)
+        log.info("%s: full fine-tune of %.1fM parameters (float32 weights)", family.title, trained / 1e6)
+    else:
+        log.info(
+            "%s: %s rank %d alpha %g on %d U-Net and %s text-encoder modules",
+            family.title,
+            network.type,
+            network.rank,
+            network.alpha,
+            len(unet_targets),
+            " + ".join(str(len(part.targets)) for part in parts),
+        )
     return TrainModels(
         family=family,
         pipe=pipe,
@@ -234,6 +266,7 @@ def load_models(
         noise_scheduler=training_scheduler(pipe.scheduler.config, config),
         unet_targets=unet_targets,
         unet_params=unet_params,
+        full=full,
     )
 
 
@@ -279,6 +312,11 @@ def add_network(
     if kind in LYCORIS_TYPES:
         return add_lycoris(model, targets, kind, factor, log)
     return add_lora(model, targets)
+
+
+def _weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A full fine-tune's trained weights (the resume state: as large as the model)."""
+    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
 
 
 def _adapter_copy(model: torch.nn.Module, targets: list[LoraTarget]) -> Any:

@@ -45,6 +45,18 @@ def make_optimizer(
         import bitsandbytes
 
         optimizer = bitsandbytes.optim.AdamW8bit(groups, weight_decay=train.weight_decay)
+    elif train.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # Kohya's settings for a fixed LR: no relative step, no parameter scaling.
+        optimizer = Adafactor(
+            groups,
+            lr=train.unet_lr,
+            relative_step=False,
+            scale_parameter=False,
+            warmup_init=False,
+            weight_decay=train.weight_decay,
+        )
     else:
         optimizer = _adamw(groups, train.weight_decay, device)
     warmup, kind = train.lr_warmup_steps, train.scheduler

@@ -1,0 +1,132 @@
+"""A full fine-tune (network.type = "full"): the U-Net (and text encoder) trained whole, each
+epoch saved as one checkpoint in the original layout that diffusers' single-file loader reads
+back with the trained U-Net's output; Adafactor; resume; TEC of the fine-tune's text encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from kiln.engine.models.sd15 import load
+from kiln.engine.runs.control import controlled_trainer
+from kiln.engine.runs.events import read_events
+from kiln.engine.runs.folders import resume_run
+from kiln.engine.runs.layout import create_run_dir
+from kiln.engine.train.loop import Trainer
+from safetensors import safe_open
+
+
+def unet_output(unet) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    sample, hidden = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 77, 32, generator=generator)
+    with torch.no_grad():
+        return unet(sample, 500, hidden).sample
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    from kiln.engine.train.config import config_from_mapping
+
+    config = config_from_mapping(
+        {
+            "model": {"base": str(tiny_model)},
+            "dataset": {
+                "path": str(train_dataset),
+                "resolution": 64,
+                "min_bucket_reso": 32,
+                "max_bucket_reso": 128,
+                "bucket_reso_steps": 32,
+            },
+            "network": {"type": "full"},
+            "train": {
+                "epochs": 2,
+                "batch_size": 2,
+                "precision": "fp32",
+                "unet_lr": 1e-4,
+                "optimizer": "adafactor",
+            },
+            "save": {"precision": "fp32"},
+            "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": "ft"},
+        }
+    )
+    run_dir = create_run_dir(config)
+    trainer = controlled_trainer(config, run_dir)
+    result = trainer.run()
+    return config, trainer, result, run_dir
+
+
+def test_every_weight_trains_and_each_epoch_is_a_checkpoint_file(full_run, tiny_model: Path) -> None:
+    _, trainer, result, run_dir = full_run
+    assert result.state == "done"
+    files = sorted((run_dir / "lora").glob("*.safetensors"))
+    assert [path.name for path in files] == ["ft-e001.safetensors", "ft-e002.safetensors"]
+    with safe_open(str(files[-1]), framework="pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    assert any(key.startswith("model.diffusion_model.input_blocks.") for key in keys)
+    assert any(key.startswith("first_stage_model.") for key in keys)
+    assert any(key.startswith("cond_stage_model.transformer.text_model.") for key in keys)
+    assert not any("lora" in key for key in keys)
+    assert metadata["modelspec.architecture"] == "stable-diffusion-v1" and metadata["ss_epoch"] == "2"
+    base = load(tiny_model).unet
+    trained = trainer.accelerator.unwrap_model(trainer.models.unet_train)
+    moved = [
+        name for name, param in trained.named_parameters() if not torch.equal(param, base.get_parameter(name))
+    ]
+    assert len(moved) == len(list(base.parameters()))  # every weight moved, not a few adapters
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert ("full fine-tune of" in log and "Adafactor" in log) or "full fine-tune of" in log
+
+
+def test_diffusers_single_file_loader_reproduces_the_trained_unet(full_run, tiny_model: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    _, trainer, result, _ = full_run
+    pipe = StableDiffusionPipeline.from_single_file(
+        str(result.lora), config=str(tiny_model), local_files_only=True, safety_checker=None
+    )
+    trained = trainer.accelerator.unwrap_model(trainer.models.unet_train).cpu().float()
+    assert torch.allclose(unet_output(pipe.unet), unet_output(trained), atol=1e-5)
+    assert not torch.allclose(unet_output(pipe.unet), unet_output(load(tiny_model).unet), atol=1e-5)
+
+
+def test_a_cancelled_full_fine_tune_resumes_to_the_uninterrupted_losses(make_config) -> None:
+    def config(name: str):
+        return make_config(
+            network={"type": "full"}, train={"max_steps": 4, "unet_lr": 1e-4}, output={"name": name}
+        )
+
+    reference = config("reference")
+    reference_dir = create_run_dir(reference)
+    assert controlled_trainer(reference, reference_dir).run().state == "done"
+    expected = [event["loss"] for event in read_events(reference_dir) if event["type"] == "step"]
+    interrupted = config("interrupted")
+    run_dir = create_run_dir(interrupted)
+    trainer = controlled_trainer(interrupted, run_dir)
+    trainer.add_listener(
+        lambda event: event["type"] == "step" and event["step"] == 2 and trainer.request_stop()
+    )
+    assert trainer.run().state == "cancelled"
+    resume_run(run_dir, detach=False)
+    losses = {event["step"]: event["loss"] for event in read_events(run_dir) if event["type"] == "step"}
+    assert [losses[step] for step in range(1, 5)] == pytest.approx(expected, rel=1e-5)
+
+
+def test_tec_measures_how_far_the_fine_tune_moved_its_text_encoder(full_run, tiny_model: Path) -> None:
+    from kiln.engine.tec.meter import ProbeOptions, checkpoint_tec_report
+
+    _, _, result, _ = full_run
+    report = checkpoint_tec_report(
+        result.lora, tiny_model, ProbeOptions(words=tuple("abcdefgh"), words_source="letters")
+    )
+    assert report.score > 0
+
+
+def test_the_full_network_refuses_nothing_the_lora_path_needs(make_config, tmp_path: Path) -> None:
+    trainer = Trainer(make_config(network={"type": "full", "train_text_encoder": False}), tmp_path / "run")
+    try:
+        trainer.setup()
+        assert trainer.models.full and not trainer.models.train_te
+        assert trainer.models.unet_targets == [] and len(trainer.models.unet_params) > 100
+    finally:
+        trainer.close()
