@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from kiln.engine.errors import ConfigError, ModelError, RunError
 from kiln.engine.runs.folders import is_run_folder
 from kiln.engine.runs.layout import CONFIG_FILE, LORA_FOLDER
-from kiln.engine.tec.checks import safetensors_header, trains_text_encoder
+from kiln.engine.tec.checks import is_lora, safetensors_header, trains_text_encoder
 from kiln.engine.train.config import load_config
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ def tec_run(run_dir: Path | str) -> TecRun:
         problem = "no saved LoRA yet: the run has not finished an epoch"
     else:
         try:
-            text_encoder = trains_text_encoder(safetensors_header(loras[-1]).keys)
+            keys = safetensors_header(loras[-1]).keys
+            # A full fine-tune saves whole checkpoints: their text encoder is measured as it is.
+            text_encoder = trains_text_encoder(keys) or not is_lora(keys)
         except ModelError as exc:
             problem = str(exc)
         else:
@@ -140,11 +142,16 @@ def run_tec_series(
         config_base, config_pickle = _run_base(run_dir)
         base = config_base if base is None else base
         allow_pickle = config_pickle if allow_pickle is None else allow_pickle
-    from kiln.engine.tec.meter import EpochTec, ProbeOptions, loras_tec_reports
+    from kiln.engine.tec.meter import EpochTec, ProbeOptions, checkpoint_tec_report, loras_tec_reports
 
-    reports = loras_tec_reports(
-        files, base, scale, options if options is not None else ProbeOptions(), allow_pickle, progress
-    )
+    options = options if options is not None else ProbeOptions()
+    if not is_lora(safetensors_header(files[-1]).keys):
+        # A full fine-tune's epochs are whole checkpoints: each against the base as it is.
+        reports = [
+            (True, checkpoint_tec_report(path, base, options, allow_pickle, progress)) for path in files
+        ]
+    else:
+        reports = loras_tec_reports(files, base, scale, options, allow_pickle, progress)
     series = [
         EpochTec(_epoch(path), path, trained, report)
         for path, (trained, report) in zip(files, reports, strict=True)

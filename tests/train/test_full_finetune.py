@@ -130,3 +130,14 @@ def test_the_full_network_refuses_nothing_the_lora_path_needs(make_config, tmp_p
         assert trainer.models.unet_targets == [] and len(trainer.models.unet_params) > 100
     finally:
         trainer.close()
+
+
+def test_kiln_tec_run_measures_each_epochs_checkpoint(full_run) -> None:
+    from kiln.engine.runs.tec_series import run_tec_series, tec_run
+    from kiln.engine.tec.meter import ProbeOptions
+
+    _, _, _, run_dir = full_run
+    assert tec_run(run_dir).problem == ""
+    series = run_tec_series(run_dir, options=ProbeOptions(words=tuple("abcdefgh"), words_source="letters"))
+    assert [entry.epoch for entry in series] == [1, 2]
+    assert all(entry.text_encoder and entry.report.score > 0 for entry in series)
