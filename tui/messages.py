@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from kiln.engine.dataset.scan import ImageRecord
     from kiln.engine.plan.buckets import BucketSpec
     from kiln.engine.plan.loads import DatasetLoad
+    from kiln.engine.plan.reg import RegSet
     from kiln.engine.runs.feed import RunFeed
     from kiln.engine.runs.folders import RunInfo
     from kiln.engine.runs.sweep_report import SweepReport
@@ -44,6 +45,16 @@ class DatasetLoaded(Message):
 
     spec: BucketSpec
     load: DatasetLoad | None
+    error: str | None = None
+
+
+@dataclass
+class RegLoaded(Message):
+    """The plan screen's worker read the reg folder ``path`` for ``spec`` (or failed: ``error``)."""
+
+    path: str
+    spec: BucketSpec
+    reg: RegSet | None
     error: str | None = None
 
 

@@ -17,6 +17,7 @@ from kiln.engine.plan.advisor import Advice
 from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.evaluate import BatchTooLarge, PlanRequest, evaluate_plan, load_counts
 from kiln.engine.plan.loads import DatasetLoad, load_notices
+from kiln.engine.plan.reg import RegSet
 from kiln.engine.plan.solve import Solution
 from kiln.engine.plan.steps import BucketKey, StepPlan
 
@@ -42,6 +43,7 @@ DEFAULTS: dict[str, str] = {
     "resolution": "512",
     "unet_lr": "1e-4",
     "te_lr": "1/5",
+    "reg": "",
 }
 # The resolution each family trains at: the form's default, switched with the family while the
 # field still holds the other family's default.
@@ -231,6 +233,7 @@ def evaluate(
     dsb_verdict: str | None = None,
     bf16_supported: Callable[[], bool | None] = lambda: None,
     gpu_memory: Callable[[], float | None] = lambda: None,
+    reg: RegSet | None = None,
 ) -> PlanOutcome:
     """Read the form and count the run it describes; never raises for anything typed.
 
@@ -243,6 +246,7 @@ def evaluate(
         dsb_verdict: The dataset's DSB verdict for the advice (None: unknown or typed).
         bf16_supported: The bf16 probe, called only when bf16 is chosen.
         gpu_memory: The GPU-memory probe (GiB), called only for SDXL; None: not known (yet).
+        reg: The reg folder's class images (dataset source only), balanced and counted as Kohya does.
     """
     texts = {**DEFAULTS, **inputs.texts}
     errors: dict[str, str] = {}
@@ -316,6 +320,7 @@ def evaluate(
         dsb_verdict=dsb_verdict if inputs.source == "dataset" else None,
         family=inputs.family,
         gradient_checkpointing=inputs.gradient_checkpointing,
+        reg=reg if inputs.source == "dataset" else None,
     )
     try:
         result = evaluate_plan(request, bf16_supported, gpu_memory)

@@ -296,3 +296,24 @@ async def test_choosing_sdxl_plans_at_1024_and_advises_on_memory(analysed_copy: 
         await pilot.pause()
         assert field(screen, "resolution").text == "768"
         assert screen.read_inputs().family == "sd15"
+
+
+async def test_a_reg_folder_is_balanced_and_counted_in_the_plan(analysed_copy: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    reg = tmp_path / "reg"
+    (reg / "1_pot").mkdir(parents=True)
+    for index in range(20):
+        Image.new("RGB", (576, 448), (index, 0, 0)).save(reg / "1_pot" / f"{index:02d}.png")
+    app = make_app(analysed_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_plan(pilot)
+        before = screen.outcome.plan.steps_per_epoch
+        await put(pilot, reg=str(tmp_path / "missing"))
+        await wait_for(pilot, lambda: message(screen, "reg") == "no such folder")
+        await put(pilot, reg=str(reg))
+        await wait_for(pilot, lambda: "+ 90 reg samples per epoch" in text_of(screen, "#headline"))
+        # sample_data: 90 training samples per epoch; 20 class images balanced to 90 more.
+        assert screen.outcome.plan.items_per_epoch == 180
+        assert screen.outcome.plan.steps_per_epoch == 2 * before
+        assert message(screen, "reg") == ""

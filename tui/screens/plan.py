@@ -9,16 +9,18 @@ the concept folder, the only place Kohya reads repeats from.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from kiln.engine.curate import Curation
 from kiln.engine.errors import KilnError, UsageError
 from kiln.engine.plan.advisor import cuda_bf16_supported, cuda_memory_gib
 from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.loads import DatasetLoad, dataset_load
+from kiln.engine.plan.reg import RegSet
 from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
 from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
 from kiln.tui.form_keys import form_bindings
-from kiln.tui.messages import ConceptRenamed, DatasetLoaded
+from kiln.tui.messages import ConceptRenamed, DatasetLoaded, RegLoaded
 from kiln.tui.plan_form import DEFAULTS, FAMILY_RESOLUTIONS, PlanInputs, PlanOutcome, bucket_spec, evaluate
 from kiln.tui.screens.rename import RenameConceptScreen
 from kiln.tui.screens.section import SectionScreen
@@ -46,6 +48,12 @@ TEXT_FIELDS: list[tuple[str, str, str, str]] = [
     ("resolution", "Resolution", "512 or 512x768", "Kohya's resolution: the area every aspect bucket keeps"),
     ("unet_lr", "U-Net LR", "e.g. 1e-4", "unet_lr: the guide starts LoRAs at 1e-4..5e-4"),
     ("te_lr", "TE LR", "2e-5 or 1/5", "text_encoder_lr, or 1/N of the U-Net LR (the guide: 1/6..1/4)"),
+    (
+        "reg",
+        "Reg images",
+        "folder of N_class/ (optional)",
+        "Kohya's reg_data_dir: class images balanced to the training samples, counted in every epoch",
+    ),
 ]
 SOURCE_OPTIONS = [("from dataset", "dataset"), ("typed", "typed")]
 SOLVE_OPTIONS = [("steps", "steps"), ("repeats for target", "repeats"), ("epochs for target", "epochs")]
@@ -99,6 +107,10 @@ class PlanScreen(SectionScreen):
         self._bf16: bool | None = None
         self._bf16_probed = False
         self.gpu_memory: Callable[[], float | None] = cuda_memory_gib
+        self._reg: RegSet | None = None
+        self._reg_key: tuple[str, BucketSpec] | None = None
+        self._reg_requested: tuple[str, BucketSpec] | None = None
+        self._reg_error: str | None = None
         self._gpu_memory: float | None = None
         self._memory_probed = False
         self._concept_folders: list[str] = []
@@ -257,6 +269,48 @@ class PlanScreen(SectionScreen):
         if not worker.is_cancelled:
             self.post_message(DatasetLoaded(spec, load, error))
 
+    def _reg_set(self, inputs: PlanInputs, spec: BucketSpec | None) -> RegSet | None:
+        """The reg folder's class images for the form's path and buckets (read in a worker)."""
+        path = inputs.texts.get("reg", "").strip()
+        if inputs.source != "dataset" or not path or spec is None:
+            self._reg_error = None
+            return None
+        key = (path, spec)
+        if key != self._reg_requested:
+            self._reg_requested = key
+            self._reg_error = None
+            self.count_reg(path, spec)
+        return self._reg if self._reg_key == key else None
+
+    @work(thread=True, exclusive=True, group="plan-reg")
+    def count_reg(self, path: str, spec: BucketSpec) -> None:
+        """Scan and bucket the reg folder off the UI thread."""
+        from kiln.engine.dataset.scan import scan_dataset
+        from kiln.engine.plan.reg import reg_set
+
+        worker = get_current_worker()
+        folder = Path(path).expanduser()
+        reg: RegSet | None = None
+        error = None
+        if not folder.is_dir():
+            error = "no such folder"
+        else:
+            try:
+                reg = reg_set(scan_dataset(folder), spec)
+            except Exception as exc:  # an unreadable folder must not kill the screen
+                error = f"cannot read it ({exc})"
+            else:
+                if not reg.images:
+                    reg, error = None, "no class image Kohya would use; put them in N_class/ folders"
+        if not worker.is_cancelled:
+            self.post_message(RegLoaded(path, spec, reg, error))
+
+    def on_reg_loaded(self, message: RegLoaded) -> None:
+        if (message.path, message.spec) != self._reg_requested:
+            return
+        self._reg, self._reg_key, self._reg_error = message.reg, (message.path, message.spec), message.error
+        self.recompute()
+
     def on_dataset_loaded(self, message: DatasetLoaded) -> None:
         if message.spec != self._requested_spec:
             return  # a resolution typed since: its own count is on the way
@@ -332,7 +386,14 @@ class PlanScreen(SectionScreen):
         if self.load_error and inputs.source == "dataset" and load is None:
             outcome = PlanOutcome(problem=self.load_error)
         else:
-            outcome = evaluate(inputs, load, verdict, self._probe_bf16, self._probe_gpu_memory)
+            try:
+                reg_spec: BucketSpec | None = bucket_spec(inputs)
+            except UsageError:
+                reg_spec = None
+            reg = self._reg_set(inputs, reg_spec)
+            outcome = evaluate(inputs, load, verdict, self._probe_bf16, self._probe_gpu_memory, reg)
+            if self._reg_error:
+                outcome.errors["reg"] = self._reg_error
         self.outcome = outcome
         self._schedule_save()
         self.show_form(inputs, outcome, load)
@@ -474,8 +535,11 @@ class PlanScreen(SectionScreen):
             " steps in all\n",
         ]
         repeats = "their folders' repeats" if solution.repeats is None else f"{solution.repeats} repeats"
+        reg = sum(solution.reg_items.values())
+        trained = plan.items_per_epoch - reg
+        with_reg = f" + {reg} reg" if reg else ""
         parts.append(
-            f"{outcome.images} images × {repeats} = {plan.items_per_epoch} samples per epoch; batch "
+            f"{outcome.images} images × {repeats} = {trained}{with_reg} samples per epoch; batch "
             f"{plan.batch} → {plan.batches_per_epoch} batches"
         )
         if plan.grad_accumulation * plan.processes > 1:
