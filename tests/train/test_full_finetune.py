@@ -141,3 +141,32 @@ def test_kiln_tec_run_measures_each_epochs_checkpoint(full_run) -> None:
     series = run_tec_series(run_dir, options=ProbeOptions(words=tuple("abcdefgh"), words_source="letters"))
     assert [entry.epoch for entry in series] == [1, 2]
     assert all(entry.text_encoder and entry.report.score > 0 for entry in series)
+
+
+def test_an_sdxl_full_fine_tune_saves_an_sgm_checkpoint_kiln_loads_back(make_config, tiny_sdxl: Path) -> None:
+    from kiln.engine.models.family import SDXL, detect_family
+
+    config = make_config(
+        model={"base": str(tiny_sdxl)},
+        network={"type": "full", "train_text_encoder": False},
+        train={"max_steps": 2, "unet_lr": 1e-4},
+        save={"precision": "fp32"},
+    )
+    run_dir = create_run_dir(config)
+    trainer = controlled_trainer(config, run_dir)
+    result = trainer.run()
+    assert result.state == "done" and detect_family(result.lora) is SDXL
+    with safe_open(str(result.lora), framework="pt") as handle:
+        assert handle.metadata()["modelspec.architecture"] == "stable-diffusion-xl-v1-base"
+    loaded = SDXL.load(result.lora)
+    trained = trainer.accelerator.unwrap_model(trainer.models.unet_train)
+    generator = torch.Generator().manual_seed(0)
+    sample, hidden = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 77, 96, generator=generator)
+    added = {
+        "text_embeds": torch.randn(1, 64, generator=generator),
+        "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+    }
+    with torch.no_grad():
+        ours = trained(sample, 500, hidden, added_cond_kwargs=added).sample
+        theirs = loaded.unet(sample, 500, hidden, added_cond_kwargs=added).sample
+    assert torch.allclose(ours, theirs, atol=1e-5)
