@@ -311,3 +311,8 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def size_mib(folder: Path) -> float:
+    """A save's size on disk in MiB (a full fine-tune's is the whole model's weights)."""
+    return sum(file.stat().st_size for file in Path(folder).rglob("*") if file.is_file()) / 2**20

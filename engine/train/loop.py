@@ -632,7 +632,8 @@ class Trainer:
                 manifest,
                 after_payload=self._after_save_payload,
             )
-            self.log.info("resume state saved: %s (%.1fs)", path.name, time.perf_counter() - started)
+            elapsed, size = time.perf_counter() - started, checkpoint.size_mib(path)
+            self.log.info("resume state saved: %s, %.1f MiB (%.1fs)", path.name, size, elapsed)
         self._barrier()
         return path
 
