@@ -169,3 +169,20 @@ def test_tec_measures_a_lycoris_files_drift_quietly(lycoris_run, tiny_model: Pat
     scores = [lora_tec_report(result.lora, tiny_model, scale, options).score for scale in (0.0, 0.5, 1.0)]
     assert scores[0] == 0 < scores[1] < scores[2]
     assert capsys.readouterr().out == ""  # the library's log never reaches stdout
+
+
+def test_diffusers_loads_the_dora_file_where_it_supports_the_type(lycoris_run, tiny_model: Path) -> None:
+    """diffusers reads a DoRA file's LoRA factors (it drops the magnitude, ``dora_scale``, with
+    its own notice); it has no loader for LoHa or LoKr files (A1111, ComfyUI and the LyCORIS
+    library have, tested above)."""
+    kind, result, _ = lycoris_run
+    if kind != "dora":
+        pytest.skip("diffusers loads no LoHa or LoKr file")
+    tensors, _ = read_lora(result.lora)
+    pipe = load_sd15(tiny_model)
+    pipe.load_lora_weights(str(result.lora))
+    attached = {
+        name for name, module in pipe.unet.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)
+    }
+    in_file = {key.split(".")[0] for key in tensors if key.startswith("lora_unet_")}
+    assert len(attached) == len(in_file)
