@@ -56,7 +56,7 @@ from kiln.engine.train.lora_io import (
     lora_metadata,
     write_lora,
 )
-from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss, validation_noise
+from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
 from kiln.engine.train.outputs import (
@@ -76,10 +76,8 @@ from kiln.engine.train.samples import (
     sample_scheduler,
 )
 from kiln.engine.train.text_cache import text_cache_for
+from kiln.engine.train.validation import held_out_losses
 
-# The validation loss is measured at these timesteps (of 1000) with fixed noise, so it
-# moves only with the weights: comparable between epochs and between a sweep's runs.
-VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 Listener = Callable[[dict[str, Any]], None]
@@ -705,30 +703,12 @@ class Trainer:
             self._model_hashes = base_model_hashes(self.source.path)
         return self._model_hashes
 
-    @torch.no_grad()
     def validation_losses(self) -> dict[int, float]:
-        """The plain MSE loss on the held-out images at each of :data:`VALIDATION_TIMESTEPS`.
-
-        Noise is fixed per image and timestep (seeded from the run's seed and the image's
-        path), captions are used as written, and min-SNR weighting is left out, so the
-        figure depends only on the weights.
-        """
-        limit = self.models.noise_scheduler.config.num_train_timesteps - 1
-        timesteps = [min(t, limit) for t in VALIDATION_TIMESTEPS]
-        totals = dict.fromkeys(VALIDATION_TIMESTEPS, 0.0)
-        for image in self.validation_images:
-            latent = self._latent(image).to(self.device, torch.float32)
-            noise = validation_noise(self.config.train.seed, image.rel_path, (len(timesteps), *latent.shape))
-            noise = noise.to(self.device)
-            latents = latent.unsqueeze(0).expand(len(timesteps), *latent.shape)
-            steps = torch.tensor(timesteps, device=self.device, dtype=torch.long)
-            count = len(timesteps)
-            time_ids = self.models.family.time_ids([image.size] * count, [image.bucket] * count)
-            losses = self._per_sample_loss(latents, noise, steps, [image.caption] * count, time_ids)
-            for t, loss in zip(VALIDATION_TIMESTEPS, losses.tolist(), strict=True):
-                totals[t] += loss
-        count = max(1, len(self.validation_images))
-        return {t: total / count for t, total in totals.items()}
+        """The plain MSE loss on the held-out images at each of :data:`VALIDATION_TIMESTEPS`
+        (:mod:`kiln.engine.train.validation`): it moves only with the weights."""
+        limit = self.models.noise_scheduler.config.num_train_timesteps
+        args = (self._latent, self._per_sample_loss, self.config.train.seed, limit, self.models.family)
+        return held_out_losses(self.validation_images, *args, self.device)
 
     def _maybe_validate(self, epoch: int) -> None:
         if not self.validation_images:

@@ -9,7 +9,7 @@ from kiln.engine.runs.events import read_events
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.config import config_from_mapping
 from kiln.engine.train.data import split_validation, training_set
-from kiln.engine.train.loop import VALIDATION_TIMESTEPS
+from kiln.engine.train.validation import VALIDATION_TIMESTEPS
 
 
 def test_validation_split_is_a_checked_config_key() -> None:
