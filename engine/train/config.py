@@ -253,6 +253,13 @@ class TrainParams:
         default=1.0,
         metadata=_help("loss weight of regularisation images (Kohya's prior_loss_weight)", _at_least(0)),
     )
+    ema_decay: float = field(
+        default=0.0,
+        metadata=_help(
+            "full fine-tune: keep an EMA of the weights (e.g. 0.9999) and save it; 0 = off",
+            _within(0, 0.999999),
+        ),
+    )
     zero_terminal_snr: bool = field(
         default=False,
         metadata=_help(
@@ -556,6 +563,11 @@ def _check_relations(source: str, config: TrainConfig) -> None:
         raise ConfigError(
             f"{source}: dataset.resolution = {data.resolution} must lie between dataset.min_bucket_reso "
             f"({data.min_bucket_reso}) and dataset.max_bucket_reso ({data.max_bucket_reso})"
+        )
+    if config.train.ema_decay and config.network.type != "full":
+        raise ConfigError(
+            f"{source}: train.ema_decay = {config.train.ema_decay:g} averages a full fine-tune's weights; "
+            'set network.type = "full" or train.ema_decay = 0'
         )
     if not config.output.name or "/" in config.output.name or config.output.name.startswith("."):
         raise ConfigError(f"{source}: output.name = {config.output.name!r}: must be a plain file name")

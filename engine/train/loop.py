@@ -50,6 +50,7 @@ from kiln.engine.train.data import (
     training_set,
     with_reg_images,
 )
+from kiln.engine.train.ema import weight_average, with_average
 from kiln.engine.train.lora_io import (
     DTYPES,
     base_model_hashes,
@@ -271,6 +272,7 @@ class Trainer:
             min(self.plan.total_steps, train.max_steps) if train.max_steps else self.plan.total_steps
         )
         self._prepare_optimizer()
+        self.average = weight_average(self.models.unet_params, train.ema_decay) if self.models.full else None
         on_cpu = self.device.type == "cpu"
         sample_steps = config.sample.steps or (CPU_STEPS if on_cpu else DEFAULT_STEPS)
         self.sample_prompts: list[SamplePrompt] = [
@@ -340,6 +342,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.lr_scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            **({"ema": self.average.state_dict()} if self.average is not None else {}),
         }
 
     def load_resume_state_dict(self, data: dict[str, Any]) -> None:
@@ -349,6 +352,8 @@ class Trainer:
         self.optimizer.load_state_dict(data["optimizer"])
         self.lr_scheduler.load_state_dict(data["scheduler"])
         torch.set_rng_state(data["torch_rng"])
+        if self.average is not None and "ema" in data:
+            self.average.load_state_dict(data["ema"])
 
     # ----------------------------------------------------------------- setup
 
@@ -565,6 +570,8 @@ class Trainer:
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.step()
 
     def _end_epoch(self, epoch: int, final: bool) -> None:
         losses = self.state.losses
@@ -673,7 +680,7 @@ class Trainer:
         path = lora_path(self.run_dir, config.output.name, epoch)
         if models.full:
             args = (path, models, self.accelerator.unwrap_model, config, epoch, self.state.step, dtype)
-            return self._emit_saved(epoch, save_full_checkpoint(*args))
+            return self._emit_saved(epoch, with_average(self.average, lambda: save_full_checkpoint(*args)))
         tensors = models.network_state_dict(self.accelerator.unwrap_model, dtype)
         metadata = lora_metadata(
             config,

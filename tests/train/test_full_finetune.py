@@ -170,3 +170,49 @@ def test_an_sdxl_full_fine_tune_saves_an_sgm_checkpoint_kiln_loads_back(make_con
         ours = trained(sample, 500, hidden, added_cond_kwargs=added).sample
         theirs = loaded.unet(sample, 500, hidden, added_cond_kwargs=added).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_with_ema_the_checkpoint_holds_the_average_and_resume_keeps_it(make_config, tiny_model: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    def config(name: str, steps: int = 4):
+        return make_config(
+            network={"type": "full", "train_text_encoder": False},
+            train={"max_steps": steps, "unet_lr": 1e-3, "ema_decay": 0.5},
+            save={"precision": "fp32"},
+            output={"name": name},
+        )
+
+    reference = config("reference")
+    trainer = controlled_trainer(reference, create_run_dir(reference))
+    result = trainer.run()
+    saved = StableDiffusionPipeline.from_single_file(
+        str(result.lora), config=str(tiny_model), local_files_only=True, safety_checker=None
+    ).unet
+    live = trainer.accelerator.unwrap_model(trainer.models.unet_train)
+    assert not torch.allclose(unet_output(saved), unet_output(live), atol=1e-6)
+    with trainer.average.applied():
+        assert torch.allclose(unet_output(saved), unet_output(live), atol=1e-5)
+    # Cancelled after step 2 and resumed: the same average at the end.
+    interrupted = config("interrupted")
+    run_dir = create_run_dir(interrupted)
+    stopping = controlled_trainer(interrupted, run_dir)
+    stopping.add_listener(
+        lambda event: event["type"] == "step" and event["step"] == 2 and stopping.request_stop()
+    )
+    assert stopping.run().state == "cancelled"
+    resume_run(run_dir, detach=False)
+    resumed = StableDiffusionPipeline.from_single_file(
+        str(sorted((run_dir / "lora").glob("*.safetensors"))[-1]),
+        config=str(tiny_model),
+        local_files_only=True,
+        safety_checker=None,
+    ).unet
+    assert torch.allclose(unet_output(resumed), unet_output(saved), atol=1e-5)
+
+
+def test_ema_outside_a_full_fine_tune_is_refused_by_key(make_config) -> None:
+    from kiln.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r'train\.ema_decay = 0\.999 .* set network\.type = "full"'):
+        make_config(train={"ema_decay": 0.999})
