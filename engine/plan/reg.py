@@ -16,7 +16,9 @@ most systems for a freshly written folder; with one reg folder, the usual case, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from kiln.engine.analysis.dsb import DsbSummary
 from kiln.engine.dataset.scan import Dataset
 from kiln.engine.errors import ImageError
 from kiln.engine.plan.buckets import BucketSpec, Size, assign_bucket
@@ -117,3 +119,24 @@ def reg_set(dataset: Dataset, spec: BucketSpec) -> RegSet:
         skipped=skipped,
         unreadable=tuple(sorted(unreadable.items())),
     )
+
+
+def reg_tones(root: Path) -> tuple[int, DsbSummary]:
+    """The reg folder's own white/black balance: ``(class images Kohya would use, their DSB)``.
+
+    Measured apart from the training set (its DSB is not the training DSB) and without a
+    cache, so nothing is written into the reg folder. Runs the analysis in this thread: call it
+    from a worker.
+    """
+    from kiln.engine.analysis.dsb import summarise
+    from kiln.engine.analysis.run import iter_analyses
+    from kiln.engine.analysis.tones import DEFAULT_METHOD
+    from kiln.engine.dataset.scan import scan_dataset
+
+    records = [record for record in scan_dataset(root).images if record.trained]
+    shares = [
+        (result.white, record.repeats)
+        for record, result, _ in iter_analyses(records, None, DEFAULT_METHOD, workers=1)
+        if result.ok and result.white is not None
+    ]
+    return len(records), summarise(shares)

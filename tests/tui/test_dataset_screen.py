@@ -424,3 +424,32 @@ async def test_quit_from_another_section_with_nothing_unsaved_quits_at_once(samp
         await pilot.pause()
         assert app.current_mode == "plan"  # no detour through the dataset section
     assert not app.is_running
+
+
+async def test_the_reg_set_named_in_the_plan_shows_its_own_balance_apart_from_the_gauge(
+    analysed_copy: Path, tmp_path: Path
+) -> None:
+    from kiln.engine.dataset.store import Store
+    from kiln.engine.plan.saved import save_plan_settings
+    from kiln.tui.widgets.reg_line import RegLine
+    from PIL import Image
+
+    reg = tmp_path / "reg"
+    (reg / "1_pot").mkdir(parents=True)
+    for index in range(4):  # three white class images and one black: 75 % white
+        Image.new("RGB", (64, 64), (255, 255, 255) if index else (0, 0, 0)).save(
+            reg / "1_pot" / f"{index}.png"
+        )
+    app = make_app(analysed_copy)
+    async with app.run_test(size=(120, 40)) as pilot:
+        line = app.screen.query_one(RegLine)
+        assert not line.display  # no reg folder set
+        gauge_before = app.curation.summary().label()
+        with Store(analysed_copy) as store:
+            save_plan_settings(store, {"reg": str(reg)})
+        await pilot.press("2", "1")  # back to the dataset section: it looks again
+        await wait_for(pilot, lambda: "4 class image(s)" in str(line.render()))
+        text = str(line.render())
+        assert "Reg set (not in this DSB)" in text and "75%W | 25%B" in text
+        assert app.curation.summary().label() == gauge_before  # the gauge never counts them
+    assert not (reg / ".kiln").exists()  # nothing written into the reg folder

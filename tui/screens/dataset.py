@@ -25,6 +25,7 @@ from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.image_preview import ImagePreview
 from kiln.tui.widgets.image_rows import COLUMN_LABELS, COLUMNS, SORT_KEYS, SORT_ORDER, row_cells, status_text
 from kiln.tui.widgets.image_table import ImageTable
+from kiln.tui.widgets.reg_line import RegLine
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.wording import quoted
 from rich.text import Text
@@ -140,6 +141,7 @@ class DatasetScreen(MarkedRows):
     def compose(self) -> ComposeResult:
         yield SectionBar("dataset")
         yield DsbGauge(self.curation.target, id="gauge")
+        yield RegLine(self.curation, id="reg")
         with Horizontal(id="body"):
             with Vertical(id="table-pane"):
                 yield Input(
@@ -154,6 +156,9 @@ class DatasetScreen(MarkedRows):
                 yield CaptionEditor(id="caption")
         yield Static("", id="notes")
         yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self.query_one(RegLine).follow_settings()  # the plan section may have named a reg folder
 
     def on_mount(self) -> None:
         table = self.table
