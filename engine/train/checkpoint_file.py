@@ -85,7 +85,29 @@ def save_full_checkpoint(
     carried = carried_configs(Path(config.model.base))
     if carried:
         metadata["kiln.configs"] = carried
+    if config.save.diffusers_folder:
+        save_diffusers_folder(path.with_suffix(""), models.pipe, len(encoders))
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_checkpoint_file(
         path, models.family, unwrap(models.unet_train), models.vae, encoders, dtype, metadata
     )
+
+
+def save_diffusers_folder(folder: Path, pipe: Any, text_encoders: int) -> Path:
+    """The pipeline as it stands (trained weights, or the average while it is applied) as a
+    diffusers folder, written beside and swapped in whole (a crash leaves the previous one)."""
+    import shutil
+
+    from kiln.engine.models.tiny import standard_text_encoder_keys
+
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.save_pretrained(staging, safe_serialization=True)
+    # transformers >= 5.6 saves CLIP without its text_model level; every other reader wants it.
+    standard_text_encoder_keys(staging / "text_encoder")
+    if text_encoders > 1:
+        standard_text_encoder_keys(staging / "text_encoder_2", keep=("text_projection.",))
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder

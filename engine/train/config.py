@@ -339,6 +339,10 @@ class SaveConfig:
     precision: str = field(
         default="fp16", metadata=_help("LoRA file dtype: fp16, bf16, fp32", _one_of(*SAVE_PRECISIONS))
     )
+    diffusers_folder: bool = field(
+        default=False,
+        metadata=_help("full fine-tune: also save each epoch as a diffusers folder (lora/<name>-eNNN/)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -563,6 +567,11 @@ def _check_relations(source: str, config: TrainConfig) -> None:
         raise ConfigError(
             f"{source}: dataset.resolution = {data.resolution} must lie between dataset.min_bucket_reso "
             f"({data.min_bucket_reso}) and dataset.max_bucket_reso ({data.max_bucket_reso})"
+        )
+    if config.save.diffusers_folder and config.network.type != "full":
+        raise ConfigError(
+            f'{source}: save.diffusers_folder saves a full fine-tune\'s model; set network.type = "full" '
+            "or save.diffusers_folder = false"
         )
     if config.train.ema_decay and config.network.type != "full":
         raise ConfigError(

@@ -216,3 +216,22 @@ def test_ema_outside_a_full_fine_tune_is_refused_by_key(make_config) -> None:
 
     with pytest.raises(ConfigError, match=r'train\.ema_decay = 0\.999 .* set network\.type = "full"'):
         make_config(train={"ema_decay": 0.999})
+
+
+def test_a_diffusers_folder_copy_loads_with_the_trained_unet(make_config, tiny_model: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    config = make_config(
+        network={"type": "full"}, train={"max_steps": 2, "unet_lr": 1e-3}, save={"diffusers_folder": True}
+    )
+    run_dir = create_run_dir(config)
+    trainer = controlled_trainer(config, run_dir)
+    result = trainer.run()
+    folder = result.lora.with_suffix("")
+    assert (folder / "model_index.json").is_file() and not list(run_dir.glob("lora/.*.tmp"))
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
+    trained = trainer.accelerator.unwrap_model(trainer.models.unet_train)
+    assert torch.allclose(unet_output(pipe.unet), unet_output(trained), atol=1e-5)
+    # The text encoder keeps its standard text_model names (transformers 4 and Kohya read them).
+    with safe_open(str(folder / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        assert all(key.startswith("text_model.") for key in handle.keys())  # noqa: SIM118
