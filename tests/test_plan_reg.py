@@ -11,52 +11,19 @@ import pytest
 from kiln.cli import main
 from kiln.engine.dataset.scan import scan_dataset
 from kiln.engine.plan.buckets import BucketSpec
-from kiln.engine.plan.evaluate import PlanRequest, evaluate_plan, load_counts
-from kiln.engine.plan.loads import dataset_load
 from kiln.engine.plan.reg import reg_set
-from PIL import Image
+
+from scripts.check_kohya_reg_steps import CASES, kiln_batches, write
 
 SPEC = BucketSpec(512, 256, 1024, 64, False)
-# (training folders, reg folders, batch, batches per epoch as sd-scripts counts them)
-KOHYA_CASES = [
-    ({"10_pot": [(512, 512)] * 6}, {"1_pot": [(512, 512)] * 20}, 1, 120),
-    ({"10_pot": [(512, 512)] * 6}, {"1_pot": [(512, 512)] * 100}, 2, 60),
-    ({"3_pot": [(640, 512)] * 4 + [(512, 640)] * 3}, {"1_pot": [(512, 512), (640, 512)] * 5}, 2, 22),
-    (
-        {"5_a": [(512, 512)] * 3, "2_b": [(768, 512)] * 5},
-        {"2_c": [(512, 768)] * 4, "1_d": [(512, 512)] * 3},
-        3,
-        18,
-    ),
-    ({"20_pot": [(512, 512)] * 2}, {"3_pot": [(512, 512), (600, 400), (400, 600)]}, 1, 80),
-]
+# Batches per epoch sd-scripts' DreamBoothDataset counted for the script's cases, in order.
+KOHYA_BATCHES = [120, 60, 22, 18, 80]
 
 
-def write(root: Path, folders: dict[str, list[tuple[int, int]]]) -> Path:
-    for folder, sizes in folders.items():
-        (root / folder).mkdir(parents=True)
-        for index, size in enumerate(sizes):
-            Image.new("RGB", size, (index, 0, 0)).save(root / folder / f"{index:03d}.png")
-    return root
-
-
-def batches(train: Path, reg: Path, batch: int) -> int:
-    counts = load_counts(dataset_load(scan_dataset(train), None, SPEC))
-    request = PlanRequest(
-        mode="steps",
-        bucket_images=counts.bucket_images,
-        batch=batch,
-        epochs=1,
-        folder_items=counts.folder_items,
-        folder_repeats=counts.folder_repeats,
-        reg=reg_set(scan_dataset(reg), SPEC),
-    )
-    return evaluate_plan(request).plan.batches_per_epoch
-
-
-@pytest.mark.parametrize(("train", "reg", "batch", "expected"), KOHYA_CASES)
-def test_batches_per_epoch_equal_sd_scripts(tmp_path: Path, train, reg, batch, expected) -> None:
-    assert batches(write(tmp_path / "train", train), write(tmp_path / "reg", reg), batch) == expected
+@pytest.mark.parametrize(("case", "expected"), list(zip(CASES, KOHYA_BATCHES, strict=True)))
+def test_batches_per_epoch_equal_sd_scripts(tmp_path: Path, case, expected) -> None:
+    train, reg, batch = case
+    assert kiln_batches(write(tmp_path / "train", train), write(tmp_path / "reg", reg), batch) == expected
 
 
 def test_reg_repeats_follow_kohyas_balancing(tmp_path: Path) -> None:

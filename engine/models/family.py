@@ -97,10 +97,6 @@ class ModelFamily:
     single_file_state: Callable[..., dict]
     checkpoint_architecture: str
 
-    def text_encoder_models(self, pipe: Any) -> list[Any]:
-        """The pipeline's text encoders, in slot order (what TEC measures)."""
-        return [getattr(pipe, slot.attr) for slot in self.text_encoders]
-
 
 def _no_time_ids(sizes: Any, buckets: Any) -> None:
     return None

@@ -197,3 +197,9 @@ def layers_per_block(unet: object) -> int:
     """A diffusers U-Net's ``layers_per_block`` (its config is untyped): LDM's block numbering."""
     model: Any = unet
     return int(model.config.layers_per_block)
+
+
+def unet_and_vae_to_ldm(unet: Any, vae: Any) -> dict[str, torch.Tensor]:
+    """A diffusers U-Net's and VAE's weights in the original single-file layout (the part SD 1.5
+    and SDXL checkpoints share; each family adds its text encoders' layout)."""
+    return {**unet_to_ldm(unet.state_dict(), layers_per_block(unet)), **vae_to_ldm(vae.state_dict())}

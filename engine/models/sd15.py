@@ -95,11 +95,6 @@ def encode_text(
     return TextConditioning(norm(output.hidden_states[-clip_skip]))
 
 
-def text_encoder(pipe: StableDiffusionPipeline) -> nn.Module:
-    """The pipeline's (one) text encoder, the model TEC measures."""
-    return pipe.text_encoder  # type: ignore[attr-defined]  # diffusers' stubs lack the component
-
-
 def build_tiny(seed: int | None = None) -> StableDiffusionPipeline:
     """The tiny SD 1.5-shaped pipeline tests and benchmarks train (:mod:`kiln.engine.models.tiny`)."""
     from kiln.engine.models.tiny import TINY_SEED, build_tiny_pipeline
@@ -118,11 +113,9 @@ def single_file_state(
     unet: nn.Module, vae: nn.Module, text_encoders: Sequence[nn.Module]
 ) -> dict[str, torch.Tensor]:
     """The pipeline's weights in the original LDM single-file layout A1111 and ComfyUI load."""
-    from kiln.engine.models.ldm_keys import clip_to_ldm, layers_per_block, unet_to_ldm, vae_to_ldm
+    from kiln.engine.models.ldm_keys import clip_to_ldm, unet_and_vae_to_ldm
 
-    layers = layers_per_block(unet)
     return {
-        **unet_to_ldm(unet.state_dict(), layers),
-        **vae_to_ldm(vae.state_dict()),
+        **unet_and_vae_to_ldm(unet, vae),
         **clip_to_ldm(text_encoders[0].state_dict()),
     }

@@ -90,13 +90,11 @@ def unet_targets(
     unet: nn.Module, rank: int, alpha: float, conv_rank: int = 0, conv_alpha: float = 1.0
 ) -> list[LoraTarget]:
     """The U-Net layers Kohya adapts, in model order, with Kohya's SGM-numbered names."""
-    from kiln.engine.models.ldm_keys import ldm_unet_name
+    from kiln.engine.models.ldm_keys import layers_per_block, ldm_unet_name
 
-    model: Any = unet  # diffusers' UNet2DConditionModel: its config and blocks are untyped here
-    layers = int(model.config.layers_per_block)
-    with_attention = frozenset(
-        index for index, block in enumerate(model.up_blocks) if hasattr(block, "attentions")
-    )
+    layers = layers_per_block(unet)
+    up_blocks: Any = unet.up_blocks  # diffusers' U-Net: its blocks are untyped here
+    with_attention = frozenset(index for index, block in enumerate(up_blocks) if hasattr(block, "attentions"))
     blocks = UNET_BLOCKS + (UNET_CONV_BLOCKS if conv_rank > 0 else ())
     return select_targets(
         unet,
@@ -156,11 +154,6 @@ def time_ids(sizes: Sequence[tuple[int, int]], buckets: Sequence[tuple[int, int]
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def text_encoders(pipe: Any) -> list[nn.Module]:
-    """The pipeline's two text encoders (what TEC measures, reported separately)."""
-    return [pipe.text_encoder, pipe.text_encoder_2]
-
-
 def build_tiny(seed: int | None = None) -> Any:
     """The tiny SDXL-shaped pipeline tests and benchmarks train (:mod:`kiln.engine.models.tiny_sdxl`)."""
     from kiln.engine.models.tiny import TINY_SEED
@@ -180,13 +173,11 @@ def single_file_state(
     unet: nn.Module, vae: nn.Module, text_encoders: Sequence[nn.Module]
 ) -> dict[str, torch.Tensor]:
     """The pipeline's weights in SDXL's original SGM single-file layout."""
-    from kiln.engine.models.ldm_keys import layers_per_block, unet_to_ldm, vae_to_ldm
+    from kiln.engine.models.ldm_keys import unet_and_vae_to_ldm
     from kiln.engine.models.sgm_keys import clip_l_to_sgm, open_clip_to_sgm
 
-    layers = layers_per_block(unet)
     return {
-        **unet_to_ldm(unet.state_dict(), layers),
-        **vae_to_ldm(vae.state_dict()),
+        **unet_and_vae_to_ldm(unet, vae),
         **clip_l_to_sgm(text_encoders[0].state_dict()),
         **open_clip_to_sgm(text_encoders[1].state_dict()),
     }

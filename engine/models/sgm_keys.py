@@ -87,7 +87,6 @@ def open_clip_from_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     """SDXL's second text encoder from OpenCLIP's layout (keys under :data:`OPEN_CLIP_PREFIX`)
     to bare ``CLIPTextModelWithProjection`` names: the inverse of :func:`open_clip_to_sgm`, with
     the fused q/k/v projections split and ``text_projection`` transposed back."""
-    renamed = {hf: open_clip for hf, open_clip in _LAYER_NAMES.items()}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not key.startswith(OPEN_CLIP_PREFIX):
@@ -109,7 +108,7 @@ def open_clip_from_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
                 for projection, part in zip(_PROJECTIONS, value.chunk(3, dim=0), strict=True):
                     out[f"{head}self_attn.{projection}.{kind}"] = part.contiguous()
                 continue
-            for hf_name, open_clip_name in renamed.items():
+            for hf_name, open_clip_name in _LAYER_NAMES.items():
                 if rest.startswith(open_clip_name):
                     out[head + hf_name + rest.removeprefix(open_clip_name)] = value
                     break

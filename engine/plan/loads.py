@@ -18,7 +18,7 @@ from kiln.engine.dataset.selection import included_records
 from kiln.engine.dataset.store import Store
 from kiln.engine.errors import ImageError
 from kiln.engine.plan.advisor import Advice
-from kiln.engine.plan.buckets import BucketSpec, Size, assign_bucket
+from kiln.engine.plan.buckets import BucketAssignment, BucketSpec, Size, assign_bucket
 
 
 @dataclass(frozen=True)
@@ -101,19 +101,12 @@ def dataset_load(
     records = included_records(dataset.images, store) if store is not None else list(dataset.images)
     counted = [record for record in records if record.trained]
     skipped = tuple(record.rel_path for record in records if not record.trained)
-    sizes, unreadable = image_sizes(counted, store)
+    placed, unreadable = bucketed(counted, store, spec)
 
     buckets: dict[Size, list[int]] = {}
     concepts: dict[str, list[int]] = {}
-    for record in counted:
-        size = sizes.get(record.rel_path)
-        if size is None:
-            continue
-        try:
-            bucket = assign_bucket(size, spec).bucket
-        except ImageError as exc:
-            unreadable[record.rel_path] = str(exc)
-            continue
+    for record, _, assignment in placed:
+        bucket = assignment.bucket
         image_repeats = record.repeats if repeats is None else repeats
         images_items = buckets.setdefault(bucket, [0, 0])
         images_items[0] += 1
@@ -126,6 +119,30 @@ def dataset_load(
         skipped=skipped,
         unreadable=tuple(sorted(unreadable.items())),
     )
+
+
+def bucketed(
+    records: Iterable[ImageRecord], store: Store | None, spec: BucketSpec
+) -> tuple[list[tuple[ImageRecord, Size, BucketAssignment]], dict[str, str]]:
+    """Each record Kohya can bucket, with its stored size and bucket assignment, in the given
+    order; and ``rel_path -> reason`` for the ones whose size cannot be read or bucketed.
+
+    The one place the plan, the reg set and the trainer turn images into buckets.
+    """
+    records = list(records)
+    sizes, problems = image_sizes(records, store)
+    placed = []
+    for record in records:
+        size = sizes.get(record.rel_path)
+        if size is None:
+            continue
+        try:
+            assignment = assign_bucket(size, spec)
+        except ImageError as exc:
+            problems[record.rel_path] = str(exc)
+            continue
+        placed.append((record, size, assignment))
+    return placed, problems
 
 
 def load_notices(load: DatasetLoad) -> list[Advice]:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from kiln.engine.analysis.dsb import DsbSummary
 from kiln.engine.dataset.scan import Dataset
-from kiln.engine.errors import ImageError
-from kiln.engine.plan.buckets import BucketSpec, Size, assign_bucket
-from kiln.engine.plan.loads import ConceptLoad, image_sizes
+from kiln.engine.plan.buckets import BucketSpec, Size
+from kiln.engine.plan.loads import ConceptLoad, bucketed
 from kiln.engine.plan.steps import BucketKey
 
 
@@ -98,18 +97,13 @@ def reg_set(dataset: Dataset, spec: BucketSpec) -> RegSet:
     """
     counted = [record for record in dataset.images if record.trained]
     skipped = tuple(record.rel_path for record in dataset.images if not record.trained)
-    sizes, unreadable = image_sizes(counted, None)
-    images: list[RegImage] = []
-    for record in sorted(counted, key=lambda record: (record.folder, record.rel_path)):
-        size = sizes.get(record.rel_path)
-        if size is None:
-            continue
-        try:
-            bucket = assign_bucket(size, spec).bucket
-        except ImageError as exc:
-            unreadable[record.rel_path] = str(exc)
-            continue
-        images.append(RegImage(record.rel_path, record.folder, record.repeats, size, bucket))
+    placed, unreadable = bucketed(
+        sorted(counted, key=lambda record: (record.folder, record.rel_path)), None, spec
+    )
+    images = [
+        RegImage(record.rel_path, record.folder, record.repeats, size, assignment.bucket)
+        for record, size, assignment in placed
+    ]
     folders: dict[str, list[int]] = {}
     for image in images:
         folders.setdefault(image.folder, [image.repeats, 0])[1] += 1

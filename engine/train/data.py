@@ -12,7 +12,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from kiln.engine.dataset.selection import included_records
 from kiln.engine.dataset.store import STATE_FOLDER, Store
 from kiln.engine.errors import DatasetError, ImageError
 from kiln.engine.plan.buckets import BucketAssignment, BucketSpec, Size, assign_bucket
-from kiln.engine.plan.loads import image_sizes
+from kiln.engine.plan.loads import bucketed
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +76,7 @@ class TrainingSet:
         warnings: One line per problem worth telling the user (missing captions...).
         reg_items: Kohya's ``num_reg_images``: the reg folders' images times their folders'
             repeats, before balancing (0 without reg images).
+        reg_dirs: Kohya's ``ss_reg_dataset_dirs``: per reg folder, its own repeats and images.
     """
 
     root: Path
@@ -84,6 +85,7 @@ class TrainingSet:
     unreadable: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = ()
     reg_items: int = 0
+    reg_dirs: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def trained(self) -> tuple[TrainImage, ...]:
@@ -97,16 +99,11 @@ class TrainingSet:
             items[image.bucket] = items.get(image.bucket, 0) + image.repeats
         return dict(sorted(items.items()))
 
-    def dataset_dirs(self, reg: bool = False) -> dict[str, dict[str, int]]:
-        """Kohya's ``ss_dataset_dirs`` (``reg``: ``ss_reg_dataset_dirs``): per folder, its
-        repeats and image count."""
+    def dataset_dirs(self) -> dict[str, dict[str, int]]:
+        """Kohya's ``ss_dataset_dirs``: per training folder, its repeats and image count."""
         dirs: dict[str, dict[str, int]] = {}
-        for image in self.images:
-            if image.is_reg != reg:
-                continue
-            # A reg image's repeats are Kohya's balanced ones; the folder's own are in its name.
-            repeats = int(image.folder.partition("_")[0]) if image.is_reg else image.repeats
-            entry = dirs.setdefault(image.folder, {"n_repeats": repeats, "img_count": 0})
+        for image in self.trained:
+            entry = dirs.setdefault(image.folder, {"n_repeats": image.repeats, "img_count": 0})
             entry["img_count"] += 1
         return dirs
 
@@ -142,20 +139,12 @@ def training_set(config: DatasetConfig) -> TrainingSet:
     with Store(dataset.root) as store:
         records = included_records(dataset.images, store)
         counted = [record for record in records if record.trained]
-        sizes, problems = image_sizes(counted, store)
+        placed, problems = bucketed(counted, store, spec)
     skipped = tuple(record.rel_path for record in records if not record.trained)
     images: list[TrainImage] = []
     warnings: list[str] = []
     missing_captions = 0
-    for record in counted:
-        size = sizes.get(record.rel_path)
-        if size is None:
-            continue
-        try:
-            assignment = assign_bucket(size, spec)
-        except ImageError as exc:
-            problems[record.rel_path] = str(exc)
-            continue
+    for record, size, assignment in placed:
         caption = read_caption(record.caption_path)
         if not caption.exists:
             missing_captions += 1
@@ -260,6 +249,7 @@ def with_reg_images(
         data,
         images=data.images + tuple(added),
         reg_items=reg.items,
+        reg_dirs={c.folder: {"n_repeats": c.repeats, "img_count": c.images} for c in reg.concepts},
         warnings=data.warnings + tuple(f"{rel_path}: {why}; not used" for rel_path, why in reg.unreadable),
     )
 
@@ -310,7 +300,6 @@ def load_pixels(image: TrainImage) -> torch.Tensor:
     import numpy as np
     import torch
     from kiln.engine.analysis.decode import decode_image
-    from kiln.engine.errors import ImageError
     from PIL import Image
 
     try:

@@ -285,7 +285,7 @@ def lora_metadata(
         "ss_keep_tokens": dataset.keep_tokens,
         "ss_caption_dropout_rate": dataset.caption_dropout_rate,
         "ss_dataset_dirs": json_metadata(data.dataset_dirs()),
-        "ss_reg_dataset_dirs": json_metadata(data.dataset_dirs(reg=True)),
+        "ss_reg_dataset_dirs": json_metadata(data.reg_dirs),
         "ss_tag_frequency": json_metadata(data.tag_frequency()),
         "kiln_version": __version__,
     }

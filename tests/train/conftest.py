@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from kiln.engine.train.config import TrainConfig, config_from_mapping
+from kiln.engine.train.config import TrainConfig
 from PIL import Image
+
+from tests.train.helpers import small_config
 
 # The tiny model's ops are microseconds long; extra threads only add contention on 2 cores.
 torch.set_num_threads(1)
@@ -66,21 +68,6 @@ def make_config(tiny_model: Path, train_dataset: Path, tmp_path: Path) -> Callab
     """A small config on the tiny model and dataset; keyword tables override it."""
 
     def build(**tables: dict[str, Any]) -> TrainConfig:
-        data: dict[str, dict[str, Any]] = {
-            "model": {"base": str(tiny_model)},
-            "dataset": {
-                "path": str(train_dataset),
-                "resolution": 64,
-                "min_bucket_reso": 32,
-                "max_bucket_reso": 128,
-                "bucket_reso_steps": 32,
-            },
-            "network": {"rank": 4, "alpha": 2.0},
-            "train": {"epochs": 2, "batch_size": 2, "precision": "fp32", "unet_lr": 1e-3},
-            "output": {"dir": str(tmp_path / "runs"), "name": "test"},
-        }
-        for table, values in tables.items():
-            data.setdefault(table, {}).update(values)
-        return config_from_mapping(data, source="test")
+        return small_config(tiny_model, train_dataset, tmp_path / "runs", **tables)
 
     return build

@@ -10,11 +10,12 @@ import pytest
 import torch
 from kiln.engine.models.sd15 import load
 from kiln.engine.runs.control import controlled_trainer
-from kiln.engine.runs.events import read_events
 from kiln.engine.runs.folders import resume_run
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.loop import Trainer
 from safetensors import safe_open
+
+from tests.train.helpers import assert_resume_matches, small_config
 
 
 def unet_output(unet) -> torch.Tensor:
@@ -26,29 +27,14 @@ def unet_output(unet) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def full_run(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    from kiln.engine.train.config import config_from_mapping
-
-    config = config_from_mapping(
-        {
-            "model": {"base": str(tiny_model)},
-            "dataset": {
-                "path": str(train_dataset),
-                "resolution": 64,
-                "min_bucket_reso": 32,
-                "max_bucket_reso": 128,
-                "bucket_reso_steps": 32,
-            },
-            "network": {"type": "full"},
-            "train": {
-                "epochs": 2,
-                "batch_size": 2,
-                "precision": "fp32",
-                "unet_lr": 1e-4,
-                "optimizer": "adafactor",
-            },
-            "save": {"precision": "fp32"},
-            "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": "ft"},
-        }
+    config = small_config(
+        tiny_model,
+        train_dataset,
+        tmp_path_factory.mktemp("runs"),
+        network={"type": "full"},
+        train={"unet_lr": 1e-4, "optimizer": "adafactor"},
+        save={"precision": "fp32"},
+        output={"name": "ft"},
     )
     run_dir = create_run_dir(config)
     trainer = controlled_trainer(config, run_dir)
@@ -96,20 +82,7 @@ def test_a_cancelled_full_fine_tune_resumes_to_the_uninterrupted_losses(make_con
             network={"type": "full"}, train={"max_steps": 4, "unet_lr": 1e-4}, output={"name": name}
         )
 
-    reference = config("reference")
-    reference_dir = create_run_dir(reference)
-    assert controlled_trainer(reference, reference_dir).run().state == "done"
-    expected = [event["loss"] for event in read_events(reference_dir) if event["type"] == "step"]
-    interrupted = config("interrupted")
-    run_dir = create_run_dir(interrupted)
-    trainer = controlled_trainer(interrupted, run_dir)
-    trainer.add_listener(
-        lambda event: event["type"] == "step" and event["step"] == 2 and trainer.request_stop()
-    )
-    assert trainer.run().state == "cancelled"
-    resume_run(run_dir, detach=False)
-    losses = {event["step"]: event["loss"] for event in read_events(run_dir) if event["type"] == "step"}
-    assert [losses[step] for step in range(1, 5)] == pytest.approx(expected, rel=1e-5)
+    assert_resume_matches(config, steps=4)
 
 
 def test_tec_measures_how_far_the_fine_tune_moved_its_text_encoder(full_run, tiny_model: Path) -> None:

@@ -11,13 +11,11 @@ import pytest
 import torch
 from kiln.engine.errors import ConfigError
 from kiln.engine.models.sd15 import load as load_sd15
-from kiln.engine.runs.control import controlled_trainer
-from kiln.engine.runs.events import read_events
-from kiln.engine.runs.folders import resume_run
-from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.lora_io import read_lora
 from kiln.engine.train.lycoris_network import require_lycoris
 from torch import nn
+
+from tests.train.helpers import assert_resume_matches, small_config, train
 
 KEYS = {
     "loha": {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"},
@@ -26,33 +24,13 @@ KEYS = {
 }
 
 
-def train(config):
-    run_dir = create_run_dir(config)
-    return controlled_trainer(config, run_dir).run(), run_dir
-
-
 @pytest.fixture(scope="module", params=sorted(KEYS))
 def lycoris_run(request, tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    from kiln.engine.train.config import config_from_mapping
-
     kind = request.param
-    config = config_from_mapping(
-        {
-            "model": {"base": str(tiny_model)},
-            "dataset": {
-                "path": str(train_dataset),
-                "resolution": 64,
-                "min_bucket_reso": 32,
-                "max_bucket_reso": 128,
-                "bucket_reso_steps": 32,
-            },
-            "network": {"rank": 4, "alpha": 2.0, "type": kind, "conv_rank": 2, "conv_alpha": 1.0},
-            "train": {"epochs": 2, "batch_size": 2, "precision": "fp32", "unet_lr": 1e-3},
-            "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": kind},
-        }
-    )
-    result, run_dir = train(config)
-    return kind, result, run_dir
+    network = {"type": kind, "conv_rank": 2, "conv_alpha": 1.0}
+    runs = tmp_path_factory.mktemp("runs")
+    result, _ = train(small_config(tiny_model, train_dataset, runs, network=network, output={"name": kind}))
+    return kind, result, result.run_dir
 
 
 def test_each_type_trains_two_epochs_with_lycoris_keys_and_metadata(lycoris_run) -> None:
@@ -125,18 +103,7 @@ def test_a_cancelled_loha_run_resumes_to_the_uninterrupted_losses(make_config) -
     def config(name: str):
         return make_config(network={"type": "loha"}, train={"max_steps": 5}, output={"name": name})
 
-    _, reference_dir = train(config("reference"))
-    expected = [event["loss"] for event in read_events(reference_dir) if event["type"] == "step"]
-    interrupted = config("interrupted")
-    run_dir = create_run_dir(interrupted)
-    trainer = controlled_trainer(interrupted, run_dir)
-    trainer.add_listener(
-        lambda event: event["type"] == "step" and event["step"] == 2 and trainer.request_stop()
-    )
-    assert trainer.run().state == "cancelled"
-    resume_run(run_dir, detach=False)
-    losses = {event["step"]: event["loss"] for event in read_events(run_dir) if event["type"] == "step"}
-    assert [losses[step] for step in range(1, 6)] == pytest.approx(expected, rel=1e-5)
+    assert_resume_matches(config, steps=5)
 
 
 def test_sdxl_lokr_keeps_kohyas_sgm_names(tiny_sdxl: Path, make_config) -> None:

@@ -20,43 +20,22 @@ from kiln.engine.models.family import SD15, SDXL, detect_family, family_of_lora_
 from kiln.engine.models.sdxl import crop_top_left, time_ids
 from kiln.engine.plan.loads import dataset_load
 from kiln.engine.plan.steps import plan_steps
-from kiln.engine.runs.control import controlled_trainer
-from kiln.engine.runs.events import read_events
 from kiln.engine.runs.layout import create_run_dir
-from kiln.engine.train.config import config_from_mapping
+from kiln.engine.train.config import TrainConfig
 from kiln.engine.train.data import bucket_spec
 from kiln.engine.train.loop import Trainer
 from kiln.engine.train.lora_io import read_lora
 from kiln.engine.train.loss import per_sample_loss
+
+from tests.train.helpers import assert_resume_matches, small_config, train
 
 # Tiny SDXL: 3 levels, layers_per_block 2, transformer depth [1, 2, 2] (Kohya's module set on it).
 UNET_MODULES = 242
 TEXT_ENCODER_MODULES = 12  # each: 2 layers x (q, k, v, out, fc1, fc2)
 
 
-def sdxl_config(base_path: Path, data_path: Path, runs: Path, **tables) -> object:
-    data = {
-        "model": {"base": str(base_path)},
-        "dataset": {
-            "path": str(data_path),
-            "resolution": 64,
-            "min_bucket_reso": 32,
-            "max_bucket_reso": 128,
-            "bucket_reso_steps": 32,
-        },
-        "network": {"rank": 4, "alpha": 2.0},
-        "train": {"epochs": 2, "batch_size": 2, "precision": "fp32", "unet_lr": 1e-3},
-        "output": {"dir": str(runs), "name": "xl"},
-    }
-    for name, table in tables.items():
-        data.setdefault(name, {}).update(table)
-    return config_from_mapping(data)
-
-
-def train(config):
-    run_dir = create_run_dir(config)
-    result = controlled_trainer(config, run_dir).run()
-    return result, read_events(run_dir)
+def sdxl_config(base_path: Path, data_path: Path, runs: Path, **tables) -> TrainConfig:
+    return small_config(base_path, data_path, runs, **{"output": {"name": "xl"}, **tables})
 
 
 @pytest.fixture(scope="module")
@@ -366,21 +345,9 @@ def test_a_cancelled_sdxl_run_resumes_to_the_uninterrupted_losses(
     tiny_sdxl: Path, train_dataset: Path, tmp_path: Path
 ) -> None:
     """Both encoders' adapters (te_lora, te2_lora) travel through the resume state."""
-    from kiln.engine.runs.folders import resume_run
 
     def config(runs: str):
         return sdxl_config(tiny_sdxl, train_dataset, tmp_path / runs, train={"max_steps": 5})
 
-    _, reference = train(config("reference"))
-    expected = [event["loss"] for event in reference if event["type"] == "step"]
-    interrupted = config("interrupted")
-    run_dir = create_run_dir(interrupted)
-    trainer = controlled_trainer(interrupted, run_dir)
-    trainer.add_listener(
-        lambda event: event["type"] == "step" and event["step"] == 2 and trainer.request_stop()
-    )
-    assert trainer.run().state == "cancelled"
-    assert {"unet_lora", "te_lora", "te2_lora"} <= set(trainer.resume_state_dict())
-    resume_run(run_dir, detach=False)
-    losses = {event["step"]: event["loss"] for event in read_events(run_dir) if event["type"] == "step"}
-    assert [losses[step] for step in range(1, 6)] == pytest.approx(expected, rel=1e-5)
+    cancelled = assert_resume_matches(config, steps=5)
+    assert {"unet_lora", "te_lora", "te2_lora"} <= set(cancelled.resume_state_dict())

@@ -16,46 +16,28 @@ from kiln.engine.plan.steps import plan_steps
 from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events
 from kiln.engine.runs.layout import create_run_dir
-from kiln.engine.train.config import config_from_mapping, load_config
+from kiln.engine.train.config import load_config
 from kiln.engine.train.data import bucket_spec
 from kiln.engine.train.loop import Trainer
 from kiln.engine.train.lora_io import read_lora
 
+from tests.train.helpers import small_config, train
+
 PROMPTS = ["pot, colour --s 2 --d 3", "hill --n blurry --s 2 --w 64 --h 96"]
-
-
-def train(config):
-    run_dir = create_run_dir(config)
-    result = controlled_trainer(config, run_dir).run()
-    return result, read_events(run_dir)
 
 
 @pytest.fixture(scope="module")
 def folder_run(tiny_model: Path, train_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two epochs on the folder model, LoCon, text encoder trained, samples every epoch."""
-    config = config_from_mapping(
-        {
-            "model": {"base": str(tiny_model)},
-            "dataset": {
-                "path": str(train_dataset),
-                "resolution": 64,
-                "min_bucket_reso": 32,
-                "max_bucket_reso": 128,
-                "bucket_reso_steps": 32,
-                "shuffle_caption": True,
-                "keep_tokens": 1,
-            },
-            "network": {"rank": 4, "alpha": 2.0, "conv_rank": 2, "conv_alpha": 1.0},
-            "train": {
-                "epochs": 2,
-                "batch_size": 2,
-                "precision": "fp32",
-                "unet_lr": 1e-3,
-                "min_snr_gamma": 5.0,
-            },
-            "sample": {"prompts": PROMPTS, "baseline": "on"},
-            "output": {"dir": str(tmp_path_factory.mktemp("runs")), "name": "pot", "comment": "a test"},
-        }
+    config = small_config(
+        tiny_model,
+        train_dataset,
+        tmp_path_factory.mktemp("runs"),
+        dataset={"shuffle_caption": True, "keep_tokens": 1},
+        network={"conv_rank": 2, "conv_alpha": 1.0},
+        train={"min_snr_gamma": 5.0},
+        sample={"prompts": PROMPTS, "baseline": "on"},
+        output={"name": "pot", "comment": "a test"},
     )
     result, events = train(config)
     return config, result, events

@@ -32,6 +32,12 @@ def fake_model(path: Path) -> Path:
     return path
 
 
+def with_status(run_dir: Path, **fields) -> None:
+    """Set fields of a fake run's status.json (what a trainer's start event would write)."""
+    path = run_dir / "status.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **fields}), encoding="utf-8")
+
+
 async def open_runs(pilot) -> RunsScreen:
     await pilot.press("5")
     screen = pilot.app.screen
@@ -372,8 +378,7 @@ async def test_a_lora_saved_by_cancel_cancel_done_is_listed_once(sample_copy: Pa
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 async def test_the_family_shows_in_the_new_run_form_and_the_runs_table(sample_copy: Path, size) -> None:
     run_dir = write_run(sample_copy / "runs", "xl", dataset=sample_copy)
-    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
-    (run_dir / "status.json").write_text(json.dumps({**status, "family": "sdxl"}), encoding="utf-8")
+    with_status(run_dir, family="sdxl")
     xl = sample_copy.parent / "sdxl"
     xl.mkdir()
     (xl / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
@@ -400,10 +405,7 @@ async def test_the_new_run_form_writes_the_network_type_and_the_table_shows_it(
     sample_copy: Path, monkeypatch
 ) -> None:
     run_dir = write_run(sample_copy / "runs", "pot", dataset=sample_copy)
-    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
-    (run_dir / "status.json").write_text(
-        json.dumps({**status, "family": "sdxl", "network": "lokr"}), encoding="utf-8"
-    )
+    with_status(run_dir, family="sdxl", network="lokr")
     started: list[Path] = []
 
     def fake_start(config_path: Path, **kwargs) -> Path:

@@ -136,26 +136,16 @@ class PlanScreen(SectionScreen):
                     text = value if isinstance(value, str) else DEFAULTS[key]
                     yield PlanField(key, label, text, placeholder, tooltip)
                     if key == "resolution":
-                        with Horizontal(classes="choice"):
-                            yield Label("No upscale")
-                            upscale = self.saved.get("no_upscale") is True
-                            yield Checkbox(
-                                "on" if upscale else "off",
-                                upscale,
-                                compact=True,
-                                id="no_upscale",
-                                tooltip="bucket_no_upscale: never enlarge; buckets follow the image sizes",
-                            )
-                with Horizontal(classes="choice"):
-                    yield Label("Grad. ckpt")
-                    checkpointing = self.saved.get("gradient_checkpointing") is True
-                    yield Checkbox(
-                        "on" if checkpointing else "off",
-                        checkpointing,
-                        compact=True,
-                        id="gradient_checkpointing",
-                        tooltip="gradient_checkpointing: less memory, ~20% slower (SDXL under 24 GB)",
-                    )
+                        yield from self._switch(
+                            "No upscale",
+                            "no_upscale",
+                            "bucket_no_upscale: never enlarge; buckets follow the image sizes",
+                        )
+                yield from self._switch(
+                    "Grad. ckpt",
+                    "gradient_checkpointing",
+                    "gradient_checkpointing: less memory, ~20% slower (SDXL under 24 GB)",
+                )
                 yield from self._choice("Precision", "precision", PRECISION_OPTIONS, "fp16")
                 yield from self._choice("Training", "training", TRAINING_OPTIONS, "lora")
                 yield from self._choice("Run", "run", RUN_OPTIONS, "final")
@@ -171,6 +161,13 @@ class PlanScreen(SectionScreen):
                 yield DataTable(id="buckets", cursor_type="none", zebra_stripes=True)
                 yield Static("", id="warnings")
         yield Footer()
+
+    def _switch(self, label: str, key: str, tooltip: str) -> ComposeResult:
+        """An on/off row, as the plan's settings last left it (its label says it in words)."""
+        on = self.saved.get(key) is True
+        with Horizontal(classes="choice"):
+            yield Label(label)
+            yield Checkbox("on" if on else "off", on, compact=True, id=key, tooltip=tooltip)
 
     def _choice(self, label: str, key: str, options: list[tuple[str, str]], value: str) -> ComposeResult:
         saved = self.saved.get(key)
