@@ -274,6 +274,13 @@ class TrainParams:
     )
     seed: int = field(default=42, metadata=_help("seed for noise, timesteps, data order", _at_least(0)))
     gradient_checkpointing: bool = field(default=False, metadata=_help("less memory, about 20% slower"))
+    fused_backward: bool = field(
+        default=False,
+        metadata=_help(
+            "full fine-tune: step each weight as its gradient arrives (Kohya --fused_backward_pass; "
+            "no whole-model gradients in memory)"
+        ),
+    )
     validation_split: float = field(
         default=0.0,
         metadata=_help(
@@ -578,6 +585,7 @@ def _check_relations(source: str, config: TrainConfig) -> None:
             f"{source}: train.ema_decay = {config.train.ema_decay:g} averages a full fine-tune's weights; "
             'set network.type = "full" or train.ema_decay = 0'
         )
+    _check_fused_backward(config, source)
     if not config.output.name or "/" in config.output.name or config.output.name.startswith("."):
         raise ConfigError(f"{source}: output.name = {config.output.name!r}: must be a plain file name")
     if config.train.optimizer == "adamw8bit":
@@ -588,6 +596,33 @@ def _check_relations(source: str, config: TrainConfig) -> None:
                 f'{source}: train.optimizer = "adamw8bit" needs bitsandbytes; `pip install bitsandbytes` '
                 'or use "adamw"'
             ) from None
+
+
+def _check_fused_backward(config: TrainConfig, source: str) -> None:
+    """What a fused backward pass cannot do: it never holds every gradient at once."""
+    train = config.train
+    if not train.fused_backward:
+        return
+    refusals = (
+        (config.network.type != "full", 'it saves a full fine-tune\'s gradients; set network.type = "full"'),
+        (
+            train.grad_accumulation > 1,
+            f"each batch's gradient is applied at once, so train.grad_accumulation = "
+            f"{train.grad_accumulation} cannot add batches up; set it to 1",
+        ),
+        (
+            bool(train.max_grad_norm),
+            f"there is never a whole gradient to clip; set train.max_grad_norm = 0 "
+            f"(it is {train.max_grad_norm:g})",
+        ),
+        (
+            train.precision == "fp16",
+            'fp16\'s loss scaler needs every gradient before a step; use train.precision = "bf16" or "fp32"',
+        ),
+    )
+    for refused, why in refusals:
+        if refused:
+            raise ConfigError(f"{source}: train.fused_backward: {why} (or train.fused_backward = false)")
 
 
 def check_family_settings(config: TrainConfig, family: ModelFamily, source: str = "config") -> None:

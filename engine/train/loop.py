@@ -51,6 +51,7 @@ from kiln.engine.train.data import (
     with_reg_images,
 )
 from kiln.engine.train.ema import weight_average, with_average
+from kiln.engine.train.fused_backward import FusedBackward
 from kiln.engine.train.lora_io import (
     DTYPES,
     base_model_hashes,
@@ -339,7 +340,7 @@ class Trainer:
         return {
             "state": self.state.to_dict(),
             **self.models.adapters(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (self.fused or self.optimizer).state_dict(),
             "scheduler": self.lr_scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             **({"ema": self.average.state_dict()} if self.average is not None else {}),
@@ -349,7 +350,7 @@ class Trainer:
         """Restore what :meth:`resume_state_dict` returned (call after :meth:`setup`)."""
         self.state = TrainState.from_dict(data["state"])
         self.models.load_adapters(data)
-        self.optimizer.load_state_dict(data["optimizer"])
+        (self.fused or self.optimizer).load_state_dict(data["optimizer"])
         self.lr_scheduler.load_state_dict(data["scheduler"])
         torch.set_rng_state(data["torch_rng"])
         if self.average is not None and "ema" in data:
@@ -362,6 +363,9 @@ class Trainer:
         optimizer, self.lr_scheduler = make_optimizer(self.config, models, self.total_steps, self.device)
         # The LoRA's metadata names this class, read before accelerate wraps it.
         self.base_optimizer = optimizer
+        self.fused = FusedBackward(optimizer) if self.config.train.fused_backward else None
+        if self.fused is not None and self.processes > 1:  # DDP would reduce applied gradients
+            raise RunError("train.fused_backward runs on one process; launch it without multi-GPU")
         # The LR scheduler stays outside accelerate: it steps once per optimizer step on every
         # process, which is what the schedule over total_steps assumes.
         trained = [part for part in models.text_encoders if part.trains]
@@ -557,6 +561,8 @@ class Trainer:
         return latent
 
     def _optimizer_step(self) -> None:
+        # Under train.fused_backward (never with clipping) the hooks have applied and dropped
+        # every gradient already: this step finds none and only keeps the schedule's count.
         if self.config.train.max_grad_norm:
             norm = self.accelerator.clip_grad_norm_(self.models.trainable, self.config.train.max_grad_norm)
             # fp16's grad scaler skips overflowing steps by itself; elsewhere a non-finite
