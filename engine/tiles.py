@@ -29,7 +29,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from kiln.engine.analysis.decode import decode_image, fixed_area_grey
+from kiln.engine.analysis.decode import UPRIGHT, decode_image, fixed_area_grey
 from kiln.engine.analysis.quality import (
     BLURRY,
     LOW_INFORMATION,
@@ -48,17 +48,6 @@ from PIL import Image
 MIN_TILE_SIDE = 64
 TILE_EXTENSION = ".png"
 _GRID_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-
-# EXIF orientation -> the Pillow transpose that shows the image upright (EXIF 2.3, 4.6.4).
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 @dataclass(frozen=True)
@@ -192,7 +181,7 @@ def load_source(path: Path) -> Source:
     except MemoryError:
         raise ImageError(f"{path}: out of memory while decoding; downscale it") from None
     pixels, alpha = decoded.pixels, decoded.alpha
-    transpose = _UPRIGHT.get(decoded.exif_orientation)
+    transpose = UPRIGHT.get(decoded.exif_orientation)
     if transpose is not None:
         pixels = np.asarray(Image.fromarray(pixels).transpose(transpose))
         if alpha is not None:

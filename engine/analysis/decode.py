@@ -32,6 +32,17 @@ from PIL import Image, UnidentifiedImageError
 
 FAST_LONG_SIDE = 1024
 
+# EXIF orientation -> the Pillow transpose that shows the image upright (EXIF 2.3, 4.6.4).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
 _GREY_MODES = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -114,7 +125,7 @@ def _decode_open(
     full_size = image.size
     file_mode = image.mode
     file_format = image.format or "?"
-    orientation = _exif_orientation(image)
+    orientation = exif_orientation(image)
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     if not exact and image.format == "JPEG" and max(full_size) > long_side:
@@ -122,7 +133,7 @@ def _decode_open(
         request = (max(1, math.ceil(full_size[0] * scale)), max(1, math.ceil(full_size[1] * scale)))
         image.draft("L" if grey_ok and image.mode == "RGB" else image.mode, request)
     image.load()
-    pixels, alpha = _to_eight_bit(image)
+    pixels, alpha = to_eight_bit(image)
     grey = fixed_area_grey(pixels, grey_area) if grey_area else None
     if not exact:
         pixels, alpha = _reduce(pixels, alpha, long_side)
@@ -164,7 +175,9 @@ def fixed_area_grey(pixels: np.ndarray, area: int, enlarge: bool = True) -> np.n
     return np.asarray(resized, dtype=np.uint8)
 
 
-def _to_eight_bit(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def to_eight_bit(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode as 8-bit grey or RGB pixels and an alpha mask (None when opaque):
+    16-bit scaled, not clipped; CMYK, palettes and palette transparency converted."""
     mode = image.mode
     if mode in _SIXTEEN_BIT or mode == "I":
         data = np.asarray(image, dtype=np.float64)
@@ -207,7 +220,8 @@ def _reduce(
     return pixels, alpha
 
 
-def _exif_orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1..8 (1, upright, when absent or malformed)."""
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:
