@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "dsb": "dsb",
     "quality": "quality",
     "tiles": "tiles",
+    "fixup": "fixup",
     "caption": "caption",
     "tags": "tags",
     "lint": "lint",

@@ -106,7 +106,7 @@ def plan_fixes(report: QualityReport, options: FixupOptions) -> tuple[list[Image
     problems: list[str] = []
     for row in report.rows:
         if row.analysis.error:
-            problems.append(f"{row.record.rel_path}: skipped, {row.analysis.error}")
+            problems.append(f"{row.record.rel_path}: {row.analysis.error}; left as it is")
             continue
         fix = plan_image(row, options)
         if fix is not None:

@@ -90,6 +90,20 @@ def default_out(root: Path) -> Path:
     return candidate
 
 
+def check_out(out: Path, root: Path) -> Path:
+    """``out`` as an absolute path, if a new dataset may be written there.
+
+    Raises:
+        UsageError: ``out`` is inside the dataset, or is something other than an empty folder.
+    """
+    out, root = out.absolute(), root.absolute()
+    if out == root or root in out.parents:
+        raise UsageError(f"--out {out}: inside the dataset; choose a folder beside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not empty; choose another folder or remove it")
+    return out
+
+
 def fixed_image(
     path: Path, fix: ImageFix, upscaler: Upscaler | None = None, cancelled: Callable[[], bool] = lambda: False
 ) -> tuple[Image.Image, tuple[ops.Operation, ...]]:
@@ -154,12 +168,8 @@ def write_new_dataset(
         UsageError: ``out`` is inside the dataset, or is a non-empty folder.
         InterruptedError: ``cancelled()`` turned true; nothing is left behind.
     """
-    out = Path(out).absolute()
+    out = check_out(Path(out), dataset.root)
     root = dataset.root.absolute()
-    if out == root or root in out.parents:
-        raise UsageError(f"--out {out}: inside the dataset; choose a folder beside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: already exists and is not empty; choose another folder or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.kiln-{uuid.uuid4().hex[:8]}")
     outcome = FixupOutcome(out, in_place=False)

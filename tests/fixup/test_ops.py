@@ -11,7 +11,7 @@ from kiln.engine.errors import UsageError
 from kiln.engine.fixup import ops
 from PIL import Image, ImageOps
 
-from tests.fixup.conftest import rotated_jpeg
+from tests.fixup.data import rotated_jpeg
 from tests.imagegen import photo_like
 
 

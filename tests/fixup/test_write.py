@@ -54,7 +54,7 @@ def test_each_flagged_image_gets_the_operations_its_flags_ask_for(flagged_datase
         "10_subject/cutout.png": ["flatten"],
         "10_subject/blown.png": ["levels"],
     }
-    assert problems and problems[0].startswith("10_subject/broken.png: skipped")
+    assert problems and problems[0].startswith("10_subject/broken.png: not an image")
     small = fixes["10_subject/small.jpg"]
     # The upscale target is exactly what Kohya's bucketing would resize the image to.
     assert small.result_size == assign_bucket((200, 160), BucketSpec(512)).resized
