@@ -38,7 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"dataset"}),
     frozenset({"analysis"}),
     frozenset({"plan", "caption", "models", "curate", "tiles"}),
-    frozenset({"train", "tec"}),
+    frozenset({"train", "tec", "fixup"}),
     frozenset({"runs"}),
 )
 MAX_MODULE_LINES = 800

@@ -83,3 +83,24 @@ def test_without_spandrel_the_error_names_the_extra(monkeypatch, tiny_esrgan: Pa
     monkeypatch.setitem(sys.modules, "spandrel", None)
     with pytest.raises(ModelError, match=r'pip install "lora-kiln\[upscale\]"'):
         load_upscaler(tiny_esrgan)
+
+
+def test_where_torchvision_cannot_load_the_stand_in_lets_the_real_spandrel_load(tiny_esrgan: Path) -> None:
+    """As on a CPU build of torch beside PyPI's torchvision: the import fails, the tests lend
+    spandrel a stand-in for its import only, and ESRGAN still loads and upscales."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"
+        "from tests.esrgan import import_spandrel_for_tests\n"
+        "spandrel = import_spandrel_for_tests()\n"
+        "assert sys.modules['torchvision'] is None  # the stand-in was taken away again\n"
+        "from kiln.engine.fixup.upscaler import load_upscaler\n"
+        f"upscaler = load_upscaler({str(tiny_esrgan)!r})\n"
+        "from PIL import Image\n"
+        "print(upscaler.name, upscaler.scale, upscaler.upscale(Image.new('RGB', (8, 6))).size)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ESRGAN 4 (32, 24)"
