@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.engine.fixup.ops import parse_colour
     from kiln.engine.fixup.plan import KINDS, FixupOptions, plan_fixes
     from kiln.engine.fixup.upscaler import load_upscaler
-    from kiln.engine.fixup.write import check_out
+    from kiln.engine.fixup.write import applied_operations, check_out
     from kiln.engine.plan.buckets import BucketSpec
 
     dataset = load_dataset(args.path, args.caption_extension)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     resolution = args.resolution
     options = FixupOptions(
         kinds=chosen,
-        spec=BucketSpec(resolution, min_size=resolution // 2, max_size=max(1024, resolution * 2)),
+        spec=BucketSpec(resolution),  # Kohya's bucket defaults, as kiln calc and the plan section
         scale=args.scale,
         method=upscaler.name if upscaler else "lanczos",
         background=args.background,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with Store(dataset.root) as store:
         report = quality_report(dataset, store, thresholds=QualityThresholds(resolution=resolution))
-        fixes, problems = plan_fixes(report, options)
+        fixes, problems = plan_fixes(report, options, applied_operations(dataset.root))
         if args.dry_run or not fixes:
             return _show_plan(dataset.root, fixes, problems, args)
         before = _dsb(dataset, store)

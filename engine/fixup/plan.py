@@ -10,6 +10,7 @@ stretch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kiln.engine.analysis.quality import (
@@ -99,23 +100,28 @@ class ImageFix:
         }
 
 
-def plan_fixes(report: QualityReport, options: FixupOptions) -> tuple[list[ImageFix], list[str]]:
+def plan_fixes(
+    report: QualityReport, options: FixupOptions, done: Mapping[str, frozenset[str]] | None = None
+) -> tuple[list[ImageFix], list[str]]:
     """One :class:`ImageFix` per image that needs any of ``options.kinds``, in path order;
-    and one line for each image that cannot be fixed (unreadable), naming it."""
+    and one line for each image that cannot be fixed (unreadable), naming it. ``done`` holds
+    the operations earlier in-place fix-ups applied to each image; they are not proposed again."""
+    done = done or {}
     fixes: list[ImageFix] = []
     problems: list[str] = []
     for row in report.rows:
         if row.analysis.error:
             problems.append(f"{row.record.rel_path}: {row.analysis.error}; left as it is")
             continue
-        fix = plan_image(row, options)
+        fix = plan_image(row, options, done.get(row.record.rel_path, frozenset()))
         if fix is not None:
             fixes.append(fix)
     return fixes, problems
 
 
-def plan_image(row: QualityRow, options: FixupOptions) -> ImageFix | None:
-    """The fix for one image of a quality report, or None when it needs none of the kinds."""
+def plan_image(row: QualityRow, options: FixupOptions, done: frozenset[str] = frozenset()) -> ImageFix | None:
+    """The fix for one image of a quality report, or None when it needs none of the kinds
+    (or only operations in ``done``, which earlier fix-ups applied to it already)."""
     metrics = row.analysis.metrics
     width, height = metrics.get("width"), metrics.get("height")
     if not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
@@ -125,21 +131,28 @@ def plan_image(row: QualityRow, options: FixupOptions) -> ImageFix | None:
     reasons: list[str] = []
     size = (width, height)
     exif = metrics.get("exif_orientation", 1)
-    if ROTATED in options.kinds and EXIF_ROTATION in flags and isinstance(exif, int):
+    if (
+        ROTATED in options.kinds
+        and EXIF_ROTATION in flags
+        and ORIENTATION not in done
+        and isinstance(exif, int)
+    ):
         operations.append(Operation(ORIENTATION, {"exif": exif}))
         reasons.append(flags[EXIF_ROTATION])
         if exif >= 5:  # orientations 5..8 turn the image a quarter: the sides swap
             size = (height, width)
-    if TRANSPARENT in options.kinds and TRANSPARENCY in flags:
+    if TRANSPARENT in options.kinds and TRANSPARENCY in flags and FLATTEN not in done:
         operations.append(Operation(FLATTEN, {"background": options.background}))
         reasons.append(flags[TRANSPARENCY])
     exposure = next((flag for flag in (OVEREXPOSED, UNDEREXPOSED) if flag in flags), None)
-    if EXPOSURE in options.kinds and exposure is not None:
+    # After a flatten the blown (or crushed) share is largely the new background: levels
+    # would only darken (or lift) the subject, so it is not proposed then.
+    if EXPOSURE in options.kinds and exposure is not None and not {LEVELS, FLATTEN} & done:
         gamma = options.gamma if options.gamma is not None else EXPOSURE_GAMMA[exposure]
         operations.append(Operation(LEVELS, {"clip": options.clip, "gamma": gamma}))
         reasons.append(flags[exposure])
     target = upscale_target(size, options)
-    if SMALL in options.kinds and LOW_RESOLUTION in flags and target is not None:
+    if SMALL in options.kinds and LOW_RESOLUTION in flags and target is not None and UPSCALE not in done:
         params = {"width": target[0], "height": target[1], "method": options.method}
         operations.append(Operation(UPSCALE, params))
         reasons.append(flags[LOW_RESOLUTION])

@@ -290,6 +290,24 @@ def undo_in_place(root: Path, store: Store | None = None) -> list[str]:
     return sorted(restored)
 
 
+def applied_operations(root: Path) -> dict[str, frozenset[str]]:
+    """What fix-ups already did to each image now in the dataset, by its current path: the
+    in-place ones, and the one that wrote this dataset (``kiln fixup``'s new folder). A plan
+    does not propose them again: levels cannot unblow pixels, a second pass would only
+    stretch the image further.
+
+    Raises:
+        UsageError: the record is not what Kiln writes.
+    """
+    done: dict[str, set[str]] = {}
+    # A dataset written by a fix-up carries its record at the top; in-place ones under .kiln.
+    for entry in read_record(root / RECORD_NAME) + read_record(root / STATE_FOLDER / RECORD_NAME):
+        names = {str(op.get("op")) for op in entry.get("operations", []) if isinstance(op, dict)}
+        earlier = done.pop(str(entry.get("source")), set())
+        done[str(entry.get("output"))] = earlier | names
+    return {path: frozenset(names) for path, names in done.items()}
+
+
 def read_record(path: Path) -> list[dict[str, Any]]:
     """The fixes a ``fixup.json`` lists ([] when there is none).
 

@@ -104,3 +104,14 @@ def test_where_torchvision_cannot_load_the_stand_in_lets_the_real_spandrel_load(
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ESRGAN 4 (32, 24)"
+
+
+def test_the_benchmark_runs_and_reports_both_variants() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "bench.fixup", "--size", "48", "--features", "8", "--blocks", "1"]
+    command += ["--tile", "24", "--overlap", "16", "--lanczos", "2"]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "largest difference 0.0000 grey levels" in done.stdout and "images/s" in done.stdout

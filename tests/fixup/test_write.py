@@ -19,6 +19,7 @@ from kiln.engine.errors import UsageError
 from kiln.engine.fixup.plan import FixupOptions, plan_fixes
 from kiln.engine.fixup.upscaler import load_upscaler
 from kiln.engine.fixup.write import (
+    applied_operations,
     default_out,
     fixed_image,
     undo_in_place,
@@ -135,8 +136,17 @@ def test_in_place_keeps_every_original_and_undo_restores_them_exactly(flagged_da
     now = hashes(flagged_dataset)
     assert "10_subject/small.jpg" not in now and "10_subject/small.png" in now
     assert now["10_subject/good.png"] == before["10_subject/good.png"]
-    # A second in-place pass over a fixed image keeps the first original, not the fix.
+    # Levels cannot unblow pixels: the still-blown image is not offered levels a second time.
     again = scan_dataset(flagged_dataset)
+    with Store(flagged_dataset) as store:
+        report = quality_report(again, store)
+    blown = next(row for row in report.rows if row.record.rel_path == "10_subject/blown.png")
+    assert "overexposed" in blown.quality.flag_ids
+    replanned, _ = plan_fixes(report, FixupOptions(), applied_operations(flagged_dataset))
+    # Nor is the flattened cutout, whose new white background now reads as blown.
+    assert not {"10_subject/blown.png", "10_subject/cutout.png"} & {fix.rel_path for fix in replanned}
+    assert applied_operations(flagged_dataset)["10_subject/small.png"] == frozenset({"upscale"})
+    # A second in-place pass over a fixed image keeps the first original, not the fix.
     with Store(flagged_dataset) as store:
         report = quality_report(again, store)
         second, _ = plan_fixes(report, FixupOptions(scale=2.0))

@@ -33,6 +33,7 @@ from kiln.tui.form_keys import field_tab_bindings
 from kiln.tui.messages import FilesChanged, QualityJudged
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.screens.yes_no import YesNoScreen
+from kiln.tui.widgets.fixup_pane import FixupPane
 from kiln.tui.widgets.image_preview import image_widget_class
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.widgets.tile_grid import TileGrid
@@ -107,6 +108,14 @@ class CleanScreen(SectionScreen):
             show=False,
             id="clean.tiles",
             tooltip="The tiles tool (on an image of the overview: tile that image)",
+        ),
+        Binding(
+            "x",
+            "show_tab('fixup')",
+            "Fix-up",
+            show=False,
+            id="clean.fixup",
+            tooltip="The Fix-up tab: the flagged images with what would fix them, before and after",
         ),
         Binding(
             "f",
@@ -204,6 +213,8 @@ class CleanScreen(SectionScreen):
                     yield TileGrid(image_widget_class(self.images_mode), id="tile-view")
                     yield Static(id="tile-empty")
                 yield Static(id="tile-info")
+            with TabPane("x Fix-up", id="fixup"):
+                yield FixupPane(self.curation, self.kiln, self.images_mode, id="fixup-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -217,12 +228,13 @@ class CleanScreen(SectionScreen):
 
     def on_screen_resume(self) -> None:
         self.show_quality(self.curation.quality)
+        self.query_one(FixupPane).refresh_plan()
         if not self._source_edited and self.active_tab == "tiles":
             self.prefill_source()
 
     @property
     def active_tab(self) -> str:
-        """``overview`` or ``tiles``."""
+        """``overview``, ``tiles`` or ``fixup``."""
         return self.query_one("#tabs", TabbedContent).active
 
     def action_show_tab(self, tab: str) -> None:
@@ -240,6 +252,8 @@ class CleanScreen(SectionScreen):
         """Put the focus where that tab's work starts."""
         if tab == "overview":
             self.query_one("#quality-tree", Tree).focus()
+        elif tab == "fixup":
+            self.query_one("#fixup-table").focus()
         elif self.query_one("#tile-view", TileGrid).plan is not None:
             self.query_one("#tile-view", TileGrid).focus()
         else:
@@ -268,6 +282,7 @@ class CleanScreen(SectionScreen):
         # Out of sight, the overview waits: on_screen_resume rebuilds it.
         if self.app.screen is self:
             self.show_quality(message.quality)
+            self.query_one(FixupPane).quality_judged()
 
     def show_quality(self, quality: DatasetQuality) -> None:
         """Rebuild the overview from a judgement, keeping what was expanded and the cursor.

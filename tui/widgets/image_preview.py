@@ -69,9 +69,10 @@ class ImagePreview(Widget):
     }
     """
 
-    def __init__(self, mode: str = "auto", **kwargs) -> None:
+    def __init__(self, mode: str = "auto", title: str = "picture", **kwargs) -> None:
         super().__init__(**kwargs)
         self.mode = mode
+        self.pane_title = title
         self._widget_class = image_widget_class(mode)
 
     def compose(self) -> ComposeResult:
@@ -81,10 +82,13 @@ class ImagePreview(Widget):
         with Horizontal():
             with Vertical(classes="pane"):
                 yield self._widget_class(None, id="picture", classes="picture")
-                yield Static("picture", classes="label")
+                yield Static(self.pane_title, classes="label")
             with Vertical(classes="pane"):
                 yield self._widget_class(None, id="posterized", classes="picture")
-                yield Static("4 tones", classes="label")
+                yield Static(
+                    "4 tones" if self.pane_title == "picture" else f"{self.pane_title} · 4 tones",
+                    classes="label",
+                )
         yield Static("", id="preview-message")
 
     def show(self, picture: PILImage.Image, posterized: PILImage.Image) -> None:
