@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--allow-pickle", action="store_true", help="accept a .pth model (it can run code)")
     parser.add_argument("--scale", type=float, help="upscale small images by N instead of to their bucket")
+    parser.add_argument(
+        "--crop",
+        action="append",
+        default=[],
+        metavar="IMAGE=L,T,R,B",
+        help="crop an image (path inside the dataset) to a box in pixels; repeatable",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, help="new dataset folder (default DATASET-fixed beside it)")
     where.add_argument("--in-place", action="store_true", help="fix in the dataset, originals kept")
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--tile {args.tile}: 0 (whole image) or at least 32 pixels")
     if args.out is not None:
         check_out(args.out, dataset.root)
+    crops = dict(_crop(text) for text in args.crop)
     if args.model is not None and "small" not in chosen:
         raise UsageError("--model upscales small images; add --small or leave the kind flags out")
     upscaler = load_upscaler(args.model, args.allow_pickle, tile=args.tile) if args.model else None
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with Store(dataset.root) as store:
         report = quality_report(dataset, store, thresholds=QualityThresholds(resolution=resolution))
-        fixes, problems = plan_fixes(report, options, applied_operations(dataset.root))
+        fixes, problems = plan_fixes(report, options, applied_operations(dataset.root), crops)
         if args.dry_run or not fixes:
             return _show_plan(dataset.root, fixes, problems, args)
         before = _dsb(dataset, store)
@@ -118,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
     flags_after = {row.record.rel_path: row.quality.flag_ids for row in after_report.rows}
     _show_outcome(outcome, problems, before, after, flags_after, args.json)
     return 0
+
+
+def _crop(text: str) -> tuple[str, tuple[int, int, int, int]]:
+    """``10_x/a.png=0,0,512,640`` as a path and a box."""
+    path, _, box = text.rpartition("=")
+    parts = box.split(",")
+    if not path or len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
+        raise UsageError(f"--crop {text}: write IMAGE=LEFT,TOP,RIGHT,BOTTOM, e.g. 10_cat/a.png=0,0,512,640")
+    left, top, right, bottom = (int(part) for part in parts)
+    return path.strip().replace("\\", "/"), (left, top, right, bottom)
 
 
 def _default_out(root: Path) -> Path:

@@ -23,6 +23,7 @@ from kiln.engine.analysis.quality import (
 from kiln.engine.analysis.quality_report import QualityReport, QualityRow
 from kiln.engine.errors import ImageError, UsageError
 from kiln.engine.fixup.ops import (
+    CROP,
     DEFAULT_CLIP,
     FLATTEN,
     LEVELS,
@@ -38,6 +39,7 @@ KINDS = (SMALL, ROTATED, TRANSPARENT, EXPOSURE)
 # white is darkened a little, one crushed to black brightened; the user can set it.
 EXPOSURE_GAMMA = {OVEREXPOSED: 0.8, UNDEREXPOSED: 1.25}
 MAX_SCALE = 8.0
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -101,27 +103,49 @@ class ImageFix:
 
 
 def plan_fixes(
-    report: QualityReport, options: FixupOptions, done: Mapping[str, frozenset[str]] | None = None
+    report: QualityReport,
+    options: FixupOptions,
+    done: Mapping[str, frozenset[str]] | None = None,
+    crops: Mapping[str, Box] | None = None,
 ) -> tuple[list[ImageFix], list[str]]:
     """One :class:`ImageFix` per image that needs any of ``options.kinds``, in path order;
     and one line for each image that cannot be fixed (unreadable), naming it. ``done`` holds
-    the operations earlier in-place fix-ups applied to each image; they are not proposed again."""
-    done = done or {}
+    the operations earlier fix-ups applied to each image; they are not proposed again.
+    ``crops`` are boxes the user chose, by image.
+
+    Raises:
+        UsageError: a crop names an image the dataset does not hold, or a box outside it.
+    """
+    done, crops = done or {}, crops or {}
+    unknown = sorted(set(crops) - {row.record.rel_path for row in report.rows})
+    if unknown:
+        raise UsageError(f"--crop {unknown[0]}: no such image in the dataset; give its path inside it")
     fixes: list[ImageFix] = []
     problems: list[str] = []
     for row in report.rows:
         if row.analysis.error:
             problems.append(f"{row.record.rel_path}: {row.analysis.error}; left as it is")
             continue
-        fix = plan_image(row, options, done.get(row.record.rel_path, frozenset()))
+        path = row.record.rel_path
+        fix = plan_image(row, options, done.get(path, frozenset()), crops.get(path))
         if fix is not None:
             fixes.append(fix)
     return fixes, problems
 
 
-def plan_image(row: QualityRow, options: FixupOptions, done: frozenset[str] = frozenset()) -> ImageFix | None:
+def plan_image(
+    row: QualityRow, options: FixupOptions, done: frozenset[str] = frozenset(), crop: Box | None = None
+) -> ImageFix | None:
     """The fix for one image of a quality report, or None when it needs none of the kinds
-    (or only operations in ``done``, which earlier fix-ups applied to it already)."""
+    (or only operations in ``done``, which earlier fix-ups applied to it already).
+
+    ``crop`` is a box ``(left, top, right, bottom)`` in the image as the fix has it by then
+    (upright when its orientation is baked); a crop the bucketing would then enlarge is
+    upscaled too, flagged or not.
+
+    Raises:
+        UsageError: the crop box does not lie inside the image.
+    """
     metrics = row.analysis.metrics
     width, height = metrics.get("width"), metrics.get("height")
     if not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
@@ -141,6 +165,16 @@ def plan_image(row: QualityRow, options: FixupOptions, done: frozenset[str] = fr
         reasons.append(flags[EXIF_ROTATION])
         if exif >= 5:  # orientations 5..8 turn the image a quarter: the sides swap
             size = (height, width)
+    if crop is not None:
+        left, top, right, bottom = crop
+        if not (0 <= left < right <= size[0] and 0 <= top < bottom <= size[1]):
+            raise UsageError(
+                f"--crop {row.record.rel_path}={left},{top},{right},{bottom}: the box must lie inside "
+                f"its {size[0]}x{size[1]} image (left < right, top < bottom)"
+            )
+        operations.append(Operation(CROP, {"box": [left, top, right, bottom]}))
+        reasons.append(f"cropped to {right - left}x{bottom - top} as asked")
+        size = (right - left, bottom - top)
     if TRANSPARENT in options.kinds and TRANSPARENCY in flags and FLATTEN not in done:
         operations.append(Operation(FLATTEN, {"background": options.background}))
         reasons.append(flags[TRANSPARENCY])
@@ -152,10 +186,15 @@ def plan_image(row: QualityRow, options: FixupOptions, done: frozenset[str] = fr
         operations.append(Operation(LEVELS, {"clip": options.clip, "gamma": gamma}))
         reasons.append(flags[exposure])
     target = upscale_target(size, options)
-    if SMALL in options.kinds and LOW_RESOLUTION in flags and target is not None and UPSCALE not in done:
+    small = LOW_RESOLUTION in flags or crop is not None
+    if SMALL in options.kinds and small and target is not None and UPSCALE not in done:
         params = {"width": target[0], "height": target[1], "method": options.method}
         operations.append(Operation(UPSCALE, params))
-        reasons.append(flags[LOW_RESOLUTION])
+        reasons.append(
+            flags[LOW_RESOLUTION]
+            if crop is None and LOW_RESOLUTION in flags
+            else f"{size[0]}x{size[1]} would be upscaled to {target[0]}x{target[1]} to train"
+        )
         result = target
     else:
         result = size

@@ -112,3 +112,34 @@ def test_an_out_folder_in_use_is_refused_before_analysis(flagged_dataset: Path, 
     assert main(["fixup", str(flagged_dataset), "--out", str(busy)]) != 0
     assert "not empty" in capsys.readouterr().err
     assert not (flagged_dataset / ".kiln").exists()
+
+
+def test_a_crop_is_applied_and_a_crop_too_small_to_train_is_upscaled(flagged_dataset: Path, capsys) -> None:
+    from kiln.engine.plan.buckets import BucketSpec, assign_bucket
+    from PIL import Image
+
+    data = run_json(capsys, str(flagged_dataset), "--small", "--crop", "10_subject/good.png=100,50,400,250")
+    good = next(image for image in data["fixed"] if image["source"] == "10_subject/good.png")
+    assert [op["op"] for op in good["operations"]] == ["crop", "upscale"]
+    assert good["operations"][0]["box"] == [100, 50, 400, 250]
+    expected = assign_bucket((300, 200), BucketSpec(512)).resized
+    with Image.open(flagged_dataset.parent / "data-fixed" / "10_subject" / "good.png") as image:
+        assert image.size == expected
+
+
+@pytest.mark.parametrize(
+    ("crop", "says"),
+    [
+        ("10_subject/good.png=0,0,900,100", "must lie inside its 640x512 image"),
+        ("10_subject/absent.png=0,0,10,10", "no such image in the dataset"),
+        ("10_subject/good.png=1,2,3", "write IMAGE=LEFT,TOP,RIGHT,BOTTOM"),
+    ],
+)
+def test_a_bad_crop_is_refused_before_anything_is_written(
+    flagged_dataset: Path, capsys, crop: str, says: str
+) -> None:
+    before = hashes(flagged_dataset)
+    assert main(["fixup", str(flagged_dataset), "--crop", crop]) != 0
+    assert says in capsys.readouterr().err
+    assert hashes(flagged_dataset) == before
+    assert sorted(path.name for path in flagged_dataset.parent.iterdir()) == ["data"]

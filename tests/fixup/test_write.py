@@ -179,3 +179,14 @@ def test_a_model_upscale_records_the_model_and_reaches_the_target(flagged_datase
     assert image.size == fix.result_size and applied[0].params["method"] == "ESRGAN"
     lanczos_image, _ = fixed_image(flagged_dataset / fix.rel_path, planned(flagged_dataset)[1][fix.rel_path])
     assert not np.array_equal(np.asarray(image), np.asarray(lanczos_image))
+
+
+def test_a_cancelled_in_place_run_stops_between_images_and_undo_restores_it(flagged_dataset: Path) -> None:
+    before = hashes(flagged_dataset)
+    dataset, fixes, _ = planned(flagged_dataset)
+    calls = iter(range(100))
+    with Store(flagged_dataset) as store:
+        outcome = write_in_place(dataset, store, list(fixes.values()), cancelled=lambda: next(calls) >= 2)
+        assert 1 <= len(outcome.fixed) < len(fixes)
+        undo_in_place(flagged_dataset, store)
+    assert hashes(flagged_dataset) == before
