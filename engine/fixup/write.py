@@ -135,7 +135,11 @@ def fixed_image(
             image = ops.levels(image, int(params["black"]), int(params["white"]), float(params["gamma"]))
         elif op.name == ops.UPSCALE:
             target = (int(params["width"]), int(params["height"]))
-            image = resize_to(image, target, upscaler if params.get("method") != "lanczos" else None)
+            model = upscaler if params.get("method") != "lanczos" else None
+            image = resize_to(image, target, model)
+            params["method"] = model.name if model is not None else "lanczos"
+            if model is not None:
+                params["model"] = model.path.name
             if cancelled():
                 raise InterruptedError("fix-up cancelled")
         applied.append(ops.Operation(op.name, params))

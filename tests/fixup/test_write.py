@@ -190,3 +190,4 @@ def test_a_cancelled_in_place_run_stops_between_images_and_undo_restores_it(flag
         assert 1 <= len(outcome.fixed) < len(fixes)
         undo_in_place(flagged_dataset, store)
     assert hashes(flagged_dataset) == before
+    assert applied[0].params["model"] == tiny_esrgan.name
