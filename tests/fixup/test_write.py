@@ -177,6 +177,7 @@ def test_a_model_upscale_records_the_model_and_reaches_the_target(flagged_datase
     fix = fixes["10_subject/small.jpg"]
     image, applied = fixed_image(flagged_dataset / fix.rel_path, fix, upscaler)
     assert image.size == fix.result_size and applied[0].params["method"] == "ESRGAN"
+    assert applied[0].params["model"] == tiny_esrgan.name
     lanczos_image, _ = fixed_image(flagged_dataset / fix.rel_path, planned(flagged_dataset)[1][fix.rel_path])
     assert not np.array_equal(np.asarray(image), np.asarray(lanczos_image))
 
@@ -190,4 +191,3 @@ def test_a_cancelled_in_place_run_stops_between_images_and_undo_restores_it(flag
         assert 1 <= len(outcome.fixed) < len(fixes)
         undo_in_place(flagged_dataset, store)
     assert hashes(flagged_dataset) == before
-    assert applied[0].params["model"] == tiny_esrgan.name
