@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kiln.cli.common import add_example, console, load_dataset, positive_int, print_json
 from kiln.engine.errors import DatasetError, UsageError
+from kiln.engine.plan.advisor import SUBJECTS
 
 if TYPE_CHECKING:
     from kiln.engine.plan.buckets import BucketSpec
@@ -67,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--te-lr", type=non_negative_float, help="text-encoder learning rate (for advice)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="mixed precision (for advice)")
     parser.add_argument(
+        "--subject",
+        choices=SUBJECTS,
+        help="what the LoRA learns: the guide trains outfits, hairstyles, colour themes and artist "
+        "styles in fp16, the rest in bf16 (for advice)",
+    )
+    parser.add_argument(
         "--gradient-checkpointing", action="store_true", help="the run checkpoints gradients (for advice)"
     )
     parser.add_argument(
@@ -82,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kiln calc --images 10 --target-steps 3500 --epochs 10     # -> 35 repeats",
         "kiln calc sample_data --batch 2 --epochs 10 --resolution 512 --json",
         "kiln calc sample_data --family sdxl --gpu-memory 16 --gradient-checkpointing",
+        "kiln calc sample_data --subject outfit --precision bf16   # the guide trains outfits in fp16",
         "kiln calc datasets/cat --reg datasets/cat-reg          # class images, balanced as Kohya does",
     )
     parser.set_defaults(func=run)
@@ -209,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
                 for bucket in plan.buckets
             ],
             "dsb_verdict": dsb_verdict,
-            "warnings": notices + [advice.to_json() for advice in evaluation.advice],
+            "warnings": notices + [advice.to_json() for advice in evaluation.advice if not advice.note],
+            "info": [advice.to_json() for advice in evaluation.advice if advice.note],
         }
     )
     if args.json:
@@ -295,6 +304,7 @@ def _request(
         family=args.family,
         gpu_memory_gib=args.gpu_memory,
         gradient_checkpointing=args.gradient_checkpointing,
+        subject=args.subject,
         reg=reg,
     )
 
@@ -384,3 +394,5 @@ def _print_summary(result: dict, notes: list[str]) -> None:
         )
     for warning in result["warnings"]:
         out.print(f"[yellow]warning[/] {escape(warning['id'])}: {escape(warning['message'])}")
+    for info in result["info"]:
+        out.print(f"[dim]note[/] {escape(info['id'])}: {escape(info['message'])}")

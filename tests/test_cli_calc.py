@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,7 @@ def test_text_output_explains_the_difference(shaped: Path, capsys) -> None:
         ["--images", "10"],  # nothing to count
         ["--images", "10", "--target-steps", "100"],  # nothing to solve for
         ["--images", "10", "--target-steps", "100", "--epochs", "2", "--repeats", "3"],
+        ["--images", "10", "--repeats", "10", "--subject", "hero"],
         [],
     ],
 )
@@ -200,3 +203,84 @@ def test_sdxl_refuses_a_bucket_step_kohya_refuses(shaped: Path, capsys) -> None:
     code, _, err = calc(capsys, str(shaped), "--family", "sdxl", "--bucket-step", "40")
     assert code == 2 and err.strip().count("\n") == 0
     assert "--bucket-step 40: SDXL needs a multiple of 32" in err
+
+
+def fake_gpu(monkeypatch, capability: tuple[int, int] | None) -> None:
+    """Stand in torch with one CUDA GPU of ``capability`` (None: no GPU), so the bf16 advice
+    can be checked for GPUs this machine does not have."""
+    cuda = types.SimpleNamespace(
+        is_available=lambda: capability is not None,
+        get_device_capability=lambda device=0: capability,
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+
+
+def test_subject_text_names_the_guides_precision_and_why(capsys, monkeypatch) -> None:
+    fake_gpu(monkeypatch, (8, 6))
+    code, out, _ = calc(
+        capsys, "--images", "10", "--repeats", "10", "--subject", "outfit", "--precision", "bf16"
+    )
+    text = " ".join(out.split())
+    assert code == 0
+    assert "warning precision-for-subject: bf16 for an outfit: the guide picks fp16 or bf16" in text
+    assert "use fp16: it gives significantly better results for outfits" in text
+    assert "bf16-unsupported" not in text
+    code, out, _ = calc(
+        capsys, "--images", "10", "--repeats", "10", "--subject", "hairstyle", "--precision", "fp16"
+    )
+    text = " ".join(out.split())
+    assert (
+        "warning" not in text and "note fp16-loss-scaling: fp16: Kiln trains fp16 as mixed precision" in text
+    )
+
+
+def test_subject_json_with_and_without_bf16_on_the_gpu(capsys, monkeypatch) -> None:
+    args = ("--images", "10", "--repeats", "10", "--subject", "character")
+    fake_gpu(monkeypatch, (8, 0))
+    data = calc_json(capsys, *args, "--precision", "fp16")
+    assert [warning["id"] for warning in data["warnings"]] == ["precision-for-subject"]
+    assert data["warnings"][0]["message"].startswith("fp16 for a character: ")
+    assert "use bf16: in almost all other cases it is more precise" in data["warnings"][0]["message"]
+    assert [info["id"] for info in data["info"]] == ["fp16-loss-scaling"]
+    assert all(set(item) == {"id", "message"} for item in data["warnings"] + data["info"])
+    suggested = calc_json(capsys, *args)  # no --precision: a note, not a warning
+    assert suggested["warnings"] == [] and [info["id"] for info in suggested["info"]] == [
+        "precision-suggestion"
+    ]
+    assert suggested["info"][0]["message"].startswith("no precision chosen for a character: ")
+    # A Turing GPU (7.5): fp16 is the best it can do for a character, and bf16 is refused.
+    fake_gpu(monkeypatch, (7, 5))
+    assert calc_json(capsys, *args, "--precision", "fp16")["warnings"] == []
+    suggested = calc_json(capsys, *args)
+    assert suggested["info"][0]["message"].endswith(
+        "this GPU lacks bf16 (compute capability below 8.0): use fp16"
+    )
+    ids = [warning["id"] for warning in calc_json(capsys, *args, "--precision", "bf16")["warnings"]]
+    assert ids == ["bf16-unsupported"]
+    fp32 = calc_json(capsys, *args, "--precision", "fp32")["warnings"]
+    assert [warning["id"] for warning in fp32] == ["precision-for-subject"]
+    assert fp32[0]["message"].endswith("use fp16")
+    # No GPU here: nothing to say about bf16 support, the guide's choice stands.
+    fake_gpu(monkeypatch, None)
+    fp32 = calc_json(capsys, *args, "--precision", "fp32")["warnings"]
+    assert "use bf16: " in fp32[0]["message"]
+
+
+def test_a_bad_subject_is_refused_naming_the_choices(capsys) -> None:
+    code, out, err = calc(capsys, "--images", "10", "--repeats", "10", "--subject", "hero")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "'hero'" in err and "character, outfit, hairstyle, colour-theme, artist-style" in err.replace(
+        "'", ""
+    )
+
+
+def test_steps_per_epoch_advice_names_epochs_and_repeats(capsys) -> None:
+    code, out, _ = calc(capsys, "--images", "10", "--repeats", "35", "--batch", "4", "--epochs", "9")
+    assert code == 0
+    assert "40 repeats make about 100 steps per epoch (1000 in 10 epochs)" in " ".join(out.split())
+    data = calc_json(capsys, "--images", "10", "--repeats", "50", "--epochs", "1")
+    (high,) = [warning for warning in data["warnings"] if warning["id"] == "steps-per-epoch-high"]
+    assert high["message"].endswith(
+        "for the same 500 steps the guide would train 5 epochs, where 10 repeats make about 100 steps "
+        "per epoch (500 in all)"
+    )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kiln.engine.errors import UsageError
-from kiln.engine.plan.advisor import Advice
+from kiln.engine.plan.advisor import SUBJECTS, Advice
 from kiln.engine.plan.buckets import BucketSpec
 from kiln.engine.plan.evaluate import BatchTooLarge, PlanRequest, evaluate_plan, load_counts
 from kiln.engine.plan.loads import DatasetLoad, load_notices
@@ -45,6 +45,11 @@ DEFAULTS: dict[str, str] = {
     "te_lr": "1/5",
     "reg": "",
 }
+# The subject row's choices: "not chosen" (no precision advice) first, then the advisor's subjects.
+SUBJECT_LABELS: dict[str, str] = {"colour-theme": "colour theme", "artist-style": "artist's style"}
+SUBJECT_OPTIONS: list[tuple[str, str]] = [("not chosen", "")] + [
+    (SUBJECT_LABELS.get(subject, subject), subject) for subject in SUBJECTS
+]
 # The resolution each family trains at: the form's default, switched with the family while the
 # field still holds the other family's default.
 FAMILY_RESOLUTIONS: dict[str, str] = {"sd15": "512", "sdxl": "1024"}
@@ -70,6 +75,7 @@ class PlanInputs:
         run: ``test`` or ``final``.
         family: The base model's family, ``sd15`` or ``sdxl``.
         gradient_checkpointing: Whether the run will checkpoint gradients (SDXL's memory advice).
+        subject: What the LoRA learns (the guide picks fp16 or bf16 by it); None: not chosen.
     """
 
     texts: Mapping[str, str]
@@ -81,6 +87,7 @@ class PlanInputs:
     run: str = "final"
     family: str = "sd15"
     gradient_checkpointing: bool = False
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +251,7 @@ def evaluate(
         inputs: The form.
         load: The dataset's load for ``inputs.spec`` (dataset source); None while it is read.
         dsb_verdict: The dataset's DSB verdict for the advice (None: unknown or typed).
-        bf16_supported: The bf16 probe, called only when bf16 is chosen.
+        bf16_supported: The bf16 probe, called only when bf16 is chosen or recommended.
         gpu_memory: The GPU-memory probe (GiB), called only for SDXL; None: not known (yet).
         reg: The reg folder's class images (dataset source only), balanced and counted as Kohya does.
     """
@@ -320,6 +327,7 @@ def evaluate(
         dsb_verdict=dsb_verdict if inputs.source == "dataset" else None,
         family=inputs.family,
         gradient_checkpointing=inputs.gradient_checkpointing,
+        subject=inputs.subject,
         reg=reg if inputs.source == "dataset" else None,
     )
     try:

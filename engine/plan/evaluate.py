@@ -44,6 +44,8 @@ class PlanRequest:
         family: The base model's family (``sd15``, ``sdxl``; for the advice).
         gpu_memory_gib: The GPU's memory (for SDXL's memory advice); None: probe this machine.
         gradient_checkpointing: Whether the run checkpoints gradients (for the advice).
+        subject: What the LoRA learns (:data:`~kiln.engine.plan.advisor.SUBJECTS`), for the
+            guide's precision by subject; None: not chosen.
         reg: Regularisation images (Kohya's ``reg_data_dir``), balanced to the training
             samples and counted in every epoch; None without.
     """
@@ -67,6 +69,7 @@ class PlanRequest:
     family: str = "sd15"
     gpu_memory_gib: float | None = None
     gradient_checkpointing: bool = False
+    subject: str | None = None
     reg: RegSet | None = None
 
 
@@ -125,7 +128,7 @@ def evaluate_plan(
 
     Args:
         request: The counts and settings.
-        bf16_supported: The bf16 probe, called only when bf16 is chosen.
+        bf16_supported: The bf16 probe, called only when bf16 is chosen or recommended.
         gpu_memory: The GPU-memory probe, called only for an SDXL plan that does not say.
 
     Raises:
@@ -170,6 +173,12 @@ def evaluate_plan(
             else gpu_memory()
         ),
         gradient_checkpointing=request.gradient_checkpointing,
+        subject=request.subject,
+        # Reg images grow with the repeats (Kohya balances them), so the whole-dataset repeats
+        # suggestion would be off by about half: it is left out with them.
+        images=None if request.reg is not None else sum(request.bucket_images.values()),
+        grad_accumulation=request.grad_accumulation,
+        gpus=request.gpus,
     )
     return PlanEvaluation(
         solution=solution,

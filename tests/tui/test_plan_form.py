@@ -106,7 +106,34 @@ def test_dsb_verdict_and_bf16_reach_the_advice() -> None:
     ids = {advice.id for advice in evaluate(inputs, LOAD, "mediocre", lambda: False).warnings}
     assert {"dsb-not-optimal", "bf16-unsupported"} <= ids
     typed = PlanInputs({**DEFAULTS, "images": "10", "repeats": "15"}, source="typed")
-    assert evaluate(typed, None, "mediocre").warnings == []  # a typed plan has no dataset to judge
+    # A typed plan has no dataset to judge; fp16 (the form's default) brings only its note.
+    assert [advice.id for advice in evaluate(typed, None, "mediocre").warnings] == ["fp16-loss-scaling"]
+
+
+@pytest.mark.parametrize(
+    ("subject", "precision", "expected"),
+    [
+        (None, "bf16", []),  # not chosen: no precision advice
+        ("outfit", "fp16", []),
+        ("outfit", "bf16", ["precision-for-subject"]),
+        ("character", "bf16", []),
+        ("character", "fp32", ["precision-for-subject"]),
+    ],
+)
+def test_the_subject_reaches_the_precision_advice(subject, precision, expected) -> None:
+    inputs = PlanInputs(
+        {**DEFAULTS, "images": "10", "repeats": "10"}, source="typed", precision=precision, subject=subject
+    )
+    outcome = evaluate(inputs, None, bf16_supported=lambda: True)
+    assert [advice.id for advice in outcome.warnings if not advice.note] == expected
+
+
+def test_the_steps_advice_counts_the_forms_images_and_batch() -> None:
+    inputs = PlanInputs(
+        {**DEFAULTS, "images": "10", "repeats": "35", "batch": "4", "epochs": "9"}, source="typed"
+    )
+    (low,) = [advice for advice in evaluate(inputs).warnings if advice.id == "steps-per-epoch-low"]
+    assert low.message.endswith("40 repeats make about 100 steps per epoch (1000 in 10 epochs)")
 
 
 FIELD_TEXT = st.one_of(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln.engine.dataset.selection import excluded_paths
+from kiln.engine.plan.saved import load_plan_settings
 from kiln.tui.screens.dataset import DatasetScreen
 from kiln.tui.screens.plan import PlanScreen
 from kiln.tui.screens.rename import RenameConceptScreen
@@ -317,3 +318,34 @@ async def test_a_reg_folder_is_balanced_and_counted_in_the_plan(analysed_copy: P
         assert screen.outcome.plan.items_per_epoch == 180
         assert screen.outcome.plan.steps_per_epoch == 2 * before
         assert message(screen, "reg") == ""
+
+
+async def test_choosing_a_subject_shows_the_guides_precision_for_it(analysed_copy: Path) -> None:
+    app = make_app(analysed_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_plan(pilot)
+        calls = []
+        screen.bf16_supported = lambda: calls.append(1) or True
+        await pilot.press("ctrl+t")  # typed: 10 x 10 at batch 1 keeps every rule
+        await put(pilot, images="10", repeats="10")
+        subject = screen.query_one("#subject", Select)
+        assert subject.value == "" and screen.read_inputs().subject is None  # not chosen yet
+        warnings = text_of(screen, "#warnings")
+        assert "precision-" not in warnings
+        assert "fp16-loss-scaling" in warnings and "✓ Within every rule of the guide." in warnings
+        subject.focus()
+        await pilot.press("enter", "down", "down", "enter")  # "not chosen", "character", "outfit"
+        assert subject.value == "outfit"
+        screen.query_one("#precision", Select).value = "bf16"
+        await wait_for(pilot, lambda: "precision-for-subject" in text_of(screen, "#warnings"))
+        warnings = text_of(screen, "#warnings")
+        assert "bf16 for an outfit: the guide picks fp16 or bf16 by what is trained; use fp16" in warnings
+        assert "limited dynamic range" in warnings and "Within every rule" not in warnings
+        # A character in fp16 on a GPU with bf16: the guide's bf16, and the GPU was asked once.
+        subject.value = "character"
+        screen.query_one("#precision", Select).value = "fp16"
+        await wait_for(pilot, lambda: "fp16 for a character" in text_of(screen, "#warnings"))
+        assert "use bf16: in almost all other cases it is more precise" in text_of(screen, "#warnings")
+        assert calls == [1]
+        screen.save_settings()
+        assert load_plan_settings(app.curation.store)["subject"] == "character"

@@ -61,6 +61,7 @@ async def test_plan_settings_are_kept_across_restarts(sample_copy: Path, size) -
         screen.query_one("#field-epochs", PlanField).input.value = "14"
         screen.query_one("#field-unet_lr", PlanField).input.value = "3e-4"
         screen.query_one("#precision", Select).value = "bf16"
+        screen.query_one("#subject", Select).value = "artist-style"
         screen.query_one("#no_upscale", Checkbox).value = True
         await pilot.pause(0.8)
     again = make_app(sample_copy)
@@ -71,6 +72,7 @@ async def test_plan_settings_are_kept_across_restarts(sample_copy: Path, size) -
         kept = (field(screen, "batch"), field(screen, "epochs"), field(screen, "unet_lr"))
         assert kept == ("2", "14", "3e-4")
         assert screen.query_one("#precision", Select).value == "bf16"
+        assert screen.read_inputs().subject == "artist-style"
         assert screen.query_one("#no_upscale", Checkbox).value is True
         assert screen.read_inputs().texts["batch"] == "2"
     # Another dataset starts from the defaults.
@@ -82,6 +84,7 @@ async def test_plan_settings_are_kept_across_restarts(sample_copy: Path, size) -
         await pilot.press("2")
         await wait_for(pilot, lambda: isinstance(fresh.screen, PlanScreen))
         assert field(fresh.screen, "epochs") != "14"
+        assert fresh.screen.read_inputs().subject is None
 
 
 @pytest.mark.slow

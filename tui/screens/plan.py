@@ -21,7 +21,15 @@ from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
 from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
 from kiln.tui.form_keys import form_bindings
 from kiln.tui.messages import ConceptRenamed, DatasetLoaded, RegLoaded
-from kiln.tui.plan_form import DEFAULTS, FAMILY_RESOLUTIONS, PlanInputs, PlanOutcome, bucket_spec, evaluate
+from kiln.tui.plan_form import (
+    DEFAULTS,
+    FAMILY_RESOLUTIONS,
+    SUBJECT_OPTIONS,
+    PlanInputs,
+    PlanOutcome,
+    bucket_spec,
+    evaluate,
+)
 from kiln.tui.screens.rename import RenameConceptScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.widgets.plan_field import PlanField, content_key
@@ -61,7 +69,7 @@ PRECISION_OPTIONS = [("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32")]
 TRAINING_OPTIONS = [("LoRA", "lora"), ("full fine-tune", "full")]
 RUN_OPTIONS = [("final", "final"), ("test", "test")]
 FAMILY_OPTIONS = [("SD 1.5", "sd15"), ("SDXL", "sdxl")]
-CHOICES = {"source", "solve", "family", "precision", "training", "run"}
+CHOICES = {"source", "solve", "family", "subject", "precision", "training", "run"}
 
 
 class PlanScreen(SectionScreen):
@@ -146,6 +154,7 @@ class PlanScreen(SectionScreen):
                     "gradient_checkpointing",
                     "gradient_checkpointing: less memory, ~20% slower (SDXL under 24 GB)",
                 )
+                yield from self._choice("Subject", "subject", SUBJECT_OPTIONS, "")
                 yield from self._choice("Precision", "precision", PRECISION_OPTIONS, "fp16")
                 yield from self._choice("Training", "training", TRAINING_OPTIONS, "lora")
                 yield from self._choice("Run", "run", RUN_OPTIONS, "final")
@@ -211,6 +220,7 @@ class PlanScreen(SectionScreen):
             run=chosen("run"),
             family=chosen("family") or "sd15",
             gradient_checkpointing=self.query_one("#gradient_checkpointing", Checkbox).value,
+            subject=chosen("subject") or None,
         )
 
     @on(Input.Changed)
@@ -416,6 +426,7 @@ class PlanScreen(SectionScreen):
             run=inputs.run,
             family=inputs.family,
             gradient_checkpointing=inputs.gradient_checkpointing,
+            subject=inputs.subject or "",
         )
         try:
             save_plan_settings(self.curation.store, settings)
@@ -652,10 +663,17 @@ class PlanScreen(SectionScreen):
                 )
             elif summary.verdict is not None:
                 parts.append((f"DSB {summary.label()}\n", "$text-muted"))
-        if not outcome.warnings and outcome.ok:
-            parts.append(("✓ Within every rule of the guide.", "$text-success"))
-        for advice in outcome.warnings:
-            parts += [("▲ ", "$text-warning"), (advice.id, "bold $text-warning"), f"  {advice.message}\n"]
+        if all(advice.note for advice in outcome.warnings) and outcome.ok:
+            parts.append(("✓ Within every rule of the guide.\n", "$text-success"))
+        for advice in sorted(outcome.warnings, key=lambda advice: advice.note):
+            if advice.note:  # information, not a rule broken
+                parts += [
+                    ("· ", "$text-muted"),
+                    (advice.id, "bold $text-muted"),
+                    (f"  {advice.message}\n", "$text-muted"),
+                ]
+            else:
+                parts += [("▲ ", "$text-warning"), (advice.id, "bold $text-warning"), f"  {advice.message}\n"]
         self._put(self.query_one("#warnings", Static), Content.assemble(*parts))
 
     # -- renaming ----------------------------------------------------------------------------
