@@ -84,6 +84,80 @@ class EpochTec:
         }
 
 
+class ReferenceProbe:
+    """A reference checkpoint's text encoder(s), loaded and probed once, to measure many
+    checkpoints of its family against (a catalog of bases; the epochs of a fine-tune).
+
+    Raises (on construction):
+        ModelError: The reference is missing or unreadable.
+        UsageError: No probe word is a single token, or the device is not available.
+    """
+
+    def __init__(
+        self,
+        reference: Path | str,
+        options: ProbeOptions = ProbeOptions(),
+        allow_pickle: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.path = Path(reference)
+        self.options = options
+        self.allow_pickle = allow_pickle
+        self.device = _device(options.device)
+        self.encoders = load_text_encoders(reference, allow_pickle)
+        self.family = _family(self.encoders)
+        self.progress = progress
+        # Probed on the first measurement, after that candidate has loaded: a missing
+        # candidate is reported before a probe-word problem, as for one comparison.
+        self.probes: list[ProbeSet] = []
+        self.vectors: list[torch.Tensor] = []
+
+    def _probed(self) -> None:
+        if not self.probes:
+            self.probes = [_probe(ref, self.options) for ref in self.encoders]
+            self.vectors = [
+                _embed(ref.model, ref, probe, self.options, self.device, "reference", self.progress)
+                for ref, probe in zip(self.encoders, self.probes, strict=True)
+            ]
+
+    def measure(self, candidate: Path | str, progress: ProgressFn | None = None) -> TecReport:
+        """The TEC of ``candidate``'s text encoder(s) against this reference's.
+
+        Raises:
+            ModelError: The candidate is unreadable, of another family, or uses another tokenizer.
+        """
+        cands = load_text_encoders(candidate, self.allow_pickle)
+        if len(cands) != len(self.encoders):
+            raise ModelError(
+                f"{candidate}: {_family(cands).title} ({len(cands)} text encoder(s)), but the reference "
+                f"{self.path} is {self.family.title}; compare checkpoints of one family"
+            )
+        for ref, cand in zip(self.encoders, cands, strict=True):
+            require_same_tokenizer(cand, ref)
+        self._probed()
+        parts = []
+        for slot, ref, cand, probe, reference_vectors in zip(
+            self.family.text_encoders, self.encoders, cands, self.probes, self.vectors, strict=True
+        ):
+            candidate_vectors = _embed(
+                cand.model, cand, probe, self.options, self.device, "candidate", progress
+            )
+            report = tec_report(
+                probe.words,
+                candidate_vectors,
+                reference_vectors,
+                layers=layer_distances(cand.model, ref.model),
+                position_ids=cand.position_ids,
+                candidate=str(cand.path),
+                reference=str(ref.path),
+                position=self.options.position,
+                probe=probe.source,
+                notes=_notes(probe, ref),
+            )
+            parts.append((slot.label, report))
+        return combined_report(parts)
+
+
 def checkpoint_tec_report(
     candidate: Path | str,
     reference: Path | str,
@@ -108,34 +182,7 @@ def checkpoint_tec_report(
             of different families.
         UsageError: No probe word is a single token, or the device is not available.
     """
-    device = _device(options.device)
-    refs = load_text_encoders(reference, allow_pickle)
-    cands = load_text_encoders(candidate, allow_pickle)
-    if len(refs) != len(cands):
-        raise ModelError(
-            f"{candidate}: {_family(cands).title} ({len(cands)} text encoder(s)), but the reference "
-            f"{reference} is {_family(refs).title}; compare checkpoints of one family"
-        )
-    parts = []
-    for slot, ref, cand in zip(_family(refs).text_encoders, refs, cands, strict=True):
-        require_same_tokenizer(cand, ref)
-        probe = _probe(ref, options)
-        reference_vectors = _embed(ref.model, ref, probe, options, device, "reference", progress)
-        candidate_vectors = _embed(cand.model, cand, probe, options, device, "candidate", progress)
-        report = tec_report(
-            probe.words,
-            candidate_vectors,
-            reference_vectors,
-            layers=layer_distances(cand.model, ref.model),
-            position_ids=cand.position_ids,
-            candidate=str(cand.path),
-            reference=str(ref.path),
-            position=options.position,
-            probe=probe.source,
-            notes=_notes(probe, ref),
-        )
-        parts.append((slot.label, report))
-    return combined_report(parts)
+    return ReferenceProbe(reference, options, allow_pickle, progress).measure(candidate, progress)
 
 
 def lora_tec_report(
