@@ -39,7 +39,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"analysis"}),
     frozenset({"plan", "caption", "models", "curate", "tiles"}),
     frozenset({"train", "tec", "fixup"}),
-    frozenset({"runs"}),
+    frozenset({"runs", "bases"}),
 )
 MAX_MODULE_LINES = 800
 
