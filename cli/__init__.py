@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "lint": "lint",
     "calc": "calc",
     "tec": "tec",
+    "bases": "bases",
     "train": "train",
     "runs": "runs",
     "watch": "watch",

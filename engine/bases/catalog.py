@@ -28,10 +28,15 @@ from kiln.engine.bases.identify import Checkpoint, file_hash, find_checkpoints, 
 from kiln.engine.bases.styles import SENTENCE_WORDS, STYLES, TAG_WORDS, StyleHint, guide_style, style_hint
 from kiln.engine.errors import KilnError, ModelError, UsageError
 from kiln.engine.fsutil import atomic_write_text
-from kiln.engine.tec.reading import READINGS
+from kiln.engine.tec.reading import CONFUSION_BANDS, READINGS, SCORE_BANDS
 
 CATALOG_VERSION = 1
 VERDICTS = dict(zip(READINGS, ("close to zero", "drifting", "corrupted"), strict=True))
+VERDICT_NOTE = (
+    f"provisional thresholds: close to zero = TEC < {SCORE_BANDS[0]:g} and confusion < "
+    f"{CONFUSION_BANDS[0]:.1%}; drifting = TEC < {SCORE_BANDS[1]:g} and confusion < "
+    f"{CONFUSION_BANDS[1]:.0%}; corrupted above"
+)
 TOP_CONFUSED = 5
 Progress = Callable[[str], None]
 
@@ -315,7 +320,15 @@ class _Measurer:
         if self.progress is not None:
             self.progress(f"measuring {checkpoint.path.name}")
         report = main.measure(checkpoint.path)
-        style_report = styles.measure(checkpoint.path)
+        hint = None
+        try:
+            style_report = styles.measure(checkpoint.path)
+        except UsageError:
+            pass  # a tokenizer that keeps none of the caption words whole: no hint, still a TEC
+        else:
+            hint = style_hint(
+                style_report.words, style_report.distances, self.style_probe.tags, self.style_probe.sentences
+            )
         measurement = Measurement(
             reference=str(self.references[checkpoint.family]),
             score=round(report.score, 4),
@@ -323,9 +336,7 @@ class _Measurer:
             confused=len(report.confused_indices),
             words=len(report.words),
             top_confused=tuple((c.word, c.nearest) for c in report.confused(TOP_CONFUSED)),
-            hint=style_hint(
-                style_report.words, style_report.distances, self.style_probe.tags, self.style_probe.sentences
-            ),
+            hint=hint,
         )
         self.catalog.bases.setdefault(sha, {}).setdefault("tec", {})[reference_sha] = measurement.to_json()
         return measurement
