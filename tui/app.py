@@ -201,6 +201,28 @@ class KilnApp(App):
         dataset.post_message(message)
         return True
 
+    def use_base(self, path: str, family: str, style: str | None) -> str | None:
+        """Make ``path`` the dataset's base (the Bases view's ``u``): kept in its store for the
+        new-run form, the plan's family and the Captions section's style, and told to the open
+        sections. Returns a warning when the dataset is captioned in the other style."""
+        from dataclasses import replace
+
+        from kiln.engine.bases.chosen import ChosenBase, save_chosen_base, style_mismatch
+        from kiln.engine.caption.run_choices import load_choices, save_choices
+        from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
+        from kiln.tui.messages import BaseChosen
+
+        store = self.curation.store
+        save_chosen_base(store, ChosenBase(path, family, style))
+        settings = load_plan_settings(store)
+        settings["family"] = family
+        save_plan_settings(store, settings)
+        if style in ("blip", "wd14"):
+            save_choices(store, replace(load_choices(store), style=style))
+        for screen in self.section_screens.values():
+            screen.post_message(BaseChosen(path, family, style))
+        return style_mismatch(style, (row.caption.text for row in self.curation.rows.values()))
+
     def plan_inputs(self) -> PlanInputs | None:
         """The plan section's form as it stands, or None when the plan was never opened."""
         from kiln.tui.screens.plan import PlanScreen

@@ -149,3 +149,12 @@ class SweepLoaded(Message):
     """A sweep's report, read in a worker."""
 
     report: SweepReport
+
+
+@dataclass
+class BaseChosen(Message):
+    """The Bases view made ``path`` (``family``, caption ``style``) the dataset's base."""
+
+    path: str
+    family: str
+    style: str | None

@@ -17,6 +17,7 @@ The verdict uses the guide's words over TEC's provisional bands: "close to zero"
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -151,6 +152,8 @@ class Catalog:
     path: Path
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The folders and references of the last look, so the workbench opens on them.
+    last: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
@@ -170,11 +173,11 @@ class Catalog:
             ) from None
         if not isinstance(data, dict) or data.get("version") != CATALOG_VERSION:
             raise UsageError(f"{path}: not a Kiln catalog of version {CATALOG_VERSION}; move it aside")
-        return cls(path, dict(data.get("files", {})), dict(data.get("bases", {})))
+        return cls(path, dict(data.get("files", {})), dict(data.get("bases", {})), dict(data.get("last", {})))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"version": CATALOG_VERSION, "files": self.files, "bases": self.bases}
+        data = {"version": CATALOG_VERSION, "files": self.files, "bases": self.bases, "last": self.last}
         atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def hash_of(self, path: Path) -> str:
@@ -203,8 +206,9 @@ class Catalog:
         self.bases.setdefault(sha, {})["style"] = style
         return sha
 
-    def measurement(self, sha: str, reference_sha: str) -> Measurement | None:
-        data = self.bases.get(sha, {}).get("tec", {}).get(reference_sha)
+    def measurement(self, sha: str, key: str) -> Measurement | None:
+        """The measurement of base ``sha`` under ``key`` (reference hash and probe words)."""
+        data = self.bases.get(sha, {}).get("tec", {}).get(key)
         return Measurement.from_json(data) if isinstance(data, Mapping) else None
 
 
@@ -231,7 +235,12 @@ def scan_bases(
     ``options`` are TEC's :class:`~kiln.engine.tec.meter.ProbeOptions` (the built-in words by
     default). The catalog is saved after each measurement, so an interrupted scan keeps its work.
     """
+    folders = [Path(folder).expanduser() for folder in folders]
     paths, notes = find_checkpoints(folders)
+    catalog.last = {
+        "folders": [str(folder) for folder in folders],
+        "references": {family: str(path) for family, path in references.items()},
+    }
     measurer = _Measurer(references, catalog, options, style_probe, progress)
     entries: list[BaseEntry] = []
     for path in paths:
@@ -297,6 +306,11 @@ class _Measurer:
         self.progress = progress
         self._probes: dict[str, tuple[Any, Any]] = {}
         self._reference_sha: dict[str, str] = {}
+        words = getattr(options, "words", None)
+        probe = f"{getattr(options, 'position', 'word')}:" + ("\n".join(words) if words else "built-in")
+        if getattr(options, "full_vocab", False):
+            probe += ":full"
+        self.probe_key = hashlib.sha256(probe.encode()).hexdigest()[:12]
 
     def reference_sha(self, family: str) -> str | None:
         path = self.references.get(family)
@@ -313,7 +327,9 @@ class _Measurer:
         if reference_sha is None:
             flag = "--reference" if checkpoint.family == "sd15" else "--reference-xl"
             raise UsageError(f"no {checkpoint.family} reference given ({flag}): not measured")
-        cached = self.catalog.measurement(sha, reference_sha)
+        # Keyed by the reference and the probe words: another word list is another measure.
+        key = f"{reference_sha}/{self.probe_key}"
+        cached = self.catalog.measurement(sha, key)
         if cached is not None:
             return cached
         main, styles = self._reference_probes(checkpoint.family)
@@ -338,7 +354,7 @@ class _Measurer:
             top_confused=tuple((c.word, c.nearest) for c in report.confused(TOP_CONFUSED)),
             hint=hint,
         )
-        self.catalog.bases.setdefault(sha, {}).setdefault("tec", {})[reference_sha] = measurement.to_json()
+        self.catalog.bases.setdefault(sha, {}).setdefault("tec", {})[key] = measurement.to_json()
         return measurement
 
     def _reference_probes(self, family: str) -> tuple[Any, Any]:

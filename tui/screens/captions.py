@@ -16,7 +16,7 @@ from kiln.engine.caption.run_choices import load_choices, save_choices
 from kiln.engine.caption.undo import History, UndoConflict, UndoResult
 from kiln.engine.curate import Curation
 from kiln.engine.dataset.scan import ImageRecord
-from kiln.tui.messages import CaptionsChanged
+from kiln.tui.messages import BaseChosen, CaptionsChanged
 from kiln.tui.screens.confirm import ConfirmScreen, UnsavedEditScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.widgets.caption_run_pane import CaptionRunPane
@@ -266,6 +266,11 @@ class CaptionsScreen(SectionScreen):
         if self._refresh_timer is not None:
             self._refresh_timer.stop()
         self._refresh_timer = self.set_timer(0.2, self.refresh_figures)
+
+    def on_base_chosen(self, message: BaseChosen) -> None:
+        """The Bases view chose a base: caption in the style it understands."""
+        if message.style in ("blip", "wd14"):
+            self.run_pane.query_one("#style", Select).value = message.style
 
     def on_captions_changed(self, message: CaptionsChanged) -> None:
         # Sent by the dataset section: a caption saved there or changed on disk.

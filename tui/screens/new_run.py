@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.engine.dataset.store import Store
 from kiln.engine.train.config import OPTIMIZERS
 from rich.markup import escape
 from textual import on, work
@@ -55,6 +58,20 @@ def network_choice(kind: Any, conv_rank: int) -> str:
 def precision_choices(gpu: bool) -> list[str]:
     """The precisions this machine can train in: fp16 only with an NVIDIA GPU."""
     return ["fp16", "bf16", "fp32"] if gpu else ["fp32", "bf16"]
+
+
+def initial_base(store: Store, run_dirs: Sequence[Path]) -> str:
+    """The base the form starts from: the one chosen in the Bases view, else the newest run's,
+    else ``$KILN_BASE_MODEL`` (empty when none)."""
+    from kiln.engine.bases.chosen import load_chosen_base
+    from kiln.engine.runs.newrun import latest_base_model
+
+    chosen = load_chosen_base(store)
+    return (
+        (chosen.path if chosen else "")
+        or latest_base_model(run_dirs)
+        or os.environ.get("KILN_BASE_MODEL", "")
+    )
 
 
 class NewRunScreen(ModalScreen[NewRunRequest | None]):

@@ -20,7 +20,7 @@ from kiln.engine.plan.reg import RegSet
 from kiln.engine.plan.repeats import rename_concept_repeats, renamed_folder
 from kiln.engine.plan.saved import load_plan_settings, save_plan_settings
 from kiln.tui.form_keys import form_bindings
-from kiln.tui.messages import ConceptRenamed, DatasetLoaded, RegLoaded
+from kiln.tui.messages import BaseChosen, ConceptRenamed, DatasetLoaded, RegLoaded
 from kiln.tui.plan_form import (
     DEFAULTS,
     FAMILY_RESOLUTIONS,
@@ -234,6 +234,10 @@ class PlanScreen(SectionScreen):
         if event.select.id == "family" and isinstance(event.value, str):
             self._follow_family_resolution(event.value)
         self.recompute()
+
+    def on_base_chosen(self, message: BaseChosen) -> None:
+        """The Bases view chose a base: the plan follows its family."""
+        self.query_one("#family", Select).value = message.family
 
     def _follow_family_resolution(self, family: str) -> None:
         """Switch the resolution to the family's default while it holds another family's default

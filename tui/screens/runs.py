@@ -723,11 +723,10 @@ class RunsScreen(SectionScreen):
         return sorted(found, key=lambda path: path.name, reverse=True)
 
     def action_new_run(self) -> None:
-        from kiln.engine.runs.newrun import latest_base_model
-        from kiln.tui.screens.new_run import NewRunScreen, describe_settings
+        from kiln.tui.screens.new_run import NewRunScreen, describe_settings, initial_base
 
         overrides, notes, source = self.plan_settings()
-        base = latest_base_model(Path(key) for key in self.infos) or os.environ.get("KILN_BASE_MODEL", "")
+        base = initial_base(self.kiln.curation.store, [Path(key) for key in self.infos])
         preview = None
         try:
             preview = self._run_config(base or "preview", "preview", overrides)

@@ -117,12 +117,20 @@ class TecScreen(SectionScreen):
             id="tec.mode",
             tooltip="Measure a checkpoint or LoRA against a reference, or each saved epoch of a run",
         ),
+        Binding(
+            "b",
+            "bases",
+            "Bases",
+            id="tec.bases",
+            tooltip="Your checkpoints side by side, least TEC first; use one as the dataset's base",
+        ),
         *form_bindings("tec"),
     ]
 
     def __init__(self, root: Path | str, runs_dirs: Sequence[Path | str] = ()) -> None:
         super().__init__()
         self.root = Path(root)
+        self.bases_options: object = None  # the Bases view's TEC probe options (None: built-in words)
         self.runs_folders = [self.root / "runs", *(Path(folder) for folder in runs_dirs)]
         self.runs: list[TecRun] = []
         self.check = TecCheck()
@@ -399,6 +407,21 @@ class TecScreen(SectionScreen):
     def run_selected(self) -> None:
         # Enter on a run: measure it (the list is the one choice a run needs).
         self.action_measure()
+
+    def action_bases(self) -> None:
+        """Open the Bases view; ``enter`` there comes back to measure that base in full here."""
+        from kiln.tui.screens.bases import BasesScreen, FullReport
+
+        def measure_in_full(chosen: FullReport | None) -> None:
+            if chosen is None:
+                return
+            self.query_one("#mode", Select).value = "checkpoint"
+            self.query_one("#candidate", Input).value = chosen.path
+            self.query_one("#reference", Input).value = chosen.reference
+            self.action_measure()
+
+        reference = self.query_one("#reference", Input).value.strip()
+        self.app.push_screen(BasesScreen(reference=reference, options=self.bases_options), measure_in_full)
 
     # -- measuring ---------------------------------------------------------------------------
 
