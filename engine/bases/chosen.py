@@ -31,21 +31,16 @@ class ChosenBase:
 
 
 def save_chosen_base(store: Store, chosen: ChosenBase) -> None:
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (META_KEY, json.dumps(asdict(chosen))),
-        )
+    store.set_meta(META_KEY, json.dumps(asdict(chosen)))
 
 
 def load_chosen_base(store: Store) -> ChosenBase | None:
     """The chosen base, or None (none chosen, or a value another version wrote)."""
-    rows = store.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
-    if not rows:
+    value = store.get_meta(META_KEY)
+    if value is None:
         return None
     try:
-        raw = json.loads(rows[0][0])
+        raw = json.loads(value)
         return ChosenBase(str(raw["path"]), str(raw["family"]), raw.get("style"))
     except (ValueError, KeyError, TypeError):
         return None

@@ -42,11 +42,11 @@ class CaptionChoices:
 
 def load_choices(store: Store) -> CaptionChoices:
     """The remembered choices, or the defaults when none (or unreadable ones) are stored."""
-    rows = store.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
-    if not rows:
+    value = store.get_meta(META_KEY)
+    if value is None:
         return CaptionChoices()
     try:
-        raw = json.loads(rows[0][0])
+        raw = json.loads(value)
         known = {field.name for field in fields(CaptionChoices)}
         values = {key: value for key, value in raw.items() if key in known}
         choices = CaptionChoices(**values)
@@ -66,9 +66,4 @@ def load_choices(store: Store) -> CaptionChoices:
 
 def save_choices(store: Store, choices: CaptionChoices) -> None:
     """Remember ``choices`` for the next session on this dataset."""
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (META_KEY, json.dumps(asdict(choices))),
-        )
+    store.set_meta(META_KEY, json.dumps(asdict(choices)))

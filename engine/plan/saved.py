@@ -17,11 +17,11 @@ META_KEY = "plan.inputs"
 
 def load_plan_settings(store: Store) -> dict[str, str | bool]:
     """The saved form values (field or choice key to text, ``no_upscale`` to a bool); {} when none."""
-    rows = store.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
-    if not rows:
+    value = store.get_meta(META_KEY)
+    if value is None:
         return {}
     try:
-        raw = json.loads(rows[0][0])
+        raw = json.loads(value)
     except ValueError:
         return {}
     if not isinstance(raw, dict):
@@ -32,12 +32,5 @@ def load_plan_settings(store: Store) -> dict[str, str | bool]:
 def save_plan_settings(store: Store, settings: dict[str, str | bool]) -> None:
     """Remember the form's values for the next session on this dataset (unchanged: no write)."""
     text = json.dumps(settings, sort_keys=True)
-    rows = store.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
-    if rows and rows[0][0] == text:
-        return
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (META_KEY, text),
-        )
+    if store.get_meta(META_KEY) != text:
+        store.set_meta(META_KEY, text)
