@@ -17,6 +17,7 @@ from typing import Any
 
 from kiln.engine.bases.catalog import VERDICT_NOTE, BaseEntry, Catalog, rank, scan_bases
 from kiln.engine.errors import KilnError
+from kiln.tui.form_keys import field_tab_bindings
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -67,6 +68,7 @@ class BasesScreen(ModalScreen[FullReport | None]):
             tooltip="Measure it in full in the TEC section",
         ),
         Binding("escape", "close", "Close", id="bases.close", tooltip="Back to the TEC section"),
+        *field_tab_bindings("bases"),
     ]
 
     class Scanned(Message):
