@@ -29,7 +29,7 @@ from kiln.engine.bases.identify import Checkpoint, file_hash, find_checkpoints, 
 from kiln.engine.bases.styles import SENTENCE_WORDS, STYLES, TAG_WORDS, StyleHint, guide_style, style_hint
 from kiln.engine.errors import KilnError, ModelError, UsageError
 from kiln.engine.fsutil import atomic_write_text
-from kiln.engine.tec.reading import CONFUSION_BANDS, READINGS, SCORE_BANDS
+from kiln.engine.tec.reading import CONFUSION_BANDS, READINGS, SCORE_BANDS, tec_reading
 
 CATALOG_VERSION = 1
 VERDICTS = dict(zip(READINGS, ("close to zero", "drifting", "corrupted"), strict=True))
@@ -72,8 +72,6 @@ class Measurement:
     @property
     def verdict(self) -> str:
         """``close to zero``, ``drifting`` or ``corrupted`` (provisional bands)."""
-        from kiln.engine.tec.reading import tec_reading
-
         return VERDICTS[tec_reading(self.score, self.confusion_rate)]
 
     def to_json(self) -> dict[str, Any]:
@@ -154,6 +152,8 @@ class Catalog:
     bases: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The folders and references of the last look, so the workbench opens on them.
     last: dict[str, Any] = field(default_factory=dict)
+    # Whether anything was learnt since the last save: a second look writes nothing.
+    changed: bool = field(default=False, compare=False)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
@@ -175,7 +175,10 @@ class Catalog:
             raise UsageError(f"{path}: not a Kiln catalog of version {CATALOG_VERSION}; move it aside")
         return cls(path, dict(data.get("files", {})), dict(data.get("bases", {})), dict(data.get("last", {})))
 
-    def save(self) -> None:
+    def save(self, only_if_changed: bool = False) -> None:
+        if only_if_changed and not self.changed:
+            return
+        self.changed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": CATALOG_VERSION, "files": self.files, "bases": self.bases, "last": self.last}
         atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
@@ -188,6 +191,7 @@ class Catalog:
         if known and known.get("size") == current.size and known.get("mtime_ns") == current.mtime_ns:
             return str(known["sha256"])
         sha = file_hash(path)
+        self.changed = True
         self.files[key] = {"size": current.size, "mtime_ns": current.mtime_ns, "sha256": sha}
         return sha
 
@@ -204,6 +208,7 @@ class Catalog:
         identify(path)
         sha = self.hash_of(path)
         self.bases.setdefault(sha, {})["style"] = style
+        self.changed = True
         return sha
 
     def measurement(self, sha: str, key: str) -> Measurement | None:
@@ -237,10 +242,12 @@ def scan_bases(
     """
     folders = [Path(folder).expanduser() for folder in folders]
     paths, notes = find_checkpoints(folders)
-    catalog.last = {
+    last = {
         "folders": [str(folder) for folder in folders],
-        "references": {family: str(path) for family, path in references.items()},
+        "references": {family: str(Path(path).expanduser()) for family, path in references.items()},
     }
+    catalog.changed |= last != catalog.last
+    catalog.last = last
     measurer = _Measurer(references, catalog, options, style_probe, progress)
     entries: list[BaseEntry] = []
     for path in paths:
@@ -253,7 +260,10 @@ def scan_bases(
             progress(f"hashing {path.name}")
         sha = catalog.hash_of(path)
         known = catalog.bases.setdefault(sha, {})
-        known.update({"title": checkpoint.title, "family": checkpoint.family, "path": str(path)})
+        described = {"title": checkpoint.title, "family": checkpoint.family, "path": str(path)}
+        if any(known.get(name) != value for name, value in described.items()):
+            known.update(described)
+            catalog.changed = True
         entry = BaseEntry(checkpoint, sha)
         _style(entry, known)
         try:
@@ -261,8 +271,8 @@ def scan_bases(
         except KilnError as exc:
             entry.error = str(exc)
         entries.append(entry)
-        catalog.save()
-    catalog.save()
+        catalog.save(only_if_changed=True)  # an interrupted look keeps what it measured
+    catalog.save(only_if_changed=True)
     return rank(entries), notes
 
 
@@ -355,6 +365,7 @@ class _Measurer:
             hint=hint,
         )
         self.catalog.bases.setdefault(sha, {}).setdefault("tec", {})[key] = measurement.to_json()
+        self.catalog.changed = True
         return measurement
 
     def _reference_probes(self, family: str) -> tuple[Any, Any]:

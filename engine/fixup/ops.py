@@ -63,7 +63,11 @@ class Operation:
 
 def working_image(image: Image.Image) -> Image.Image:
     """The first frame of ``image`` as 8-bit RGB, or RGBA when any pixel is transparent."""
-    pixels, alpha = to_eight_bit(image)
+    return working_from(*to_eight_bit(image))
+
+
+def working_from(pixels: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    """The working image from decoded 8-bit pixels (grey or RGB) and alpha (``decode_image``'s)."""
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     if alpha is not None and int(alpha.min(initial=255)) < 255:

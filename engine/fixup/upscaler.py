@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from kiln.engine.errors import ModelError
+from kiln.engine.fixup.ops import lanczos
 from PIL import Image
 
 SAFE_EXTENSIONS = (".safetensors",)
@@ -163,8 +164,6 @@ def load_upscaler(
 def resize_to(image: Image.Image, size: tuple[int, int], upscaler: Upscaler | None = None) -> Image.Image:
     """``image`` at exactly ``size``: through the model (as many passes as reach it) and then
     Lanczos to the exact size, or Lanczos alone without a model."""
-    from kiln.engine.fixup.ops import lanczos
-
     current = image
     if upscaler is not None:
         while current.width < size[0] or current.height < size[1]:

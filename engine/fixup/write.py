@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kiln.engine.analysis.decode import exif_orientation
+from kiln.engine.analysis.decode import decode_image
 from kiln.engine.dataset.scan import Dataset
 from kiln.engine.dataset.selection import excluded_paths, move_file_state, set_included
 from kiln.engine.dataset.store import STATE_FOLDER, Store
@@ -40,7 +40,7 @@ from kiln.engine.fixup import ops
 from kiln.engine.fixup.plan import ImageFix
 from kiln.engine.fixup.upscaler import Upscaler, resize_to
 from kiln.engine.fsutil import atomic_write_bytes, atomic_write_text
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 RECORD_NAME = "fixup.json"
 ORIGINALS = "originals"
@@ -113,11 +113,11 @@ def fixed_image(
         ImageError: the file cannot be decoded (named), or an operation's values are wrong.
     """
     try:
-        with Image.open(path) as opened:
-            exif = exif_orientation(opened)
-            image = ops.working_image(opened)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{path}: cannot decode ({exc}); re-export it") from None
+        decoded = decode_image(path, exact=True)
+    except ImageError as exc:
+        raise ImageError(f"{path}: cannot decode: {exc}") from None
+    exif = decoded.exif_orientation
+    image = ops.working_from(decoded.pixels, decoded.alpha)
     applied: list[ops.Operation] = []
     for op in fix.operations:
         params = dict(op.params)
@@ -238,15 +238,11 @@ def write_in_place(
         if record is None:
             outcome.skipped.append(f"{fix.rel_path}: no longer in the dataset; skipped")
             continue
-        try:
-            image, applied = fixed_image(record.path, fix, upscaler, cancelled)
-        except ImageError as exc:
-            outcome.skipped.append(str(exc))
+        result = _fix_or_skip(record.path, fix, taken, upscaler, cancelled)
+        if isinstance(result, str):
+            outcome.skipped.append(f"{result}; left as it is")
             continue
-        output = output_name(fix.rel_path)
-        if output != fix.rel_path and output in taken:
-            outcome.skipped.append(f"{fix.rel_path}: {output} already exists beside it; rename one")
-            continue
+        image, applied, output = result
         original = root / STATE_FOLDER / ORIGINALS / fix.rel_path
         if not original.exists():
             original.parent.mkdir(parents=True, exist_ok=True)
@@ -341,20 +337,35 @@ def _write_fixed(
 ) -> str | None:
     """Write one fixed image into the staging folder; its new relative path, or None when it
     was skipped (and is then copied as it is)."""
-    try:
-        image, applied = fixed_image(source, fix, upscaler, cancelled)
-    except ImageError as exc:
-        outcome.skipped.append(f"{exc}; copied unchanged")
+    result = _fix_or_skip(source, fix, taken, upscaler, cancelled)
+    if isinstance(result, str):
+        outcome.skipped.append(f"{result}; copied unchanged")
         return None
-    output = output_name(fix.rel_path)
-    if output != fix.rel_path and output in taken:
-        outcome.skipped.append(f"{fix.rel_path}: {output} already exists beside it; copied unchanged")
-        return None
+    image, applied, output = result
     target = staging / output
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png_bytes(image))
     outcome.fixed.append(FixedImage(fix.rel_path, output, applied, fix.size, image.size))
     return output
+
+
+def _fix_or_skip(
+    source: Path,
+    fix: ImageFix,
+    taken: set[str],
+    upscaler: Upscaler | None,
+    cancelled: Callable[[], bool],
+) -> tuple[Image.Image, tuple[ops.Operation, ...], str] | str:
+    """The fixed image, its operations as applied and its output path; or why it is skipped
+    (undecodable, or its PNG name is another image's)."""
+    try:
+        image, applied = fixed_image(source, fix, upscaler, cancelled)
+    except ImageError as exc:
+        return str(exc)
+    output = output_name(fix.rel_path)
+    if output != fix.rel_path and output in taken:
+        return f"{fix.rel_path}: {output} already exists beside it, rename one"
+    return image, applied, output
 
 
 def _copy(source: Path, target: Path) -> None:

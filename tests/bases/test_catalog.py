@@ -97,8 +97,10 @@ def test_a_second_look_reads_no_tensor_and_hashes_nothing(
     monkeypatch.setattr("kiln.engine.tec.meter.load_text_encoders", refuse)
     monkeypatch.setattr(safetensors, "safe_open", refuse)
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    written = (tmp_path / "bases.json").stat().st_mtime_ns
     again, _ = scan(models, Catalog.load(tmp_path / "bases.json"), reference=tiny_file)
     assert [entry.to_json() for entry in again] == [entry.to_json() for entry in first]
+    assert (tmp_path / "bases.json").stat().st_mtime_ns == written  # nothing learnt, nothing written
 
 
 def test_a_changed_file_is_measured_again(models: Path, tiny_file: Path, tmp_path: Path, monkeypatch) -> None:
