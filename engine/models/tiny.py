@@ -179,6 +179,13 @@ def quiet_library_progress() -> None:
     disable_progress_bars()
 
 
+def _without_versions(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without the writing library's version stamps, so the same seed gives the same
+    file (and the same AutoV2 hash) whichever diffusers or transformers wrote it."""
+    stamps = ("_diffusers_version", "transformers_version")
+    return {key: value for key, value in config.items() if key not in stamps}
+
+
 def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED) -> Path:
     """Write the tiny pipeline to ``out``.
 
@@ -211,17 +218,22 @@ def write_tiny_model(out: Path, single_file: bool = False, seed: int = TINY_SEED
 
     state = single_file_state(pipe.unet, pipe.vae, [pipe.text_encoder])
     state = {key: value.contiguous() for key, value in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, save(state, metadata={"kiln.configs": json.dumps(pipeline_configs(pipe))}))
+    return out
+
+
+def pipeline_configs(pipe: Any) -> dict[str, Any]:
+    """Every part's config as ``save_pretrained`` writes it (tokenizers left out), keyed by its
+    path in the folder: what a tiny single file carries so that it loads without the configs
+    Kiln ships for the full-size models."""
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        configs = {
-            path.relative_to(tmp).as_posix(): json.loads(path.read_text(encoding="utf-8"))
+        return {
+            path.relative_to(tmp).as_posix(): _without_versions(json.loads(path.read_text(encoding="utf-8")))
             for path in sorted(Path(tmp).rglob("*.json"))
-            if path.parent.name != "tokenizer"
+            if not path.parent.name.startswith("tokenizer")
         }
-    metadata = {"kiln.configs": json.dumps(configs)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, save(state, metadata=metadata))
-    return out
 
 
 def standard_text_encoder_keys(folder: Path, keep: tuple[str, ...] = ()) -> None:

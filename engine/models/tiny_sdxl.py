@@ -27,6 +27,7 @@ from kiln.engine.models.tiny import (
     TINY_SEED,
     VAE_CONFIG,
     byte_vocab,
+    pipeline_configs,
     quiet_library_progress,
     standard_text_encoder_keys,
     write_tokenizer,
@@ -150,13 +151,6 @@ def write_tiny_sdxl_model(out: Path, single_file: bool = False, seed: int = TINY
 
     state = single_file_state(pipe.unet, pipe.vae, [pipe.text_encoder, pipe.text_encoder_2])
     state = {key: value.contiguous() for key, value in state.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        configs = {
-            path.relative_to(tmp).as_posix(): json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(Path(tmp).rglob("*.json"))
-            if not path.parent.name.startswith("tokenizer")
-        }
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, save(state, metadata={"kiln.configs": json.dumps(configs)}))
+    atomic_write_bytes(out, save(state, metadata={"kiln.configs": json.dumps(pipeline_configs(pipe))}))
     return out
