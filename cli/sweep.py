@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--parallel", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)"
     )
+    parser.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="GPUs to give the runs, one each, e.g. 0,2,3 (default with --parallel: every visible GPU)",
+    )
+    parser.add_argument(
+        "--share-gpus", action="store_true", help="let --parallel runs share GPUs (default: one run per GPU)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="check the sweep file and list its runs")
     parser.add_argument("--report", action="store_true", help="compare the runs of a sweep folder")
     parser.add_argument(
@@ -52,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser,
         "kiln sweep lr.toml                       # one run after another, in the foreground",
         "kiln sweep lr.toml --detach --parallel 2 # in the background, two at a time",
+        "kiln sweep lr.toml --parallel 3 --gpus 0,2,3  # each run on its own GPU",
         "kiln sweep lr.toml --dry-run",
         "kiln sweep --report data/runs/sweep-20260301-140500-lr",
         "kiln sweep --report data/runs/sweep-20260301-140500-lr --json",
@@ -65,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give a SWEEP.toml file, or --report SWEEP_DIR (see kiln sweep --help)")
     if args.report:
         return report(args)
+    gpus = sweep_gpus(args)
     if args.queue:
-        return run_queue_here(args.sweep, args.parallel, quiet=True)
+        return run_queue_here(args.sweep, args.parallel, quiet=True, gpus=gpus, share=args.share_gpus)
     if args.resume:
         from kiln.engine.runs.sweep import read_sweep_record
 
@@ -84,14 +94,28 @@ def run(args: argparse.Namespace) -> int:
         sweep_dir = create_sweep(plan)
     sys.stdout.write(f"{sweep_dir}\n")
     sys.stdout.flush()
+    if gpus and not args.share_gpus and args.parallel > len(gpus):
+        console(stderr=True).print(
+            f"{len(gpus)} GPU(s) for --parallel {args.parallel}: {len(gpus)} run at a time, one per GPU "
+            "(--share-gpus to put several on one)"
+        )
     if args.detach:
-        pid = start_queue_process(sweep_dir, args.parallel)
+        pid = start_queue_process(sweep_dir, args)
         console(stderr=True).print(
             f"queue running in the background (pid {pid}); log: {sweep_dir / 'sweep.log'}; "
             f"compare with: kiln sweep --report {sweep_dir}"
         )
         return 0
-    return run_queue_here(sweep_dir, args.parallel, quiet=False)
+    return run_queue_here(sweep_dir, args.parallel, quiet=False, gpus=gpus, share=args.share_gpus)
+
+
+def sweep_gpus(args: argparse.Namespace) -> tuple[str, ...]:
+    """The devices the queue hands out (``--gpus``, or every visible one with ``--parallel``)."""
+    from kiln.engine.runs.gpus import choose_gpus, visible_gpus
+
+    if args.gpus is None and args.parallel <= 1:
+        return ()  # nothing to pin: no need to ask CUDA
+    return choose_gpus(args.gpus, args.parallel, visible_gpus())
 
 
 def dry_run(plan: Any, as_json: bool) -> int:
@@ -118,7 +142,9 @@ def dry_run(plan: Any, as_json: bool) -> int:
     return 0
 
 
-def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
+def run_queue_here(
+    sweep_dir: Path, parallel: int, quiet: bool, gpus: tuple[str, ...] = (), share: bool = False
+) -> int:
     """Run the queue in this process; Ctrl+C (or SIGTERM) cancels the runs in flight."""
     from kiln.engine.runs.sweep import run_path, run_queue
 
@@ -145,6 +171,8 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
             seen[index] = state
             path = run_path(sweep_dir, entry)
             where = f" {path}" if path is not None and state == "starting" else ""
+            if entry.get("gpu") is not None and state == "starting":
+                where += f" on GPU {entry['gpu']}"
             reason = f": {entry['error']}" if entry.get("error") else ""
             err.print(
                 f"run {index}/{total} {state}{where}{reason}", markup=False, highlight=False, soft_wrap=True
@@ -192,6 +220,8 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
         record = run_queue(
             sweep_dir,
             parallel=parallel,
+            gpus=gpus,
+            share_gpus=share,
             should_stop=should_stop,
             on_change=on_change,
         )
@@ -205,8 +235,13 @@ def run_queue_here(sweep_dir: Path, parallel: int, quiet: bool) -> int:
     return 0 if all(entry.get("state") == "done" for entry in record["runs"]) else 1
 
 
-def start_queue_process(sweep_dir: Path, parallel: int) -> int:
-    """Start ``kiln sweep --queue`` in its own session, logging to ``sweep.log``; its pid."""
+def start_queue_process(sweep_dir: Path, args: argparse.Namespace) -> int:
+    """Start ``kiln sweep --queue`` in its own session, logging to ``sweep.log``; its pid.
+
+    It gets the same ``--parallel``, ``--gpus`` and ``--share-gpus`` and the same environment,
+    so it picks the same devices."""
+    extra = ["--gpus", args.gpus] if args.gpus is not None else []
+    extra += ["--share-gpus"] if args.share_gpus else []
     env = dict(os.environ)
     log = open(sweep_dir / "sweep.log", "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -219,7 +254,8 @@ def start_queue_process(sweep_dir: Path, parallel: int) -> int:
                 str(sweep_dir),
                 "--queue",
                 "--parallel",
-                str(parallel),
+                str(args.parallel),
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -266,7 +302,8 @@ def print_report(result: Any, sheet: bool) -> None:
     table.add_column("#", justify="right")
     for key in keys:
         table.add_column(key.rpartition(".")[2], justify="right")
-    for name in ("state", "steps", "final", "min", "val", "time"):
+    with_gpu = any(row.gpu is not None for row in result.rows)
+    for name in ("state", *(("gpu",) if with_gpu else ()), "steps", "final", "min", "val", "time"):
         table.add_column(name, justify="left" if name == "state" else "right")
     with_tec = result.with_tec
     if with_tec:
@@ -279,6 +316,7 @@ def print_report(result: Any, sheet: bool) -> None:
             str(row.index),
             *(_value(row.overrides.get(key)) for key in keys),
             row.state,
+            *((row.gpu or "-",) if with_gpu else ()),
             str(row.steps),
             f"[bold]{final}[/]" if row.final_loss is not None and row.final_loss == best else final,
             loss_text(row.min_loss),

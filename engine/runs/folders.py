@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,7 +263,12 @@ def cancel_run(run_dir: Path) -> None:
 
 
 def start_detached(
-    config_path: Path, *, gpus: int = 1, overrides: Sequence[str] = (), cpu: bool = False
+    config_path: Path,
+    *,
+    gpus: int = 1,
+    overrides: Sequence[str] = (),
+    cpu: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Path:
     """Start a training run in its own process session and return its run folder at once.
 
@@ -276,6 +281,9 @@ def start_detached(
         gpus: Training processes (one per GPU); more than one launches with accelerate.
         overrides: ``KEY=VALUE`` strings, as ``kiln train --set`` takes them.
         cpu: Train on the CPU even when a GPU is present.
+        env: Environment additions for the training process (a sweep's
+            ``CUDA_VISIBLE_DEVICES``); they are kept in ``launch.json`` so a resume uses the
+            same device.
     """
     from kiln.engine.runs import runner
     from kiln.engine.train.config import load_config, parse_override, require_paths
@@ -284,7 +292,7 @@ def start_detached(
     config = load_config(config_path, parsed)
     require_paths(config, str(config_path))
     run_dir = runner.new_run_dir(config)
-    runner.spawn(run_dir, gpus=gpus, cpu=cpu)
+    runner.spawn(run_dir, gpus=gpus, cpu=cpu, env=env)
     return run_dir
 
 
@@ -307,7 +315,8 @@ def resume_run(run_dir: Path, *, detach: bool, force: bool = False) -> Path:
     launch = read_launch(run_dir)
     gpus, cpu = int(launch.get("gpus", 1)), bool(launch.get("cpu", False))
     if detach or gpus > 1:
-        process = runner.spawn(run_dir, resume=True, force=force, gpus=gpus, cpu=cpu)
+        env = relaunch_env(launch)
+        process = runner.spawn(run_dir, resume=True, force=force, gpus=gpus, cpu=cpu, env=env)
         if not detach:
             process.wait()
         return run_dir
@@ -382,6 +391,15 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def relaunch_env(launch: Mapping[str, Any]) -> dict[str, str]:
+    """The environment additions of a run's first launch (a sweep job's GPU), for its resume;
+    a variable the resuming shell sets itself wins (``CUDA_VISIBLE_DEVICES=3 kiln resume``)."""
+    saved = launch.get("env")
+    if not isinstance(saved, dict):
+        return {}
+    return {str(k): str(v) for k, v in saved.items() if str(k) not in os.environ}
 
 
 # ------------------------------------------------------------------------- helpers

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ def spawn(
     gpus: int = 1,
     cpu: bool = False,
     lock_fd: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start the run's training process(es) in a new session and return without waiting.
 
@@ -136,6 +137,8 @@ def spawn(
     for its life: a second launch is refused before it touches the run. Writes
     ``launch.json`` (so a resume relaunches alike) and a ``starting`` status naming the new
     process, so the run reads as running from this moment on.
+    ``env`` adds to the child's environment (a sweep's ``CUDA_VISIBLE_DEVICES``) and is
+    recorded in ``launch.json`` too.
 
     Raises:
         RunBusy: Another process trains the run.
@@ -146,8 +149,9 @@ def spawn(
     try:
         (run_dir / rundir.CANCEL_FILE).unlink(missing_ok=True)
         command = worker_command(run_dir, resume=resume, force=force, gpus=gpus, cpu=cpu)
-        env = child_env()
-        env[runlock.LOCK_FD_ENV] = str(lock_fd)
+        child = child_env()
+        child.update(env or {})
+        child[runlock.LOCK_FD_ENV] = str(lock_fd)
         with open(run_dir / rundir.LOG_FILE, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             verb = "resuming" if resume else "starting"
@@ -159,7 +163,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=run_dir,
-                env=env,
+                env=child,
                 start_new_session=True,
                 close_fds=True,
                 pass_fds=(lock_fd,),
@@ -168,7 +172,7 @@ def spawn(
     finally:
         os.close(lock_fd)  # the child's copy holds the lock now
     now = time.time()
-    record_launch(run_dir, gpus=gpus, cpu=cpu, pid=process.pid, command=command)
+    record_launch(run_dir, gpus=gpus, cpu=cpu, pid=process.pid, command=command, env=env)
     status = read_status(run_dir) or {}
     config = load_config(run_dir / rundir.CONFIG_FILE)
     status.update(
@@ -195,12 +199,21 @@ def spawn(
     return process
 
 
-def record_launch(run_dir: Path, *, gpus: int, cpu: bool, pid: int, command: list[str]) -> None:
+def record_launch(
+    run_dir: Path,
+    *,
+    gpus: int,
+    cpu: bool,
+    pid: int,
+    command: list[str],
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Write ``launch.json``: how the run's process was started, so a resume starts it alike."""
     launch = {
         "layout": RUN_LAYOUT,
         "gpus": gpus,
         "cpu": cpu,
+        "env": dict(env or {}),
         "pid": pid,
         "host": HOST,
         "launched": round(time.time(), 3),

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 from kiln.engine.errors import ConfigError, RunError
 from kiln.engine.fsutil import atomic_write_text
 from kiln.engine.runs.events import LIVE_STATES
+from kiln.engine.runs.gpus import GpuPool, job_env
 from kiln.engine.runs.layout import stamped_folder
 from kiln.engine.train.config import (
     TrainConfig,
@@ -313,7 +314,8 @@ def run_path(sweep_dir: Path, entry: Mapping[str, Any]) -> Path | None:
 class QueueHooks:
     """How the queue starts and reads runs; the defaults are :mod:`kiln.engine.runs.folders`."""
 
-    launch: Callable[[Path], Path]
+    launch: Callable[[Path, Mapping[str, str]], Path]
+    """Start the run of a config with these environment additions (its GPU); its folder."""
     state: Callable[[Path], str]
     cancel: Callable[[Path], None]
 
@@ -323,7 +325,7 @@ class QueueHooks:
         from kiln.engine.runs import folders as runs
 
         return cls(
-            launch=lambda config: runs.start_detached(config),
+            launch=lambda config, env: runs.start_detached(config, env=env),
             state=lambda run_dir: runs.read_run(run_dir).state,
             cancel=runs.cancel_run,
         )
@@ -336,6 +338,8 @@ def run_queue(
     should_stop: Callable[[], bool] = lambda: False,
     on_change: Callable[[dict[str, Any]], None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+    gpus: Sequence[str] = (),
+    share_gpus: bool = False,
 ) -> dict[str, Any]:
     """Start the sweep's queued runs, ``parallel`` at a time, until every one has ended.
 
@@ -343,6 +347,11 @@ def run_queue(
     report sees the queue as it is. When ``should_stop`` turns true the runs in flight are
     cancelled and the queued ones marked ``skipped``. A run that fails to start is marked
     ``failed`` with the reason, and the queue goes on.
+
+    With ``gpus`` each run gets one of them to itself (``CUDA_VISIBLE_DEVICES``, recorded as
+    the entry's ``gpu``) and the rest wait until a run ends or fails and frees its device, so
+    at most ``min(parallel, len(gpus))`` run at once; ``share_gpus`` lets ``parallel`` runs
+    share the devices, the least busy first. Without ``gpus`` nothing is pinned.
 
     Returns:
         The final record.
@@ -356,6 +365,10 @@ def run_queue(
     in_flight: list[dict[str, Any]] = [
         e for e in entries if e.get("state") in ACTIVE_STATES and e.get("run_dir")
     ]
+    pool = GpuPool(gpus, share=share_gpus)
+    for entry in in_flight:
+        pool.claim(entry.get("gpu"))
+    capacity = pool.capacity(parallel)
 
     def changed() -> None:
         write_sweep_record(sweep_dir, record)
@@ -384,13 +397,20 @@ def run_queue(
                 entry["state"] = state
                 if state not in ACTIVE_STATES:
                     in_flight.remove(entry)
+                    pool.release(entry.get("gpu"))
                 changed()
         queued = [e for e in entries if e.get("state") == QUEUED]
-        while queued and len(in_flight) < parallel:
+        while queued and len(in_flight) < capacity:
+            device = pool.take()
+            if pool and device is None:
+                break  # every GPU busy: wait for a run to end
             entry = queued.pop(0)
+            if device is not None:
+                entry["gpu"] = device
             try:
-                path = hooks.launch(sweep_dir / entry["config"])
+                path = hooks.launch(sweep_dir / entry["config"], job_env(device))
             except Exception as exc:
+                pool.release(device)
                 entry["state"] = "failed"
                 entry["error"] = str(exc)
                 changed()

@@ -6,7 +6,7 @@ by the runs section's sweep view (the same rows, the samples as previews).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ class SweepRow:
         sample_epoch: The epoch of ``samples``.
         baseline: Its epoch-0 samples.
         prompts: The sample prompts (text), in order.
+        gpu: The GPU the queue gave it (``CUDA_VISIBLE_DEVICES``), None when nothing was pinned.
     """
 
     index: int
@@ -60,6 +61,7 @@ class SweepRow:
     sample_epoch: int | None = None
     baseline: tuple[Path, ...] = ()
     prompts: tuple[str, ...] = ()
+    gpu: str | None = None
 
     def to_json(self, with_tec: bool = False) -> dict[str, Any]:
         """The row as ``kiln sweep --report --json`` prints it."""
@@ -73,6 +75,7 @@ class SweepRow:
             "seconds": self.seconds,
             "cook": self.cook,
             "validation_loss": self.validation_loss,
+            "gpu": self.gpu,
         }
         if with_tec:
             data["tec"] = self.tec
@@ -167,7 +170,11 @@ def _row(
     path = run_path(sweep_dir, entry)
     if path is None or not path.is_dir():
         return SweepRow(
-            index=index, run_dir=path, overrides=overrides, state=str(entry.get("state") or "queued")
+            index=index,
+            run_dir=path,
+            overrides=overrides,
+            state=str(entry.get("state") or "queued"),
+            gpu=_gpu(entry),
         )
     feed = RunFeed(path)
     feed.poll()
@@ -205,7 +212,13 @@ def _row(
         sample_epoch=latest,
         baseline=tuple(Path(p) for p in history.samples.get(0, [])),
         prompts=tuple(str(p.get("prompt", "")) for p in history.prompts),
+        gpu=_gpu(entry),
     )
+
+
+def _gpu(entry: Mapping[str, Any]) -> str | None:
+    value = entry.get("gpu")
+    return None if value is None else str(value)
 
 
 def tec_drift(run_dir: Path, options: Any = None) -> tuple[float | None, str | None]:

@@ -55,3 +55,16 @@ def test_text_report_has_the_table_run_folders_and_a_contact_sheet(tmp_path: Pat
     assert main(["sweep", "--report", str(sweep_dir), "--json", "--no-sheet"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [run["state"] for run in data["runs"]] == ["done", "failed"] and data["contact_sheet"] is None
+
+
+def test_gpus_past_the_visible_ones_are_refused_before_a_sweep_folder_exists(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    (tmp_path / "run.toml").write_text(BASE)
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('base = "run.toml"\n[grid]\n"train.seed" = [1, 2]\n')
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert main(["sweep", str(sweep), "--parallel", "2", "--gpus", "0,2"]) != 0
+    err = capsys.readouterr().err
+    assert "--gpus: there is no GPU 2 here (2 visible: 0, 1)" in err and err.count("\n") == 1
+    assert not (tmp_path / "data" / "runs").exists()

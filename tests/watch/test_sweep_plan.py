@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -151,9 +152,11 @@ class FakeRuns:
         self.most_at_once = 0
         self.cancelled: list[Path] = []
         self.launched: list[str] = []
+        self.envs: list[dict[str, str]] = []
 
-    def launch(self, config: Path) -> Path:
+    def launch(self, config: Path, env: Mapping[str, str]) -> Path:
         number = int(config.stem)
+        self.envs.append(dict(env))
         if number in self.fail:
             raise RuntimeError("no GPU left")
         run_dir = self.sweep_dir / f"run-{number}"

@@ -109,7 +109,9 @@ class SweepScreen(Screen[str | None]):
         table.add_column("#")
         for key in keys:
             table.add_column(key.rpartition(".")[2])
-        for name in ("state", "steps", "final", "min", "val", "time", "cook"):
+        with_gpu = any(row.gpu is not None for row in report.rows)
+        gpu_column = ("gpu",) if with_gpu else ()
+        for name in ("state", *gpu_column, "steps", "final", "min", "val", "time", "cook"):
             table.add_column(name)
         best = min((row.final_loss for row in report.rows if row.final_loss is not None), default=None)
         for row in report.rows:
@@ -118,6 +120,7 @@ class SweepScreen(Screen[str | None]):
                 str(row.index),
                 *(_value(row.overrides.get(key)) for key in keys),
                 row.state,
+                *((row.gpu or "-",) if with_gpu else ()),
                 str(row.steps),
                 final,
                 loss_text(row.min_loss),
