@@ -62,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         out.print(f"no runs in {folder}")
         return 0
-    from kiln.engine.runs.readout import family_text
+    from kiln.engine.runs.readout import family_text, memory_cell
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("RUN", "STATE", "MODEL", "STEP", "EPOCH", "LOSS", "IT/S", "STARTED"):
+    for column in ("RUN", "STATE", "MODEL", "STEP", "EPOCH", "LOSS", "IT/S", "PEAK", "STARTED"):
         table.add_column(
             column,
-            justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S") else "left",
+            justify="right" if column in ("STEP", "EPOCH", "LOSS", "IT/S", "PEAK") else "left",
             # A narrow terminal folds a run's name over lines rather than cut it: it is typed back.
             overflow="fold" if column == "RUN" else "ellipsis",
         )
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             f"{info.epoch}/{info.epochs}" if info.epochs else "-",
             f"{info.loss:.4f}" if info.loss is not None else "-",
             f"{info.it_s:.2f}" if info.it_s else "-",
+            memory_cell(info.peak_mb),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "-",
         )
     out.print(table)

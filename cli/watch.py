@@ -21,6 +21,8 @@ STATUS_FIELDS = (
     "loss",
     "it_s",
     "eta_s",
+    "peak_mb",
+    "memory",
     "pid",
     "started",
     "updated",
@@ -124,6 +126,7 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
         event_text,
         loss_text,
         lr_text,
+        memory_text,
         progress_text,
         rate_text,
         sparkline,
@@ -169,6 +172,8 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     figures.append(duration(now.eta_s) if state in ("running", "starting") else "-", style="bold")
     if history.lr is not None:
         figures.append(f"  lr {lr_text(history.lr)}")
+    if info.peak_mb is not None:
+        figures.append(f"  {memory_text(info.peak_mb, info.memory)}")
     if history.validation:
         figures.append(f"  val {loss_text(history.validation[-1][2])}")
     last = Text(event_text(history.last), style="dim", no_wrap=True, overflow="ellipsis")

@@ -17,6 +17,10 @@ from PIL import Image
 T0 = 1772373900.0
 
 
+# The peak GPU memory every fake run reports (an SD 1.5 LoRA at batch 1, roughly).
+PEAK_MB = 6246.4
+
+
 def loss_curve(steps: int, start: float = 0.2, end: float = 0.08) -> list[float]:
     """A deterministic, wiggly, falling loss curve."""
     return [
@@ -61,7 +65,16 @@ def write_run(
         t += 0.5
         epoch = min(epochs, (step - 1) // per_epoch + 1)
         emit(
-            "step", step=step, total=steps, epoch=epoch, loss=losses[step - 1], lr=1e-4, lr_te=2e-5, it_s=2.0
+            "step",
+            step=step,
+            total=steps,
+            epoch=epoch,
+            loss=losses[step - 1],
+            lr=1e-4,
+            lr_te=2e-5,
+            it_s=2.0,
+            peak_mb=PEAK_MB,
+            memory="vram",
         )
         if step % per_epoch == 0:
             emit("epoch", epoch=epoch, epochs=epochs, step=step, loss=losses[step - 1])
@@ -92,6 +105,8 @@ def write_run(
         "loss": losses[done_steps - 1],
         "it_s": 2.0,
         "eta_s": 0 if state == "done" else None,
+        "peak_mb": PEAK_MB,
+        "memory": "vram",
         "pid": 999999,
         "started": t0,
         "updated": round(t, 3),

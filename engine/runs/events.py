@@ -147,7 +147,7 @@ class EventWriter:
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        for key in ("step", "total", "epoch", "epochs", "loss", "it_s", "eta_s"):
+        for key in ("step", "total", "epoch", "epochs", "loss", "it_s", "eta_s", "peak_mb", "memory"):
             if key in event:
                 self.status[key] = event[key]
         # "sampling k/n" lasts while a sample round renders: any event ends it.

@@ -69,6 +69,9 @@ class RunInfo:
         family: The base model's family (``sd15``, ``sdxl``) once the trainer has loaded it;
             None before, and for runs of Kiln versions without SDXL (all SD 1.5).
         network: The network type (``lora``, ``loha``...), from the same event.
+        peak_mb: The training process's peak memory so far, in MiB (None before the first
+            step's report, and for runs of Kiln versions that did not record it).
+        memory: What ``peak_mb`` measures: ``vram`` (CUDA) or ``ram`` (a CPU run).
     """
 
     run_dir: Path
@@ -89,6 +92,8 @@ class RunInfo:
     sampling: str | None = None
     family: str | None = None
     network: str | None = None
+    peak_mb: float | None = None
+    memory: str | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -148,6 +153,8 @@ def read_run(run_dir: Path) -> RunInfo:
         sampling=_text(status.get("sampling")) if state == "running" else None,
         family=_text(status.get("family")) or None,
         network=_text(status.get("network")) or None,
+        peak_mb=_number(status.get("peak_mb")),
+        memory=_text(status.get("memory")) or None,
     )
 
 

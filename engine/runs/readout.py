@@ -145,3 +145,18 @@ def family_text(family: str | None, network: str | None = None) -> str:
         return "-"
     text = FAMILY_LABELS.get(family, family)
     return f"{text} {NETWORK_LABELS[network]}" if network in NETWORK_LABELS else text
+
+
+def memory_text(peak_mb: float | None, kind: str | None) -> str:
+    """``peak 3.2 GB VRAM`` / ``peak 812 MB RAM`` for the run view and ``kiln watch`` ("" unknown)."""
+    if peak_mb is None:
+        return ""
+    label = "VRAM" if kind == "vram" else "RAM"
+    return f"peak {memory_cell(peak_mb).replace('G', ' GB').replace('M', ' MB')} {label}"
+
+
+def memory_cell(peak_mb: float | None) -> str:
+    """A peak in a table cell: ``812M``, ``3.2G``, ``-`` when unknown."""
+    if peak_mb is None:
+        return "-"
+    return f"{peak_mb / 1024:.1f}G" if peak_mb >= 1024 else f"{peak_mb:.0f}M"

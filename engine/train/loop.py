@@ -59,6 +59,7 @@ from kiln.engine.train.lora_io import (
     write_lora,
 )
 from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss
+from kiln.engine.train.memory import peak_memory
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
 from kiln.engine.train.outputs import (
@@ -435,6 +436,7 @@ class Trainer:
                     loss=mean_loss,
                     lrs=[float(lr) for lr in self.lr_scheduler.get_last_lr()],
                     seconds=time.perf_counter() - started,
+                    memory=peak_memory(self.device),
                 )
                 if self.state.step >= self.total_steps:
                     break  # the run is over: finishing it is only its last saves

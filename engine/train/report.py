@@ -84,9 +84,18 @@ class RunReport:
             self.tensorboard.add_scalar(tag, value, step)
 
     def step(
-        self, *, step: int, total: int, epoch: int, loss: float, lrs: list[float], seconds: float
+        self,
+        *,
+        step: int,
+        total: int,
+        epoch: int,
+        loss: float,
+        lrs: list[float],
+        seconds: float,
+        memory: dict[str, Any] | None = None,
     ) -> None:
-        """The ``step`` event of an optimizer step (speed and ETA over the last 20 steps) and its scalars."""
+        """The ``step`` event of an optimizer step (speed and ETA over the last 20 steps, the peak
+        memory so far when given) and its scalars."""
         self._step_times.append(seconds)
         it_s = len(self._step_times) / sum(self._step_times) if sum(self._step_times) > 0 else None
         event = {
@@ -102,6 +111,7 @@ class RunReport:
             event["lr_te"] = lrs[1]
         if len(lrs) > 2:
             event["lr_te2"] = lrs[2]
+        event.update(memory or {})
         self.emit("step", **event)
         self.scalar("loss", loss, step)
         self.scalar("lr/unet", lrs[0], step)

@@ -15,6 +15,7 @@ from kiln.engine.plan.loads import dataset_load
 from kiln.engine.plan.steps import plan_steps
 from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events
+from kiln.engine.runs.folders import read_run
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train.config import load_config
 from kiln.engine.train.data import bucket_spec
@@ -70,6 +71,8 @@ def test_step_count_equals_kiln_calc_for_the_same_dataset(folder_run, train_data
     plan = plan_steps(load.bucket_items(), config.train.batch_size, config.train.epochs)
     steps = [event for event in events if event["type"] == "step"]
     assert len(steps) == plan.total_steps
+    peaks = [event["peak_mb"] for event in steps]
+    assert peaks == sorted(peaks) and all(event["memory"] == "ram" for event in steps)  # a running peak
     assert [event["step"] for event in steps] == list(range(1, plan.total_steps + 1))
     start = next(event for event in events if event["type"] == "start")
     assert start["total"] == plan.total_steps and len(start["buckets"]) >= 3
@@ -83,6 +86,9 @@ def test_run_folder_holds_the_documented_files(folder_run) -> None:
     assert run_dir.name.endswith("-pot")
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["step"] == status["total"] == result.step
+    # The CPU run's peak resident memory: a torch process holds well over 100 MB, under 24 GB.
+    assert status["memory"] == "ram" and 100 < status["peak_mb"] < 24 * 1024
+    assert read_run(run_dir).peak_mb == status["peak_mb"]
     assert load_config(run_dir / "config.toml") == config
     assert "latents:" in (run_dir / "train.log").read_text()
     assert sorted(p.name for p in (run_dir / "lora").iterdir()) == [

@@ -35,6 +35,11 @@ def test_view_fits_a_40_by_8_pane(tmp_path: Path) -> None:
     assert lines[-1].startswith("failed: CUDA out of memory")
 
 
+def test_the_view_shows_the_runs_peak_memory(tmp_path: Path) -> None:
+    lines = render(write_run(tmp_path, "pot"), 80)
+    assert "peak 6.1 GB VRAM" in lines[3]
+
+
 def test_once_json_prints_status_fields_and_the_last_event(tmp_path: Path, capsys) -> None:
     run_dir = write_run(tmp_path, "pot")
     assert main(["watch", str(run_dir), "--once", "--json"]) == 0
@@ -42,6 +47,7 @@ def test_once_json_prints_status_fields_and_the_last_event(tmp_path: Path, capsy
     assert data["state"] == "done" and data["step"] == 60 and data["total"] == 60
     assert data["epoch"] == 3 and isinstance(data["loss"], float)
     assert data["it_s"] is None and data["eta_s"] == 0
+    assert (data["peak_mb"], data["memory"]) == (6246.4, "vram")
     assert data["last_event"]["type"] == "done" and data["readonly"] is False
 
 

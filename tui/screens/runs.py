@@ -21,14 +21,14 @@ from typing import Any
 from kiln.engine.errors import KilnError
 from kiln.engine.runs.events import LIVE_STATES
 from kiln.engine.runs.feed import Progress, RunFeed, RunHistory, current_progress
-from kiln.engine.runs.readout import duration, event_text, loss_text, lr_text, rate_text
+from kiln.engine.runs.readout import duration, event_text, loss_text, lr_text, memory_text, rate_text
 from kiln.engine.runs.sweep import is_sweep_dir
 from kiln.tui.messages import RunFilesChanged, RunLoaded, RunsListed, SamplesLoaded
 from kiln.tui.screens.confirm import ConfirmScreen
 from kiln.tui.screens.section import SectionScreen
 from kiln.tui.watch import RunsWatcher
 from kiln.tui.widgets.loss_chart import LossChart
-from kiln.tui.widgets.run_table import COLUMNS, RunTable, run_cells
+from kiln.tui.widgets.run_table import RunTable, run_cells
 from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
 from kiln.tui.widgets.section_bar import SectionBar
 from kiln.tui.wording import percent
@@ -382,16 +382,11 @@ class RunsScreen(SectionScreen):
             return
         self.infos[key] = info
         sweep = self.sweeps.get(key)
-        table = self.query_one(RunTable)
-        for column, cell in zip(
-            COLUMNS,
-            run_cells(info, f"{sweep}/{info.name}" if sweep else info.name),
-            strict=True,
-        ):
-            try:
-                table.update_cell(key, column, cell, update_width=True)
-            except Exception:  # the row went away in a rebuild meanwhile
-                return
+        cells = run_cells(info, f"{sweep}/{info.name}" if sweep else info.name)
+        try:
+            self.query_one(RunTable).update_row(key, cells)
+        except Exception:  # the row went away in a rebuild meanwhile
+            return
         if key == self.selected:
             self.show_head()
 
@@ -450,11 +445,12 @@ class RunsScreen(SectionScreen):
         parts = [
             f"loss {loss_text(history.losses[-1] if history.losses else info.loss)}",
             f"smoothed {loss_text(smooth[-1] if smooth else None)}",
-            f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
             rate_text(it_s) if live and it_s else "",
             f"ETA {duration(eta_s)}" if live and eta_s is not None else "",
+            memory_text(info.peak_mb, info.memory),
             f"val {loss_text(history.validation[-1][2])}" if history.validation else "",
-        ]
+            f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
+        ]  # most wanted first: a narrow pane wraps the rest onto a second line
         self.query_one("#figures", Static).update("  ".join(part for part in parts if part))
 
     def show_feed(self) -> None:

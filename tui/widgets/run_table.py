@@ -6,6 +6,7 @@ from kiln.engine.runs.readout import (
     duration,
     family_text,
     loss_text,
+    memory_cell,
     progress_text,
     rate_text,
     started_text,
@@ -14,7 +15,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-COLUMNS = ("name", "state", "model", "progress", "epoch", "loss", "it/s", "ETA", "started")
+COLUMNS = ("name", "state", "model", "progress", "epoch", "loss", "it/s", "peak", "ETA", "started")
+# Shown only where the table is this wide: at 80 columns every other figure stays whole (the
+# run view's figure line and ``kiln runs`` still give the peak memory there).
+WIDE_ONLY = {"peak": 96}
 # Fixed widths: an ETA ("10:00:00", "2d03h") never loses its end to a long run name.
 WIDTHS = {"ETA": 8}
 MIN_NAME = 10
@@ -44,6 +48,7 @@ def run_cells(info, label: str | None = None, now: float | None = None) -> list[
         Text(epoch, justify="right"),
         Text(loss_text(info.loss), justify="right"),
         Text(rate_text(info.it_s) if live else "-", justify="right"),
+        Text(memory_cell(getattr(info, "peak_mb", None)), justify="right"),
         Text(duration(info.eta_s) if live else "-", justify="right"),
         Text(started_text(info.started, now), justify="right"),
     ]
@@ -67,17 +72,43 @@ class RunTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._keys: list[str] = []
         self._cells: dict[str, list[Text]] = {}
+        self._shown: tuple[str, ...] = ()
 
     def get_column_key_from_name(self, name: str):
         """The key of the column called ``name`` (columns are keyed by their names)."""
         return next((key for key in self.columns if key.value == name), None)
 
     def on_mount(self) -> None:
-        for name in COLUMNS:
-            self.add_column(name, key=name, width=WIDTHS.get(name))
+        self._show_columns(self.app.size.width)
 
     def on_resize(self) -> None:
+        self._show_columns(self.size.width)
         self.fit_name()
+
+    def _show_columns(self, width: int) -> None:
+        """(Re)build the columns for this width, keeping the rows and the cursor."""
+        shown = tuple(name for name in COLUMNS if width >= WIDE_ONLY.get(name, 0))
+        if shown == self._shown:
+            return
+        self._shown = shown
+        current = self.current_key
+        self.clear(columns=True)
+        for name in shown:
+            self.add_column(name, key=name, width=WIDTHS.get(name))
+        for key in self._keys:
+            self.add_row(*self._visible(self._cells[key]), key=key)
+        if current in self._keys:
+            self.move_cursor(row=self._keys.index(current))
+
+    def _visible(self, cells: list[Text]) -> list[Text]:
+        return [cell for name, cell in zip(COLUMNS, cells, strict=True) if name in self._shown]
+
+    def update_row(self, key: str, cells: list[Text]) -> None:
+        """Rewrite one run's cells (those whose column is shown), widening columns as needed."""
+        self._cells[key] = cells
+        for name, cell in zip(COLUMNS, cells, strict=True):
+            if name in self._shown:
+                self.update_cell(key, name, cell, update_width=True)
 
     def fit_name(self) -> None:
         """Narrow the name column (names end in "…") so every figure column stays in view."""
@@ -114,6 +145,8 @@ class RunTable(DataTable):
                 old = self._cells.get(key)
                 for column, cell in zip(COLUMNS, cells, strict=True):
                     index = COLUMNS.index(column)
+                    if column not in self._shown:
+                        continue
                     if old is None or old[index] != cell:
                         # A figure may outgrow the column it had ("-" when the run started).
                         self.update_cell(key, column, cell, update_width=column != "ETA")
@@ -125,7 +158,7 @@ class RunTable(DataTable):
         self._keys = keys
         self._cells = dict(rows)
         for key, cells in rows:
-            self.add_row(*cells, key=key)
+            self.add_row(*self._visible(cells), key=key)
         if current in keys:
             self.move_cursor(row=keys.index(current))
         self.fit_name()
