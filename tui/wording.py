@@ -18,3 +18,15 @@ def percent(part: float, whole: float) -> int:
     if whole <= 0:
         return 0
     return int(100 * part // whole)
+
+
+def packed(parts: list[str], width: int, gap: str = "  ") -> str:
+    """``parts`` joined by ``gap``, starting a new line where the next part would not fit in
+    ``width``, so each part ("lr 1.0e-04 / te 2.0e-05") stays whole (width 0: one line)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and (width <= 0 or len(lines[-1]) + len(gap) + len(part) <= width):
+            lines[-1] += gap + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from kiln.engine.runs.readout import progress_text
 from kiln.tui.screens.captions import CaptionsScreen
 from kiln.tui.widgets.dsb_gauge import DsbGauge
 from kiln.tui.widgets.run_table import RunTable
-from kiln.tui.wording import percent, quoted
+from kiln.tui.wording import packed, percent, quoted
 
 from tests.tui.helpers import analysed, make_app, wait_for
 
@@ -129,3 +129,10 @@ async def test_the_tags_message_is_not_stale_after_undo(sample_copy: Path, size)
         await pilot.press("u")
         await wait_for(pilot, lambda: "undid" in str(message.render()), timeout=10)
         assert "u undoes it" not in str(message.render())
+
+
+def test_figures_wrap_between_figures_never_inside_one() -> None:
+    parts = ["loss 0.0783", "peak 6.1 GB VRAM", "lr 1.0e-04 / te 2.0e-05"]
+    assert packed(parts, 40) == "loss 0.0783  peak 6.1 GB VRAM\nlr 1.0e-04 / te 2.0e-05"
+    assert packed(parts, 0) == "  ".join(parts)  # before layout: one line
+    assert packed(parts, 10).splitlines() == parts  # a part wider than the pane keeps its line

@@ -31,7 +31,7 @@ from kiln.tui.widgets.loss_chart import LossChart
 from kiln.tui.widgets.run_table import RunTable, run_cells
 from kiln.tui.widgets.sample_grid import SampleGrid, load_thumbnail
 from kiln.tui.widgets.section_bar import SectionBar
-from kiln.tui.wording import percent
+from kiln.tui.wording import packed, percent
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -451,7 +451,8 @@ class RunsScreen(SectionScreen):
             f"val {loss_text(history.validation[-1][2])}" if history.validation else "",
             f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
         ]  # most wanted first: a narrow pane wraps the rest onto a second line
-        self.query_one("#figures", Static).update("  ".join(part for part in parts if part))
+        figures = self.query_one("#figures", Static)
+        figures.update(packed([part for part in parts if part], figures.size.width))
 
     def show_feed(self) -> None:
         """Everything that comes from the events: figures, latest event, chart, files."""
