@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sweep",
         help="run a grid of short test trainings and compare them",
         description="Run the test trainings of a sweep file (a base config and a [grid] or [[runs]] "
-        "of overrides, each a short run of max_steps) one after another, or N at a time, sharing the "
-        "dataset's latent cache. Prints the sweep folder first. --report compares a sweep's runs: "
+        "of overrides, each a short run of max_steps) one after another, or N at a time (each on a GPU "
+        "of its own when there are GPUs), sharing the dataset's latent cache. Prints the sweep folder first. --report compares a sweep's runs: "
         "settings, final and minimum smoothed loss, time, cook hint, and a contact sheet of their "
         "samples per prompt.",
     )
@@ -58,9 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--queue", action="store_true", help=argparse.SUPPRESS)
     add_example(
         parser,
-        "kiln sweep lr.toml                       # one run after another, in the foreground",
-        "kiln sweep lr.toml --detach --parallel 2 # in the background, two at a time",
-        "kiln sweep lr.toml --parallel 3 --gpus 0,2,3  # each run on its own GPU",
+        "kiln sweep lr.toml                           # one run after another, in the foreground",
+        "kiln sweep lr.toml --detach --parallel 2     # in the background, two at a time",
+        "kiln sweep lr.toml --parallel 3 --gpus 0,2,3 # each run on its own GPU",
         "kiln sweep lr.toml --dry-run",
         "kiln sweep --report data/runs/sweep-20260301-140500-lr",
         "kiln sweep --report data/runs/sweep-20260301-140500-lr --json",
