@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a grid of short test trainings and compare them",
         description="Run the test trainings of a sweep file (a base config and a [grid] or [[runs]] "
         "of overrides, each a short run of max_steps) one after another, or N at a time (each on a GPU "
-        "of its own when there are GPUs), sharing the dataset's latent cache. Prints the sweep folder first. --report compares a sweep's runs: "
-        "settings, final and minimum smoothed loss, time, cook hint, and a contact sheet of their "
-        "samples per prompt.",
+        "of its own when there are GPUs), sharing the dataset's latent cache. Prints the sweep "
+        "folder first. --report compares a sweep's runs: settings, final and minimum smoothed loss, "
+        "time, cook hint, and a contact sheet of their samples per prompt.",
     )
     parser.add_argument(
         "sweep", type=Path, nargs="?", help="sweep file (TOML), or with --report a sweep folder"
