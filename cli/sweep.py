@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give a SWEEP.toml file, or --report SWEEP_DIR (see kiln sweep --help)")
     if args.report:
         return report(args)
-    gpus = sweep_gpus(args)
+    from kiln.engine.runs.gpus import choose_gpus
+
+    # Checked first (a bad --gpus is one line, and no sweep folder); a dry run starts nothing.
+    gpus = () if args.dry_run else choose_gpus(args.gpus, args.parallel)
     if args.queue:
         return run_queue_here(args.sweep, args.parallel, quiet=True, gpus=gpus, share=args.share_gpus)
     if args.resume:
@@ -107,15 +110,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     return run_queue_here(sweep_dir, args.parallel, quiet=False, gpus=gpus, share=args.share_gpus)
-
-
-def sweep_gpus(args: argparse.Namespace) -> tuple[str, ...]:
-    """The devices the queue hands out (``--gpus``, or every visible one with ``--parallel``)."""
-    from kiln.engine.runs.gpus import choose_gpus, visible_gpus
-
-    if args.gpus is None and args.parallel <= 1:
-        return ()  # nothing to pin: no need to ask CUDA
-    return choose_gpus(args.gpus, args.parallel, visible_gpus())
 
 
 def dry_run(plan: Any, as_json: bool) -> int:
@@ -302,7 +296,7 @@ def print_report(result: Any, sheet: bool) -> None:
     table.add_column("#", justify="right")
     for key in keys:
         table.add_column(key.rpartition(".")[2], justify="right")
-    with_gpu = any(row.gpu is not None for row in result.rows)
+    with_gpu = result.pinned
     for name in ("state", *(("gpu",) if with_gpu else ()), "steps", "final", "min", "val", "time"):
         table.add_column(name, justify="left" if name == "state" else "right")
     with_tec = result.with_tec

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from kiln.engine.errors import ConfigError
 
@@ -64,10 +64,8 @@ def visible_gpus(env: Mapping[str, str] | None = None, count: int | None = None)
 
 
 def _cuda_device_count() -> int:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 0
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -121,24 +119,26 @@ def job_env(device: str | None) -> dict[str, str]:
     return {} if device is None else {VISIBLE_ENV: device}
 
 
-def describe_devices(devices: Iterable[str]) -> str:
-    """``GPU 0, 2, 3`` for messages."""
-    names = list(devices)
-    return ("GPU " + ", ".join(names)) if names else "the CPU"
-
-
-def choose_gpus(requested: str | None, parallel: int, visible: Sequence[str]) -> tuple[str, ...]:
+def choose_gpus(
+    requested: str | None, parallel: int, visible: Sequence[str] | None = None
+) -> tuple[str, ...]:
     """The devices a sweep hands out, as the jobs' ``CUDA_VISIBLE_DEVICES`` must name them.
 
     Without ``--gpus`` a parallel sweep uses every visible GPU and a one-at-a-time sweep pins
     nothing (its run sees what the shell sees, as ``kiln train`` does). ``--gpus 0,2`` counts
     among the visible GPUs, as CUDA does: under ``CUDA_VISIBLE_DEVICES=4,5,6`` it means 4 and 6.
+    ``visible`` defaults to :func:`visible_gpus`, asked only when there is something to pin
+    (a one-at-a-time sweep never imports torch here).
 
     Raises:
         ConfigError: ``--gpus`` on a machine with no visible GPU, or a number past the last.
     """
+    if requested is None and parallel <= 1:
+        return ()
+    if visible is None:
+        visible = visible_gpus()
     if requested is None:
-        return tuple(visible) if parallel > 1 else ()
+        return tuple(visible)
     names = parse_gpus(requested)
     if not visible:
         raise ConfigError(

@@ -151,12 +151,15 @@ def memory_text(peak_mb: float | None, kind: str | None) -> str:
     """``peak 3.2 GB VRAM`` / ``peak 812 MB RAM`` for the run view and ``kiln watch`` ("" unknown)."""
     if peak_mb is None:
         return ""
-    label = "VRAM" if kind == "vram" else "RAM"
-    return f"peak {memory_cell(peak_mb).replace('G', ' GB').replace('M', ' MB')} {label}"
+    number, unit = _size(peak_mb)
+    return f"peak {number} {unit}B {'VRAM' if kind == 'vram' else 'RAM'}"
 
 
 def memory_cell(peak_mb: float | None) -> str:
     """A peak in a table cell: ``812M``, ``3.2G``, ``-`` when unknown."""
-    if peak_mb is None:
-        return "-"
-    return f"{peak_mb / 1024:.1f}G" if peak_mb >= 1024 else f"{peak_mb:.0f}M"
+    return "-" if peak_mb is None else "".join(_size(peak_mb))
+
+
+def _size(mib: float) -> tuple[str, str]:
+    """MiB as a short number and its unit letter: ``("812", "M")``, ``("3.2", "G")``."""
+    return (f"{mib / 1024:.1f}", "G") if mib >= 1024 else (f"{mib:.0f}", "M")

@@ -100,6 +100,11 @@ class SweepReport:
             "runs": [row.to_json(self.with_tec) for row in self.rows],
         }
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the queue gave any run a GPU of its own (tables then show a gpu column)."""
+        return any(row.gpu is not None for row in self.rows)
+
     def keys(self) -> list[str]:
         """The config keys the sweep varies, in first-seen order (the table's setting columns)."""
         seen: dict[str, None] = {}

@@ -109,7 +109,7 @@ class SweepScreen(Screen[str | None]):
         table.add_column("#")
         for key in keys:
             table.add_column(key.rpartition(".")[2])
-        with_gpu = any(row.gpu is not None for row in report.rows)
+        with_gpu = report.pinned
         gpu_column = ("gpu",) if with_gpu else ()
         for name in ("state", *gpu_column, "steps", "final", "min", "val", "time", "cook"):
             table.add_column(name)
