@@ -14,31 +14,54 @@ and their outputs cached (computed once before the loop) and gradient checkpoint
 SDXL LoRA is trained on a 24 GB card; the baseline is ``train_dreambooth_lora_sdxl.py``'s loop
 written plainly (cached prompt embeddings, size/crop time ids).
 
+With ``--sd-scripts PATH`` (a checkout of kohya-ss/sd-scripts, with ``--sd-scripts-python`` the
+interpreter of the venv it is installed in): Kiln against sd-scripts' ``train_network.py``
+(``sdxl_train_network.py`` for SDXL) instead of the plain loop. Kiln writes the random-weight
+pipeline as one checkpoint in the original single-file layout (LDM for SD 1.5, SGM for SDXL),
+which sd-scripts and Kiln both load, and the two train it with the settings above, each run in
+a fresh process, alternating for ``--rounds`` rounds (who goes first alternates too). Figures
+per run: the median step time after the warm-up, from the moments each side reported its steps
+(:mod:`bench.step_times`), and the peak memory (:mod:`bench.peak_probe`: CUDA allocator peak on
+a GPU, peak resident set size on the CPU); per side the median over rounds (peak: the largest),
+and the ratios kiln/sd-scripts. sd-scripts builds the full-size architectures only, so it cannot
+load the tiny model: on a CPU use ``--resolution 64`` with the full-size SD 1.5 model instead.
+
 Run from the repository root:  python -m bench.train_gpu [--steps 30] [--batches 1 4] [--family sdxl]
 Smoke run without a GPU:       python -m bench.train_gpu --device cpu --tiny --steps 2 [--family sdxl]
+Against sd-scripts:            python -m bench.train_gpu --sd-scripts ~/sd-scripts \\
+                                   --sd-scripts-python ~/sd-scripts/venv/bin/python [--family sdxl]
+  on a CPU:                    ... --device cpu --resolution 64 --batches 1 --steps 6 --warmup 2
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import copy
 import gc
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from bench.step_times import median_step
 
 RANK = 32
 ALPHA = 16.0
 UNET_LR = 1e-4
 TE_LR = 2e-5
 IMAGES = 8
+SEED = 42
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +75,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--family", choices=("sd15", "sdxl"), default="sd15", help="model family")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="training resolution (default 512; SDXL 1024; --tiny 64)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--sd-scripts",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a kohya-ss/sd-scripts checkout: compare Kiln with it instead of the plain loop",
+    )
+    parser.add_argument(
+        "--sd-scripts-python",
+        default=sys.executable,
+        metavar="PYTHON",
+        help="the interpreter of sd-scripts' venv (default: this one)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds against sd-scripts")
     return parser.parse_args(argv)
 
 
@@ -141,6 +181,36 @@ def make_dataset(root: Path, resolution: int) -> Path:
     return folder.parent
 
 
+def kiln_mapping(
+    base: Path, data: Path, runs: Path, args, batch: int, resolution: int, name: str
+) -> tuple[dict, dict | None]:
+    """Kiln's config (mapping and overrides) for one timed run: the settings both peers share."""
+    xl = args.family == "sdxl"
+    mapping = {
+        "model": {"base": str(base)},
+        "dataset": {
+            "path": str(data),
+            "resolution": resolution,
+            "min_bucket_reso": min(256, resolution),
+            "max_bucket_reso": max(1024, resolution),
+        },
+        "network": {"rank": RANK, "alpha": ALPHA},
+        "train": {
+            "epochs": 1,
+            "max_steps": args.warmup + args.steps,
+            "batch_size": batch,
+            "precision": args.precision,
+            "unet_lr": UNET_LR,
+            "text_encoder_lr": TE_LR,
+            "gradient_checkpointing": xl,
+            "seed": SEED,
+        },
+        "output": {"dir": str(runs), "name": name},
+    }
+    # SDXL: the U-Net only, text-encoder outputs cached (what a 24 GB card trains).
+    return mapping, ({"network.train_text_encoder": False} if xl else None)
+
+
 def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
     """Kiln's Trainer on a copy of ``pipe`` (loaded from memory instead of disk)."""
     import kiln.engine.models.sd15 as sd15
@@ -149,31 +219,9 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
     from kiln.engine.runs.layout import create_run_dir
     from kiln.engine.train.config import config_from_mapping
 
+    mapping, overrides = kiln_mapping(base, data, runs, args, batch, resolution, f"bench-b{batch}")
+    config = config_from_mapping(mapping, overrides=overrides)
     xl = args.family == "sdxl"
-    config = config_from_mapping(
-        {
-            "model": {"base": str(base)},
-            "dataset": {
-                "path": str(data),
-                "resolution": resolution,
-                "min_bucket_reso": min(256, resolution),
-                "max_bucket_reso": max(1024, resolution),
-            },
-            "network": {"rank": RANK, "alpha": ALPHA},
-            "train": {
-                "epochs": 1,
-                "max_steps": args.warmup + args.steps,
-                "batch_size": batch,
-                "precision": args.precision,
-                "unet_lr": UNET_LR,
-                "text_encoder_lr": TE_LR,
-                "gradient_checkpointing": xl,
-            },
-            "output": {"dir": str(runs), "name": f"bench-b{batch}"},
-        },
-        # SDXL: the U-Net only, text-encoder outputs cached (what a 24 GB card trains).
-        overrides={"network.train_text_encoder": False} if xl else None,
-    )
     stamps: list[float] = []
 
     def on_event(event: dict) -> None:
@@ -359,14 +407,193 @@ def baseline_run_sdxl(pipe, data: Path, args, batch: int) -> dict:
 
 
 def _figures(stamps: list[float], warmup: int, peak: int | None) -> dict:
-    times = np.diff(np.array(stamps[warmup - 1 :])) if warmup >= 1 else np.diff(np.array(stamps))
-    median = statistics.median(times.tolist())
+    """Figures of a loop timed in this process: ``stamps[i]`` when step ``i + 1`` was reported
+    (Kiln on a GPU reports its steps in bursts: :func:`bench.step_times.median_step` allows for that)."""
+    median, timed = median_step(dict(enumerate(stamps, start=1)), warmup)
     return {
         "ms_per_step": round(median * 1000, 2),
         "it_s": round(1 / median, 3),
         "peak_gib": peak and round(peak / 2**30, 2),
-        "steps": len(times),
+        "steps": timed,
     }
+
+
+def write_random_checkpoint(path: Path, family_name: str) -> Path:
+    """The full-size random-weight pipeline (:func:`build_pipeline`) as one fp16 checkpoint in the
+    family's original single-file layout (LDM / SGM keys, as A1111 models come), written by Kiln's
+    checkpoint writer: the file both sd-scripts and Kiln load in the comparison."""
+    import torch
+    from kiln.engine.models.family import family_named
+    from kiln.engine.train.checkpoint_file import write_checkpoint_file
+
+    family = family_named(family_name)
+    pipe = build_pipeline(False, family_name)
+    encoders = [getattr(pipe, slot.attr) for slot in family.text_encoders]
+    metadata = {
+        "modelspec.architecture": family.checkpoint_architecture,
+        "modelspec.title": "Kiln benchmark, random weights",
+    }
+    write_checkpoint_file(path, family, pipe.unet, pipe.vae, encoders, torch.float16, metadata)
+    del pipe, encoders
+    gc.collect()
+    return path
+
+
+@dataclass(frozen=True)
+class PeerRuns:
+    """What every run of the sd-scripts comparison shares.
+
+    Attributes:
+        args: The bench's arguments.
+        root: Scratch folder (checkpoint, dataset, run folders, probe reports).
+        logs: Folder the runs' logs are kept in (it outlives the scratch folder).
+        python: sd-scripts' interpreter.
+        script: sd-scripts' training script.
+        tokenizers: The tokenizer cache sd-scripts reads offline.
+        env: Both sides' environment.
+    """
+
+    args: argparse.Namespace
+    root: Path
+    logs: Path
+    python: Path
+    script: Path
+    tokenizers: Path
+    env: dict[str, str]
+
+    def run(self, side: str, settings: Any, index: int) -> dict:
+        """One run of ``side`` (``kiln`` or ``sd_scripts``) in a fresh process under the peak
+        probe, its output stamped as it arrives: its figures (``sd_scripts_peer.figures``)."""
+        from bench import sd_scripts_peer as peer
+
+        tag = f"b{settings.batch}-r{index}"
+        report = self.root / f"{side}-{tag}.peak.json"
+        log = self.logs / f"{side}-{tag}.log"
+        if side == "sd_scripts":
+            out = self.root / "sd-scripts-out" / tag
+            command = peer.sd_scripts_command(
+                self.python, self.script, settings, out, self.tokenizers, report
+            )
+            cwd, parse, name = self.script.parent, peer.sd_scripts_bar, "sd-scripts"
+        else:
+            mapping, overrides = kiln_mapping(
+                settings.checkpoint,
+                settings.data,
+                self.root / "runs",
+                self.args,
+                settings.batch,
+                settings.resolution,
+                f"bench-{tag}",
+            )
+            spec = self.root / f"kiln-{tag}.json"
+            spec.write_text(
+                json.dumps({"mapping": mapping, "overrides": overrides, "device": self.args.device}),
+                encoding="utf-8",
+            )
+            command = [sys.executable, str(peer.PROBE), str(report), "-m", "bench.kiln_side", str(spec)]
+            cwd, parse, name = REPO, peer.kiln_step_line, "Kiln"
+        output = peer.run_stamped(command, parse, cwd=cwd, env=self.env, log=log, report=report)
+        return peer.figures(output, self.args.warmup, self.args.device, name)
+
+
+def _side_summary(runs: list[dict]) -> dict:
+    """One side's figures over the rounds: median speed, largest peak."""
+    peaks = [run["peak_gib"] for run in runs if run["peak_gib"] is not None]
+    return {
+        "it_s": float(f"{statistics.median(run['it_s'] for run in runs):.4g}"),
+        "ms_per_step": round(statistics.median(run["ms_per_step"] for run in runs), 2),
+        "peak_gib": max(peaks) if peaks else None,
+        "steps": runs[0]["steps"],
+    }
+
+
+def sd_scripts_comparison(args, resolution: int, batches: list[int]) -> dict:
+    """Kiln against sd-scripts, alternating, per batch size: the report's ``results`` and where
+    the runs' logs are.
+
+    Raises:
+        KilnError: The checkout or interpreter is not usable (UsageError), or a run failed (RunError).
+    """
+    from bench import sd_scripts_peer as peer
+
+    script = peer.checkout_script(args.sd_scripts, args.family)
+    python = peer.python_of(args.sd_scripts_python)
+    logs = Path(tempfile.mkdtemp(prefix="kiln-bench-sd-scripts-logs-"))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-sd-scripts-") as tmp:
+        root = Path(tmp)
+        # Written by a process of its own, so that this one (the children's parent) never holds
+        # the full-size pipeline: on a CPU both sides need the memory.
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            path = root / f"random-{args.family}.safetensors"
+            checkpoint = pool.submit(write_random_checkpoint, path, args.family).result()
+        data = make_dataset(root, resolution)
+        runs = PeerRuns(
+            args=args,
+            root=root,
+            logs=logs,
+            python=python,
+            script=script,
+            tokenizers=peer.write_tokenizer_cache(root / "tokenizers", args.family),
+            env=peer.child_environment(args.device),
+        )
+        for batch in batches:
+            settings = peer.PeerSettings(
+                family=args.family,
+                checkpoint=checkpoint,
+                data=data,
+                resolution=resolution,
+                batch=batch,
+                steps=args.warmup + args.steps,
+                rank=RANK,
+                alpha=ALPHA,
+                unet_lr=UNET_LR,
+                text_encoder_lr=TE_LR,
+                precision=args.precision,
+                seed=SEED,
+            )
+            rounds = []
+            for index in range(1, args.rounds + 1):
+                # Who goes first alternates, so a machine warming up or throttling favours neither.
+                order = ("sd_scripts", "kiln") if index % 2 else ("kiln", "sd_scripts")
+                row: dict = {"round": index, "first": order[0]}
+                for side in order:
+                    row[side] = runs.run(side, settings, index)
+                rounds.append(row)
+            kiln = _side_summary([row["kiln"] for row in rounds])
+            sds = _side_summary([row["sd_scripts"] for row in rounds])
+            results.append(
+                {
+                    "batch": batch,
+                    "rounds": rounds,
+                    "kiln": kiln,
+                    "sd_scripts": sds,
+                    "ratio_it_s": round(kiln["it_s"] / sds["it_s"], 3),
+                    "ratio_peak": round(kiln["peak_gib"] / sds["peak_gib"], 3)
+                    if kiln["peak_gib"] and sds["peak_gib"]
+                    else None,
+                }
+            )
+    source = {"checkout": str(script.parent), "commit": _commit_of(script.parent), "python": str(python)}
+    return {
+        "sd_scripts": source,
+        "logs": str(logs),
+        "results": results,
+    }
+
+
+def _commit_of(checkout: Path) -> str | None:
+    """The checkout's git commit, if it is a git work tree."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def _reset_memory(device: str) -> None:
@@ -390,6 +617,24 @@ def _peak_memory(device: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    peer = args.sd_scripts is not None
+    if peer and args.tiny:
+        sys.stderr.write(
+            "bench.train_gpu: sd-scripts builds the full-size models and cannot load the tiny one; "
+            "drop --tiny (on a CPU: --resolution 64)\n"
+        )
+        return 2
+    if peer:
+        from kiln.engine.errors import KilnError
+
+        from bench import sd_scripts_peer
+
+        try:
+            sd_scripts_peer.checkout_script(args.sd_scripts, args.family)
+            sd_scripts_peer.python_of(args.sd_scripts_python)
+        except KilnError as exc:
+            sys.stderr.write(f"bench.train_gpu: {exc}\n")
+            return 2
     import torch
     from diffusers.utils import logging as diffusers_logging
 
@@ -401,16 +646,60 @@ def main(argv: list[str] | None = None) -> int:
             "or use --device cpu --tiny for a smoke run\n"
         )
         return 2
-    if args.warmup < 1 or args.steps < 2:
-        sys.stderr.write("bench.train_gpu: --warmup must be at least 1 and --steps at least 2\n")
+    if args.warmup < 1 or args.steps < 2 or args.rounds < 1:
+        sys.stderr.write("bench.train_gpu: --warmup and --rounds must be at least 1 and --steps at least 2\n")
         return 2
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     xl = args.family == "sdxl"
-    resolution = 64 if args.tiny else (1024 if xl else 512)
+    resolution = args.resolution or (64 if args.tiny else (1024 if xl else 512))
     batches = args.batches or ([1] if xl else [1, 4])
     card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    report = {
+        "device": card,
+        "model": ("tiny" if args.tiny else "random") + f"-{args.family}",
+        "family": args.family,
+        "resolution": resolution,
+        "precision": args.precision,
+        "rank": RANK,
+    }
+    if peer:
+        from kiln.engine.errors import KilnError, UsageError
+
+        try:
+            report.update(peer="sd-scripts", **sd_scripts_comparison(args, resolution, batches))
+        except KilnError as exc:
+            sys.stderr.write(f"bench.train_gpu: {exc}\n")
+            return 2 if isinstance(exc, UsageError) else 1
+    else:
+        report["results"] = baseline_comparison(args, resolution, batches)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    trained = (
+        "U-Net only, text-encoder outputs cached, gradient checkpointing" if xl else "text encoder trained"
+    )
+    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, {trained}")
+    if peer:
+        print_sd_scripts_comparison(report, args.device)
+        return 0
+    for row in report["results"]:
+        base, kiln = row["baseline"], row["kiln"]
+        memory = (
+            f", peak {base['peak_gib']} GiB vs {kiln['peak_gib']} GiB" if base["peak_gib"] is not None else ""
+        )
+        ratio = kiln["it_s"] / base["it_s"]
+        print(
+            f"batch {row['batch']}: plain diffusers+peft {base['it_s']:.2f} it/s, "
+            f"kiln {kiln['it_s']:.2f} it/s (ratio kiln/baseline {ratio:.3f}, {kiln['steps']} steps){memory}"
+        )
+    return 0
+
+
+def baseline_comparison(args, resolution: int, batches: list[int]) -> list[dict]:
+    """Kiln's loop against the plain diffusers + peft loop, in this process, per batch size."""
+    xl = args.family == "sdxl"
     results = []
     with tempfile.TemporaryDirectory(prefix="kiln-bench-gpu-") as tmp:
         root = Path(tmp)
@@ -428,33 +717,35 @@ def main(argv: list[str] | None = None) -> int:
             base_figures = baseline_run(pipe, data, args, batch)
             kiln_figures = kiln_run(pipe, base, data, root / "runs", args, batch, resolution)
             results.append({"batch": batch, "baseline": base_figures, "kiln": kiln_figures})
-    report = {
-        "device": card,
-        "model": ("tiny" if args.tiny else "random") + f"-{args.family}",
-        "family": args.family,
-        "resolution": resolution,
-        "precision": args.precision,
-        "rank": RANK,
-        "results": results,
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    trained = (
-        "U-Net only, text-encoder outputs cached, gradient checkpointing" if xl else "text encoder trained"
-    )
-    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, {trained}")
-    for row in results:
-        base, kiln = row["baseline"], row["kiln"]
-        memory = (
-            f", peak {base['peak_gib']} GiB vs {kiln['peak_gib']} GiB" if base["peak_gib"] is not None else ""
+    return results
+
+
+def print_sd_scripts_comparison(report: dict, device: str) -> None:
+    """The comparison with sd-scripts as text: per batch size, each side's median it/s and peak
+    memory over the rounds, and the ratios kiln/sd-scripts."""
+    source = report["sd_scripts"]
+    memory = "CUDA allocator peak" if device == "cuda" else "peak RSS"
+    print(f"kohya sd-scripts {source['commit'] or '(not a git checkout)'} at {source['checkout']}")
+    for row in report["results"]:
+        kiln, sds = row["kiln"], row["sd_scripts"]
+        line = (
+            f"batch {row['batch']}: sd-scripts {sds['it_s']:.3f} it/s, kiln {kiln['it_s']:.3f} it/s "
+            f"(ratio kiln/sd-scripts {row['ratio_it_s']:.3f}; median of {len(row['rounds'])} alternating "
+            f"rounds, {kiln['steps']} timed steps each)"
         )
-        ratio = kiln["it_s"] / base["it_s"]
-        print(
-            f"batch {row['batch']}: plain diffusers+peft {base['it_s']:.2f} it/s, "
-            f"kiln {kiln['it_s']:.2f} it/s (ratio kiln/baseline {ratio:.3f}, {kiln['steps']} steps){memory}"
-        )
-    return 0
+        if row["ratio_peak"] is not None:
+            line += (
+                f"; {memory} sd-scripts {sds['peak_gib']} GiB, kiln {kiln['peak_gib']} GiB "
+                f"(ratio {row['ratio_peak']:.3f})"
+            )
+        print(line)
+        for run in row["rounds"]:
+            print(
+                f"  round {run['round']} ({run['first'].replace('_', '-')} first): "
+                f"sd-scripts {run['sd_scripts']['it_s']:.3f} it/s {run['sd_scripts']['peak_gib']} GiB, "
+                f"kiln {run['kiln']['it_s']:.3f} it/s {run['kiln']['peak_gib']} GiB"
+            )
+    print(f"logs: {report['logs']}")
 
 
 if __name__ == "__main__":
