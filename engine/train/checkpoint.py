@@ -158,12 +158,20 @@ def remove_save(path: Path) -> None:
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted keys whose value differs between two ``TrainConfig.to_dict()`` tables."""
+    """Dotted keys whose value differs between two ``TrainConfig.to_dict()`` tables; the speed
+    keys (:data:`~kiln.engine.train.config.SPEED_KEYS`) do not count: they change how fast the run
+    goes, not what it trains (and saves made before they existed lack them)."""
+    from kiln.engine.train.config import SPEED_KEYS
+
     current = json.loads(json.dumps(current))  # tuples as lists, as a manifest holds them
     keys = []
     for section in sorted(set(current) | set(saved)):
         now, then = current.get(section) or {}, saved.get(section) or {}
-        keys += [f"{section}.{key}" for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
+        keys += [
+            f"{section}.{key}"
+            for key in sorted(set(now) | set(then))
+            if now.get(key) != then.get(key) and f"{section}.{key}" not in SPEED_KEYS
+        ]
     return keys
 
 

@@ -71,6 +71,11 @@ KOHYA_NAMES: dict[str, str] = {
 }
 
 
+# [train] keys that change how fast a run goes, not what it trains: a resume may change them.
+SPEED_KEYS = frozenset(
+    f"train.{key}" for key in ("sync_every_n_steps", "prefetch", "tf32", "channels_last", "compile")
+)
+
 # Sane upper bounds: a value past them is a typo or a run that cannot fit any machine
 # (`network.rank = 10000` took 23 GB of RAM before it failed).
 MAX_RANK = 1024
@@ -298,6 +303,34 @@ class TrainParams:
             "when the text encoders do not train, encode each caption once (and, with fixed captions, "
             "move the encoders off the GPU)"
         ),
+    )
+    # Speed: none of these changes what is trained (TF32, channels_last and compile change the
+    # float rounding only), so a run may resume with them changed (SPEED_KEYS).
+    sync_every_n_steps: int = field(
+        default=0,
+        metadata=_help(
+            "read the loss and gradient norm back from the GPU every N steps, in one transfer (step "
+            "events arrive N at a time); 0 = auto: 1 on a CPU, 10 on a GPU",
+            _at_least(0),
+            1000,
+        ),
+    )
+    prefetch: bool = field(
+        default=True,
+        metadata=_help("prepare the next batch (latents, noise, captions) in a thread during the step"),
+    )
+    tf32: bool = field(
+        default=True,
+        metadata=_help(
+            "TF32 fp32 matmuls and convolutions on an Ampere or newer GPU; off = PyTorch's defaults"
+        ),
+    )
+    channels_last: bool = field(
+        default=False, metadata=_help("U-Net in channels_last memory layout (GPU convolutions)")
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile the U-Net: faster steps after a slow first one per bucket size"),
     )
 
 

@@ -41,12 +41,10 @@ from kiln.engine.train.data import (
     LatentCache,
     TrainImage,
     TrainingSet,
-    caption_rng,
     disk_cache_folder,
     epoch_batches,
     load_pixels,
     split_validation,
-    step_caption,
     training_set,
     with_reg_images,
 )
@@ -58,7 +56,7 @@ from kiln.engine.train.lora_io import (
     lora_metadata,
     write_lora,
 )
-from kiln.engine.train.loss import batch_noise, min_snr_weights, per_sample_loss
+from kiln.engine.train.loss import min_snr_weights, per_sample_loss
 from kiln.engine.train.memory import peak_memory
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
@@ -69,6 +67,8 @@ from kiln.engine.train.outputs import (
     lora_path,
     samples_dir,
 )
+from kiln.engine.train.prefetch import BatchInputs, BatchKey
+from kiln.engine.train.readback import PendingStep, StepReadback
 from kiln.engine.train.report import RunReport
 from kiln.engine.train.samples import (
     CPU_STEPS,
@@ -78,16 +78,13 @@ from kiln.engine.train.samples import (
     render_samples,
     sample_scheduler,
 )
+from kiln.engine.train.speed import apply_speed_options, to_device
 from kiln.engine.train.text_cache import text_cache_for
 from kiln.engine.train.validation import held_out_losses
 
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 Listener = Callable[[dict[str, Any]], None]
-
-
-class TrainingDiverged(RunError):
-    """The loss stopped being a finite number."""
 
 
 @dataclass
@@ -263,6 +260,7 @@ class Trainer:
         # Min-SNR weights come from the base schedule even when zero terminal SNR rescales the
         # noising one (as Kohya computes them), so the last timestep keeps a finite weight.
         self.alphas_cumprod = base_alphas_cumprod(self.models).to(self.device)
+        self.speed = apply_speed_options(config.train, self.models.unet, self.device, self.log)
 
         from kiln.engine.plan.steps import plan_steps
 
@@ -291,6 +289,8 @@ class Trainer:
         )
         if train.cache_latents:
             self._cache_latents()
+        timesteps = self.models.noise_scheduler.config.num_train_timesteps
+        self.inputs = BatchInputs(config, self.data.images, self.latents, family, timesteps, self.speed)
         self.text_cache = text_cache_for(
             config, self.models, (*self.data.images, *self.validation_images), self.device, self.log
         )
@@ -397,7 +397,17 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
 
     def _train(self) -> RunResult:
-        config = self.config
+        # Step results stay on the device until a read-back (every speed.sync_every steps, and
+        # before anything is saved, validated, sampled or ended): see readback.py.
+        self.readback = StepReadback(self.speed.sync_every, self.report, self.total_steps)
+        try:
+            return self._train_epochs()
+        finally:
+            self.inputs.close()
+            self.speed.restore()
+
+    def _train_epochs(self) -> RunResult:
+        config, readback = self.config, self.readback
         epochs = config.train.epochs
         if self.state.step == 0 and self.state.batch_in_epoch == 0 and self.state.epoch == 1:
             self._maybe_validate(0)
@@ -409,41 +419,41 @@ class Trainer:
         while self.state.epoch <= epochs and self.state.step < self.total_steps:
             epoch = self.state.epoch
             batches = self.process_batches(epoch)
+            keys = [(epoch, self._global_batch(number), batch) for number, batch in enumerate(batches)]
             while self.state.batch_in_epoch < len(batches) and self.state.step < self.total_steps:
                 # Gradient accumulation is done by hand, not with accelerator.accumulate: an
                 # optimizer step covers the batches of one window [index, window_end), and the
                 # windows are fixed by the batch's place in the epoch, so a run resumed in the
                 # middle of an epoch continues exactly as an uninterrupted one would.
                 index = self.state.batch_in_epoch
-                started = time.perf_counter()
+                readback.begin()
                 window_end = min(len(batches), (index // ga + 1) * ga)
-                loss_total = 0.0
+                losses = []
                 for micro in range(index, window_end):
+                    # The next batch's inputs are built in the background while this one trains.
+                    ahead = keys[micro + 1] if micro + 1 < len(keys) else None
                     # Gradients are averaged across processes once per optimizer step, not per batch.
                     with self._no_sync(micro < window_end - 1):
-                        loss = self.batch_loss(epoch, self._global_batch(micro), batches[micro])
+                        loss = self.batch_loss(*keys[micro], ahead)
                         self.accelerator.backward(loss / (window_end - index))
-                    loss_total += loss.detach().item()
-                self._optimizer_step()
+                    losses.append(loss.detach())
+                norm = self._optimizer_step()
                 self.state.batch_in_epoch = window_end
                 self.state.step += 1
-                mean_loss = loss_total / (window_end - index)
-                self.state.losses.append(mean_loss)
-                self.report.step(
-                    step=self.state.step,
-                    total=self.total_steps,
-                    epoch=self.state.epoch,
-                    loss=mean_loss,
-                    lrs=[float(lr) for lr in self.lr_scheduler.get_last_lr()],
-                    seconds=time.perf_counter() - started,
-                    memory=peak_memory(self.device),
-                )
+                lrs = [float(lr) for lr in self.lr_scheduler.get_last_lr()]
+                memory = peak_memory(self.device)
+                readback.add(PendingStep(self.state.step, epoch, losses, norm, lrs, memory))
+                if readback.due:
+                    readback.flush(self.state)
                 if self.state.step >= self.total_steps:
                     break  # the run is over: finishing it is only its last saves
                 if every and self.state.step % every == 0 and self.state.batch_in_epoch < len(batches):
+                    readback.flush(self.state)
                     self.save_state()  # (an epoch's last step is saved by _end_epoch)
                 if self._stop_agreed():
+                    readback.flush(self.state)
                     return self._stop()
+            readback.flush(self.state)  # the epoch's losses, and nothing unchecked is saved
             finished_epoch = self.state.batch_in_epoch >= len(batches)
             self._end_epoch(
                 epoch, final=not finished_epoch or epoch == epochs or self.state.step >= self.total_steps
@@ -496,42 +506,31 @@ class Trainer:
         padded = batches + batches[: per_process * processes - len(batches)]
         return padded[self.accelerator.process_index :: processes]
 
-    def batch_loss(self, epoch: int, batch_number: int, batch: tuple[int, ...]) -> torch.Tensor:
-        """The loss of one batch (min-SNR weighted when asked); raises on a non-finite loss."""
-        config, models = self.config, self.models
-        images = [self.data.images[i] for i in batch]
-        latents = torch.stack([self._latent(image) for image in images]).to(self.device, torch.float32)
-        rng = caption_rng(config.train.seed, epoch, batch_number)
-        captions = [step_caption(image.caption, config.dataset, rng) for image in images]
-        noise, timesteps = batch_noise(
-            config.train.seed,
-            epoch,
-            batch_number,
-            latents.shape,
-            config.train.noise_offset,
-            models.noise_scheduler.config.num_train_timesteps,
-        )
-        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
-        time_ids = models.family.time_ids(
-            [image.size for image in images], [image.bucket for image in images]
-        )
-        loss = self._per_sample_loss(latents, noise, timesteps, captions, time_ids)
-        if any(image.is_reg for image in images):
+    def batch_loss(
+        self, epoch: int, batch_number: int, batch: tuple[int, ...], ahead: BatchKey | None = None
+    ) -> torch.Tensor:
+        """The loss of one batch (min-SNR weighted when asked), left on the device: the trainer
+        checks it is finite when it reads it back (:mod:`kiln.engine.train.readback`).
+        ``ahead``: the batch to prepare next, in the background (``train.prefetch``)."""
+        config, models, speed = self.config, self.models, self.speed
+        host = self.inputs.take((epoch, batch_number, batch), ahead)
+        if host.latents is None:  # not cached: the VAE encodes them on the device, now
+            host = self.inputs.with_latents(host, torch.stack([self._latent(image) for image in host.images]))
+        assert host.latents is not None and host.noise is not None and host.timesteps is not None
+        layout = torch.channels_last if speed.channels_last else torch.preserve_format
+        latents = to_device(host.latents, self.device, torch.float32, speed.pin, layout)
+        noise = to_device(host.noise, self.device, None, speed.pin, layout)
+        timesteps = to_device(host.timesteps, self.device, pin=speed.pin)
+        time_ids = None if host.time_ids is None else to_device(host.time_ids, self.device, pin=speed.pin)
+        loss = self._per_sample_loss(latents, noise, timesteps, host.captions, time_ids)
+        if host.weights is not None:
             # Kohya's prior loss: class images count prior_loss_weight times a training image.
-            weights = [config.train.prior_loss_weight if image.is_reg else 1.0 for image in images]
-            loss = loss * torch.tensor(weights, device=loss.device)
+            loss = loss * to_device(host.weights, loss.device, pin=speed.pin)
         if config.train.min_snr_gamma:
             loss = loss * min_snr_weights(
                 self.alphas_cumprod, timesteps, config.train.min_snr_gamma, models.prediction_type
             )
-        loss = loss.mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {epoch}); "
-                "lower train.unet_lr, "
-                'or use train.precision = "bf16" or "fp32"'
-            )
-        return loss
+        return loss.mean()
 
     def _per_sample_loss(
         self,
@@ -562,24 +561,20 @@ class Trainer:
                 self.latents.put(image, latent)
         return latent
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self) -> torch.Tensor | None:
+        """Clip, step, and return the gradient norm when it must be finite (left on the device,
+        for the read-back to check): fp16's grad scaler skips overflowing steps by itself."""
         # Under train.fused_backward (never with clipping) the hooks have applied and dropped
         # every gradient already: this step finds none and only keeps the schedule's count.
+        norm = None
         if self.config.train.max_grad_norm:
             norm = self.accelerator.clip_grad_norm_(self.models.trainable, self.config.train.max_grad_norm)
-            # fp16's grad scaler skips overflowing steps by itself; elsewhere a non-finite
-            # gradient would poison the adapters, so stop before the optimizer applies it.
-            if self.accelerator.scaler is None and not torch.isfinite(norm):
-                raise TrainingDiverged(
-                    f"gradients became {float(norm)} at step {self.state.step + 1} "
-                    f"(epoch {self.state.epoch}); "
-                    'lower train.unet_lr, or use train.precision = "fp32"'
-                )
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.average is not None:
             self.average.step()
+        return norm if isinstance(norm, torch.Tensor) and self.accelerator.scaler is None else None
 
     def _end_epoch(self, epoch: int, final: bool) -> None:
         losses = self.state.losses

@@ -50,9 +50,14 @@ class TextCache:
     def lookup(
         self, captions: list[str], encode: Callable[[list[str]], TextConditioning], device: torch.device
     ) -> TextConditioning:
-        """The batch's conditioning on ``device``, encoding the captions seen for the first time."""
+        """The batch's conditioning on ``device`` (copied to a GPU from pinned memory, without
+        blocking), encoding the captions seen for the first time."""
+        from kiln.engine.train.speed import to_device
+
         self.fill(captions, encode)
-        return stack([self.rows[caption] for caption in captions]).to(device)
+        batch = stack([self.rows[caption] for caption in captions])
+        pooled = None if batch.pooled is None else to_device(batch.pooled, device, pin=True)
+        return TextConditioning(to_device(batch.hidden, device, pin=True), pooled)
 
 
 def text_cache_for(
