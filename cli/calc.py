@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gpu-memory",
         type=non_negative_float,
         metavar="GIB",
-        help="the training GPU's memory (SDXL advice; default: this machine's GPU)",
+        help="the training GPU's memory (memory advice; default: this machine's GPU)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_example(

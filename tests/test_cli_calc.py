@@ -211,6 +211,7 @@ def fake_gpu(monkeypatch, capability: tuple[int, int] | None) -> None:
     cuda = types.SimpleNamespace(
         is_available=lambda: capability is not None,
         get_device_capability=lambda device=0: capability,
+        get_device_properties=lambda device=0: types.SimpleNamespace(total_memory=24 * 1024**3),
     )
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
 

@@ -73,6 +73,15 @@ def ids(facts: PlanFacts, probe=never_probed) -> list[str]:
         ),
         (PlanFacts(family="sdxl"), []),  # no GPU known: nothing to judge
         (PlanFacts(family="sd15", gpu_memory_gib=8), []),
+        (PlanFacts(family="sd15", gpu_memory_gib=8, memory_need_gib=7.9), []),
+        (PlanFacts(family="sd15", gpu_memory_gib=8, memory_need_gib=8.1), ["gpu-memory"]),
+        (PlanFacts(family="sd15", memory_need_gib=80), []),  # no GPU known
+        # SDXL's own advice says it first, with the settings that fix it.
+        (PlanFacts(family="sdxl", gpu_memory_gib=16, memory_need_gib=20), ["sdxl-memory"]),
+        (
+            PlanFacts(family="sdxl", gpu_memory_gib=16, gradient_checkpointing=True, memory_need_gib=20),
+            ["gpu-memory"],
+        ),
         (PlanFacts(), []),
     ],
 )
@@ -124,6 +133,7 @@ def test_every_rule_id_is_reachable_and_one_line() -> None:
     reached |= set(ids(PlanFacts(batch=3, run="final", steps_per_epoch=500, unet_lr=1.0, training="full")))
     reached |= set(ids(PlanFacts(precision="fp16", subject="character"), lambda: True))
     reached |= set(ids(PlanFacts(subject="outfit")))
+    reached |= set(ids(PlanFacts(gpu_memory_gib=4, memory_need_gib=5)))
     assert reached == set(RULES)
     assert all("\n" not in reason for reason in RULES.values())
 

@@ -252,7 +252,7 @@ def evaluate(
         load: The dataset's load for ``inputs.spec`` (dataset source); None while it is read.
         dsb_verdict: The dataset's DSB verdict for the advice (None: unknown or typed).
         bf16_supported: The bf16 probe, called only when bf16 is chosen or recommended.
-        gpu_memory: The GPU-memory probe (GiB), called only for SDXL; None: not known (yet).
+        gpu_memory: The GPU-memory probe (GiB); None: not known (yet).
         reg: The reg folder's class images (dataset source only), balanced and counted as Kohya does.
     """
     texts = {**DEFAULTS, **inputs.texts}

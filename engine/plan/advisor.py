@@ -91,6 +91,9 @@ RULES: dict[str, str] = {
     "the dataset first (kiln dsb)",
     "sdxl-memory": "an SDXL LoRA fits a GPU under 24 GB only with gradient checkpointing and cached "
     "text-encoder outputs: set train.gradient_checkpointing = true and network.train_text_encoder = false",
+    "gpu-memory": "Kiln's estimate of the run's peak (weights, LoRA with gradients and optimizer state, "
+    "activations measured per latent pixel) is more than the GPU holds: set "
+    "train.gradient_checkpointing = true, lower the batch or the resolution, or use adamw8bit",
     "fp16-loss-scaling": "Kiln trains fp16 as mixed precision: the trained weights stay fp32 (master "
     "weights) and accelerate's GradScaler scales the loss, so small gradients do not underflow fp16's "
     "narrow range",
@@ -149,6 +152,8 @@ class PlanFacts:
             with the batch, the steps-per-epoch advice names the repeats that fix it.
         grad_accumulation: Gradient accumulation steps (divide the batches into steps).
         gpus: Training processes (divide them too).
+        memory_need_gib: The run's estimated peak memory (:mod:`kiln.engine.plan.memory`);
+            warned about when it is more than ``gpu_memory_gib``.
     """
 
     batch: int | None = None
@@ -168,6 +173,7 @@ class PlanFacts:
     images: int | None = None
     grad_accumulation: int = 1
     gpus: int = 1
+    memory_need_gib: float | None = None
 
     def __post_init__(self) -> None:
         if self.run is not None and self.run not in RUN_KINDS:
@@ -301,6 +307,14 @@ def advise(facts: PlanFacts, bf16_supported: Callable[[], bool | None] = cuda_bf
             warn(
                 "sdxl-memory", f"SDXL on a {facts.gpu_memory_gib:.0f} GB GPU without {' and '.join(missing)}"
             )
+    if (
+        facts.memory_need_gib is not None
+        and facts.gpu_memory_gib is not None
+        and facts.memory_need_gib > facts.gpu_memory_gib
+        and not any(advice.id == "sdxl-memory" for advice in found)
+    ):
+        need, gpu = facts.memory_need_gib, facts.gpu_memory_gib
+        warn("gpu-memory", f"an estimated {need:.1f} GiB at its peak on a {gpu:.0f} GB GPU")
     if facts.precision == "fp16":
         warn("fp16-loss-scaling", "fp16")
     return sorted(found, key=lambda advice: advice.note)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from kiln.engine.errors import UsageError
 from kiln.engine.plan.advisor import Advice, PlanFacts, advise, cuda_bf16_supported, cuda_memory_gib
 from kiln.engine.plan.loads import DatasetLoad
+from kiln.engine.plan.memory import FULL_SIZE, GIB, RunShape, estimate_memory
 from kiln.engine.plan.reg import RegSet
 from kiln.engine.plan.solve import Solution, solve_plan
 from kiln.engine.plan.steps import BucketKey, StepPlan, plan_steps, require_batch_fits, rounding_notes
@@ -42,12 +43,13 @@ class PlanRequest:
         precision: ``fp32``, ``fp16`` or ``bf16`` (for the advice), or None.
         dsb_verdict: The dataset's DSB verdict (for the advice), or None.
         family: The base model's family (``sd15``, ``sdxl``; for the advice).
-        gpu_memory_gib: The GPU's memory (for SDXL's memory advice); None: probe this machine.
+        gpu_memory_gib: The GPU's memory (for the memory advice); None: probe this machine.
         gradient_checkpointing: Whether the run checkpoints gradients (for the advice).
         subject: What the LoRA learns (:data:`~kiln.engine.plan.advisor.SUBJECTS`), for the
             guide's precision by subject; None: not chosen.
         reg: Regularisation images (Kohya's ``reg_data_dir``), balanced to the training
             samples and counted in every epoch; None without.
+        rank: The LoRA rank (for the memory estimate).
     """
 
     mode: str
@@ -71,6 +73,7 @@ class PlanRequest:
     gradient_checkpointing: bool = False
     subject: str | None = None
     reg: RegSet | None = None
+    rank: int = 32
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def evaluate_plan(
     Args:
         request: The counts and settings.
         bf16_supported: The bf16 probe, called only when bf16 is chosen or recommended.
-        gpu_memory: The GPU-memory probe, called only for an SDXL plan that does not say.
+        gpu_memory: The GPU-memory probe, called only when the request does not say.
 
     Raises:
         BatchTooLarge: the batch is larger than one epoch's samples.
@@ -167,11 +170,7 @@ def evaluate_plan(
         precision=request.precision,
         dsb_verdict=request.dsb_verdict,
         family=request.family,
-        gpu_memory_gib=(
-            request.gpu_memory_gib
-            if request.gpu_memory_gib is not None or request.family != "sdxl"
-            else gpu_memory()
-        ),
+        gpu_memory_gib=request.gpu_memory_gib if request.gpu_memory_gib is not None else gpu_memory(),
         gradient_checkpointing=request.gradient_checkpointing,
         subject=request.subject,
         # Reg images grow with the repeats (Kohya balances them), so the whole-dataset repeats
@@ -179,6 +178,7 @@ def evaluate_plan(
         images=None if request.reg is not None else sum(request.bucket_images.values()),
         grad_accumulation=request.grad_accumulation,
         gpus=request.gpus,
+        memory_need_gib=memory_need(request),
     )
     return PlanEvaluation(
         solution=solution,
@@ -188,3 +188,23 @@ def evaluate_plan(
         advice=advise(facts, bf16_supported),
         notes=rounding_notes(plan),
     )
+
+
+def memory_need(request: PlanRequest) -> float:
+    """The run's estimated peak in GiB (:mod:`kiln.engine.plan.memory`) on the family's
+    full-size model, at its largest bucket (the family's resolution without buckets); the
+    text encoders train when a text-encoder LR is given."""
+    sizes = [key for key in request.bucket_images if key is not None]
+    resolution = 1024 if request.family == "sdxl" else 512
+    pixels = max((width * height for width, height in sizes), default=resolution**2)
+    run = RunShape(
+        family=request.family,
+        batch=request.batch,
+        pixels=pixels,
+        precision=request.precision or "bf16",
+        checkpointing=request.gradient_checkpointing,
+        rank=request.rank,
+        train_text_encoder=bool(request.text_encoder_lr),
+        full=request.training == "full",
+    )
+    return estimate_memory(FULL_SIZE[request.family], run).total / GIB

@@ -155,7 +155,7 @@ class EventWriter:
         if kind in ("start", "resumed"):
             self.status["state"] = "running"
             self.status["error"] = None
-            for key in ("family", "network"):
+            for key in ("family", "network", "memory_estimate"):
                 if key in event:
                     self.status[key] = event[key]
         elif kind in FINAL_STATES:

@@ -2,10 +2,9 @@
 
 Every refusal is one line that names the setting to change. Nothing here imports torch unless
 an NVIDIA GPU is visible (then only to ask it how much memory is free). The memory estimate
-reads the base model's tensor shapes from its safetensors headers (a few KB, no weights):
-
-    weights (at the training precision) + LoRA parameters x (weight, gradient, AdamW moments)
-    + activations (batch x resolution^2, scaled from SD 1.5's by the U-Net's size)
+reads the base model's tensor shapes from its safetensors headers (a few KB, no weights) and
+sums them as the plan does (:mod:`kiln.engine.plan.memory`: weights, trained parameters with
+gradients and optimizer state, and each family's measured activations per latent pixel).
 """
 
 from __future__ import annotations
@@ -15,50 +14,20 @@ import math
 import os
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.engine.errors import UsageError
 from kiln.engine.models.family import resolve_family
+from kiln.engine.plan.memory import GIB, MemoryEstimate, ModelShape, RunShape
+from kiln.engine.plan.memory import estimate_memory as estimate_from_counts
 from kiln.engine.train.config import TrainConfig, check_family_settings
 
-GIB = 1024**3
 # Above this share of the free memory the run is allowed, with a warning.
 WARN_SHARE = 0.8
-# SD 1.5 at 512 px, batch 1, fp16, no gradient checkpointing: about 4 GiB of activations.
-SD15_ACTIVATIONS = 4.0 * GIB
-SD15_UNET_PARAMS = 860e6
-RUNTIME_OVERHEAD = 0.5 * GIB
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs from a base model: parameter counts and LoRA parameters per rank."""
-
-    params: int
-    unet_params: int
-    unet_per_rank: int
-    te_per_rank: int
-    conv_per_rank: int
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """The estimate in bytes, and its parts for the message."""
-
-    total: float
-    weights: float
-    lora: float
-    activations: float
-
-    def describe(self) -> str:
-        return (
-            f"about {self.total / GIB:.1f} GiB (weights {self.weights / GIB:.1f}, LoRA and optimizer "
-            f"{self.lora / GIB:.1f}, activations {self.activations / GIB:.1f})"
-        )
+VAE_PREFIXES = ("vae/", "first_stage_model.")
 
 
 def on_cpu(cpu: bool) -> bool:
@@ -150,32 +119,24 @@ def available_memory(cpu_run: bool) -> float | None:
 
 
 def estimate_memory(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
-    """Bytes a run needs: weights at its precision, the LoRA with gradients and optimizer
-    state, and the activations of one batch."""
-    train, network = config.train, config.network
-    weight_bytes = 4 if train.precision == "fp32" else 2
-    weights = shape.params * weight_bytes
-    lora_params = network.rank * shape.unet_per_rank + network.effective_conv_rank * shape.conv_per_rank
-    if network.train_text_encoder:
-        lora_params += network.rank * shape.te_per_rank
-    if network.type == "full":
-        # Every U-Net weight trains (and the text encoders' when they do), held in float32.
-        lora_params = shape.unet_params if not network.train_text_encoder else shape.params
-        weights -= lora_params * weight_bytes
-    # fp32 weight + gradient + two AdamW moments (8-bit moments: 2 bytes; Adafactor's factored
-    # second moment: about nothing).
-    per_param = {"adamw8bit": 10, "adafactor": 8}.get(train.optimizer, 16)
-    lora = lora_params * per_param
-    scale = math.sqrt(max(shape.unet_params, 1) / SD15_UNET_PARAMS)
-    activations = (
-        SD15_ACTIVATIONS
-        * train.batch_size
-        * (config.dataset.resolution / 512) ** 2
-        * scale
-        * (weight_bytes / 2)
-        * (0.4 if train.gradient_checkpointing else 1.0)
+    """Bytes a run of ``config`` needs at its peak (:func:`kiln.engine.plan.memory.estimate_memory`)."""
+    train, network, data = config.train, config.network, config.dataset
+    family = resolve_family(config.model.base, config.model.family).name if config.model.base else "sd15"
+    fixed_captions = not data.shuffle_caption and data.caption_dropout_rate == 0
+    run = RunShape(
+        family=family,
+        batch=train.batch_size,
+        pixels=data.resolution**2,
+        precision=train.precision,
+        checkpointing=train.gradient_checkpointing,
+        rank=network.rank,
+        conv_rank=network.effective_conv_rank,
+        train_text_encoder=network.train_text_encoder,
+        text_encoders_offloaded=train.cache_text_encoder_outputs and fixed_captions,
+        full=network.type == "full",
+        optimizer=train.optimizer,
     )
-    return MemoryEstimate(weights + lora + activations + RUNTIME_OVERHEAD, weights, lora, activations)
+    return estimate_from_counts(shape, run)
 
 
 def model_shape(base: Path) -> ModelShape | None:
@@ -198,10 +159,14 @@ def model_shape(base: Path) -> ModelShape | None:
         unet_prefix, te_prefixes = "model.diffusion_model.", ("cond_stage_model.", "conditioner.")
     else:
         return None
-    params = unet_params = unet_rank = te_rank = conv_rank = 0
+    params = unet_params = unet_rank = te_rank = conv_rank = vae_params = te_params = 0
     for name, (dims, _size) in tensors.items():
         count = math.prod(dims)
         params += count
+        if name.startswith(VAE_PREFIXES):
+            vae_params += count
+        elif name.startswith(te_prefixes):
+            te_params += count
         if name.startswith(unet_prefix):
             unet_params += count
             if name.endswith(".weight") and _targeted(name, UNET_TARGETS) and len(dims) >= 2:
@@ -210,7 +175,7 @@ def model_shape(base: Path) -> ModelShape | None:
                 conv_rank += dims[0] + math.prod(dims[1:])
         elif name.startswith(te_prefixes) and name.endswith(".weight") and _targeted(name, TE_TARGETS):
             te_rank += dims[0] + math.prod(dims[1:])
-    return ModelShape(params, unet_params, unet_rank, te_rank, conv_rank)
+    return ModelShape(params, unet_params, unet_rank, te_rank, conv_rank, vae_params, te_params)
 
 
 def _targeted(name: str, targets: tuple[str, ...]) -> bool:

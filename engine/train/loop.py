@@ -58,6 +58,7 @@ from kiln.engine.train.lora_io import (
 )
 from kiln.engine.train.loss import min_snr_weights, per_sample_loss
 from kiln.engine.train.memory import peak_memory
+from kiln.engine.train.memory_estimate import estimate_warning, run_estimate
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
 from kiln.engine.train.outputs import (
@@ -294,6 +295,9 @@ class Trainer:
         self.text_cache = text_cache_for(
             config, self.models, (*self.data.images, *self.validation_images), self.device, self.log
         )
+        self.memory_estimate = run_estimate(self)  # probes one step: see memory_estimate.py
+        if (too_much := estimate_warning(self.memory_estimate)) is not None:
+            self.report.warn(too_much)
         if self.is_main:
             self.report.open_tensorboard(self.run_dir)
         resumed_from = self._load_resume_state() if self.resume else None
@@ -330,6 +334,7 @@ class Trainer:
             text_encoder_modules=len(self.models.te_targets),
             processes=self.processes,
             version=__version__,
+            memory_estimate=self.memory_estimate,
         )
 
     def resume_state_dict(self) -> dict[str, Any]:

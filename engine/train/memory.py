@@ -27,10 +27,91 @@ def peak_memory(device: Any) -> dict[str, Any]:
         import torch
 
         return {"peak_mb": round(torch.cuda.max_memory_allocated(device) / MIB, 1), "memory": "vram"}
-    return {"peak_mb": round(peak_rss_bytes() / MIB, 1), "memory": "ram"}
+    peak = peak_rss_bytes()
+    # Called once per step: the step's freed activations go back to the system, so the next
+    # step starts from what training holds instead of growing into a fragmented heap.
+    _release_freed_memory()
+    return {"peak_mb": round(peak / MIB, 1), "memory": "ram"}
 
 
 def peak_rss_bytes() -> int:
     """The process's peak resident set size in bytes (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+class PeakMeter:
+    """The peak memory of a stretch of work, above what was in use when it began.
+
+    On CUDA: the caching allocator's counters (``reset_peak_memory_stats``, then
+    ``max_memory_allocated`` minus ``memory_allocated`` at the start). On a Linux CPU: the
+    kernel's resident high-water mark, reset by writing 5 to ``/proc/self/clear_refs`` and read
+    back as ``VmHWM`` (the process's peak RSS from then on, so a later ``peak_memory`` reading
+    covers training rather than the model's loading). Elsewhere nothing can be measured and
+    :attr:`available` is False.
+    """
+
+    def __init__(self, device: Any) -> None:
+        self.cuda = getattr(device, "type", str(device)) == "cuda"
+        self.device = device
+        self.available = self.cuda or _linux_rss("VmRSS") is not None
+        self._start = 0
+
+    def start(self) -> None:
+        """Begin a stretch: the peak is counted from what is in use now."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return
+        _release_freed_memory()
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            self.available = False
+        self._start = _linux_rss("VmRSS") or 0
+
+    def peak_above_start(self) -> int:
+        """Bytes of the stretch's peak above its start."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            return max(0, torch.cuda.max_memory_allocated(self.device) - self._start)
+        return max(0, (_linux_rss("VmHWM") or 0) - self._start)
+
+    def in_use(self) -> int:
+        """Bytes in use now: tensors on the GPU, or the process's resident set on a CPU."""
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.memory_allocated(self.device))
+        _release_freed_memory()
+        return _linux_rss("VmRSS") or 0
+
+
+def _release_freed_memory() -> None:
+    """Hand memory the C allocator keeps after frees back to the system (glibc's
+    ``malloc_trim``), so the resident set is what is in use and a new allocation raises it
+    instead of silently reusing freed pages the high-water mark already counted."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _linux_rss(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process in bytes, from ``/proc/self/status``; None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None

@@ -272,20 +272,23 @@ def test_every_plan_binding_has_an_id_and_a_tooltip() -> None:
             assert binding.id and binding.tooltip, (owner.__name__, binding.key)
 
 
-async def test_choosing_sdxl_plans_at_1024_and_advises_on_memory(analysed_copy: Path) -> None:
+async def test_choosing_sdxl_plans_at_1024_and_advises_on_memory(analysed_copy: Path, monkeypatch) -> None:
+    from kiln.tui.screens import plan
     from textual.widgets import Checkbox
 
+    calls = []
+    monkeypatch.setattr(plan, "cuda_memory_gib", lambda: calls.append(1) or 16.0)
     app = make_app(analysed_copy)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_plan(pilot)
-        calls = []
-        screen.gpu_memory = lambda: calls.append(1) or 16.0
         assert field(screen, "resolution").text == "512"
         screen.query_one("#family", Select).value = "sdxl"
         await wait_for(pilot, lambda: field(screen, "resolution").text == "1024")
         await wait_for(pilot, lambda: "Aspect buckets at 1024x1024" in text_of(screen, "#buckets-title"))
         assert {row[0] for row in rows(screen, "buckets")} == {"832x1024", "1024x832"}
-        # The GPU is asked once (in a worker) and SDXL under 24 GB needs both savings.
+        # The GPU is asked once (in a worker), the SD 1.5 plan fits 16 GB, and SDXL under 24 GB
+        # needs both savings.
+        assert "gpu-memory" not in text_of(screen, "#warnings")
         await wait_for(pilot, lambda: "sdxl-memory" in text_of(screen, "#warnings"))
         screen.query_one("#gradient_checkpointing", Checkbox).value = True
         await put(pilot, te_lr="0")
