@@ -173,7 +173,7 @@ def watch_view(info: Any, history: Any, width: int) -> Any:
     if history.lr is not None:
         figures.append(f"  lr {lr_text(history.lr)}")
     if info.peak_mb is not None:
-        figures.append(f"  {memory_text(info.peak_mb, info.memory)}")
+        figures.append(f"  {memory_text(info.peak_mb, info.memory, info.estimate_mb)}")
     if history.validation:
         figures.append(f"  val {loss_text(history.validation[-1][2])}")
     last = Text(event_text(history.last), style="dim", no_wrap=True, overflow="ellipsis")

@@ -14,6 +14,8 @@ from tests.imagegen import share_image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The memory probe runs a few steps before each run; only its own tests need it.
+os.environ.setdefault("KILN_NO_MEMORY_PROBE", "1")
 
 
 @pytest.fixture

@@ -72,6 +72,8 @@ class RunInfo:
         peak_mb: The training process's peak memory so far, in MiB (None before the first
             step's report, and for runs of Kiln versions that did not record it).
         memory: What ``peak_mb`` measures: ``vram`` (CUDA) or ``ram`` (a CPU run).
+        estimate_mb: The memory the trainer estimated before the first step (the start
+            event's ``memory_estimate``), in MiB; None when not recorded.
     """
 
     run_dir: Path
@@ -94,6 +96,7 @@ class RunInfo:
     network: str | None = None
     peak_mb: float | None = None
     memory: str | None = None
+    estimate_mb: float | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -154,8 +157,15 @@ def read_run(run_dir: Path) -> RunInfo:
         family=_text(status.get("family")) or None,
         network=_text(status.get("network")) or None,
         peak_mb=_number(status.get("peak_mb")),
-        memory=_text(status.get("memory")) or None,
+        memory=_text(status.get("memory")) or _estimate(status, "memory"),
+        estimate_mb=_number(_estimate(status, "total_mb")),
     )
+
+
+def _estimate(status: dict, key: str) -> Any:
+    """One figure of the status's ``memory_estimate`` (None when absent or malformed)."""
+    estimate = status.get("memory_estimate")
+    return estimate.get(key) if isinstance(estimate, dict) else None
 
 
 def list_runs(folder: Path) -> list[RunInfo]:

@@ -147,12 +147,15 @@ def family_text(family: str | None, network: str | None = None) -> str:
     return f"{text} {NETWORK_LABELS[network]}" if network in NETWORK_LABELS else text
 
 
-def memory_text(peak_mb: float | None, kind: str | None) -> str:
-    """``peak 3.2 GB VRAM`` / ``peak 812 MB RAM`` for the run view and ``kiln watch`` ("" unknown)."""
+def memory_text(peak_mb: float | None, kind: str | None, estimate_mb: float | None = None) -> str:
+    """``peak 3.2 GB VRAM`` / ``peak 812 MB RAM`` for the run view and ``kiln watch``, with the
+    trainer's estimate (``est. 3.4 GB``) when it made one; "" when neither is known."""
+    where = "VRAM" if kind == "vram" else "RAM"
+    estimate = "est. {} {}B".format(*_size(estimate_mb)) if estimate_mb is not None else ""
     if peak_mb is None:
-        return ""
+        return f"{estimate} {where}" if estimate else ""
     number, unit = _size(peak_mb)
-    return f"peak {number} {unit}B {'VRAM' if kind == 'vram' else 'RAM'}"
+    return f"peak {number} {unit}B {where}" + (f" ({estimate})" if estimate else "")
 
 
 def memory_cell(peak_mb: float | None) -> str:

@@ -20,6 +20,7 @@ warning names the settings to change when it is more than the device has.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -91,8 +92,9 @@ def run_estimate(trainer: Any) -> dict[str, Any]:
         [tuple(b.resolution) for b in trainer.plan.buckets if b.resolution], config.dataset.resolution
     )
     # Not probed: with several processes (each would have to, in step: DDP reduces in
-    # backward), or under fused_backward, whose backward pass applies the optimizer.
-    probed = trainer.processes == 1 and not train.fused_backward
+    # backward), under fused_backward (its backward pass applies the optimizer), or with a
+    # compiled U-Net (each probe shape would be compiled too: minutes on a GPU).
+    probed = trainer.processes == 1 and not train.fused_backward and not train.compile and not probe_off()
     fit = probe(trainer, height, width) if probed else None
     activations = None
     if fit is not None:
@@ -115,6 +117,13 @@ def run_estimate(trainer: Any) -> dict[str, Any]:
         "latent": [height, width],
         "batch": train.batch_size,
     }
+
+
+def probe_off() -> bool:
+    """``KILN_NO_MEMORY_PROBE=1`` skips the probe (its few steps before the first), leaving the
+    estimate's fixed parts: for a quick start, and for test suites that train hundreds of
+    tiny runs (Kiln's own sets it; its probe tests turn it back on)."""
+    return os.environ.get("KILN_NO_MEMORY_PROBE", "") not in ("", "0")
 
 
 def probe(trainer: Any, height: int, width: int) -> ActivationFit | None:

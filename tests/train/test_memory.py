@@ -50,6 +50,12 @@ def test_peak_wording(peak, kind, cell: str, text: str) -> None:
     assert memory_text(peak, kind) == text
 
 
+def test_the_estimate_shows_beside_the_peak_and_alone_before_the_first_step() -> None:
+    assert memory_text(3276.8, "vram", 3481.6) == "peak 3.2 GB VRAM (est. 3.4 GB)"
+    assert memory_text(None, "vram", 3481.6) == "est. 3.4 GB VRAM"
+    assert memory_text(None, None, None) == ""
+
+
 def test_a_step_report_carries_the_peak_into_the_status_and_the_runs_table(tmp_path: Path) -> None:
     writer = EventWriter(tmp_path / "run", name="pot", heartbeat_s=0)
     report = RunReport(writer, None, "pot")

@@ -11,6 +11,7 @@ import pytest
 from kiln.engine.models.family import family_named
 from kiln.engine.runs.control import controlled_trainer
 from kiln.engine.runs.events import read_events
+from kiln.engine.runs.folders import read_run
 from kiln.engine.runs.layout import create_run_dir
 from kiln.engine.train import memory_estimate
 from kiln.engine.train.memory_probe import ActivationFit, fit_line, probe_shapes
@@ -19,6 +20,12 @@ from PIL import Image
 from tests.train.helpers import small_config, step_losses, train
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+
+
+@pytest.fixture(autouse=True)
+def probing(monkeypatch) -> None:
+    """The suite turns the probe off for every other test (see tests/conftest.py)."""
+    monkeypatch.delenv("KILN_NO_MEMORY_PROBE", raising=False)
 
 
 def test_probe_shapes_are_half_the_bucket_then_the_runs_own_batch() -> None:
@@ -108,12 +115,14 @@ def test_estimate_parts_add_up_and_reach_the_status(tmp_path: Path) -> None:
     assert estimate["optimizer_mb"] == pytest.approx(estimate["trained_mb"], abs=0.2)
     status = json.loads((result.run_dir / "status.json").read_text(encoding="utf-8"))
     assert status["memory_estimate"] == estimate
+    info = read_run(result.run_dir)
+    assert info.estimate_mb == estimate["total_mb"] and info.memory == "ram"
 
 
 def test_probing_leaves_the_training_exactly_as_it_was(tmp_path: Path, monkeypatch) -> None:
     config = _config(tmp_path, "sd15", 2, 64, False)
     probed, _ = train(config)
-    monkeypatch.setattr(memory_estimate, "probe", lambda trainer, height, width: None)
+    monkeypatch.setenv("KILN_NO_MEMORY_PROBE", "1")
     plain, events = train(config)
     estimate = next(event for event in events if event["type"] == "start")["memory_estimate"]
     assert estimate["method"] == "fixed parts only" and estimate["activations_mb"] is None

@@ -447,7 +447,7 @@ class RunsScreen(SectionScreen):
             f"smoothed {loss_text(smooth[-1] if smooth else None)}",
             rate_text(it_s) if live and it_s else "",
             f"ETA {duration(eta_s)}" if live and eta_s is not None else "",
-            memory_text(info.peak_mb, info.memory),
+            memory_text(info.peak_mb, info.memory, info.estimate_mb),
             f"val {loss_text(history.validation[-1][2])}" if history.validation else "",
             f"lr {lr_text(history.lr)}" + (f" / te {lr_text(history.lr_te)}" if history.lr_te else ""),
         ]  # most wanted first: a narrow pane wraps the rest onto a second line
