@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import torch
     from diffusers.utils import logging as diffusers_logging
     from kiln.engine.models.tiny import quiet_library_progress
     from kiln.engine.runs.control import controlled_trainer
@@ -32,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     diffusers_logging.set_verbosity_error()
     quiet_library_progress()
-    cpu = settings["device"] == "cpu"
-    if not cpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    cpu = settings["device"] == "cpu"  # (TF32 on a GPU: the run's own train.tf32, on by default)
     config = config_from_mapping(settings["mapping"], overrides=settings.get("overrides"))
 
     def on_event(event: dict) -> None:

@@ -5,9 +5,9 @@ need each family's activation bytes per latent pixel as a constant
 (``kiln.engine.plan.memory.ACTIVATIONS``). This script measures them with the trainer's own
 probe (:mod:`kiln.engine.train.memory_probe`): the family's full-size U-Net built from the
 configs Kiln ships (random weights), LoRA rank 32 on Kohya's modules, one random latent at
-two sizes, forward + backward under the precision's autocast, with and without gradient
-checkpointing. On a GPU it reads CUDA's allocator; on a Linux CPU the resident high-water
-mark (bf16 autocast runs there; fp16 needs a GPU).
+two sizes, forward + backward (the probe's own step, ``loss_step``) under the precision's
+autocast, with and without gradient checkpointing. On a GPU it reads CUDA's allocator; on a
+Linux CPU the resident high-water mark (bf16 autocast runs there; fp16 needs a GPU).
 
     python scripts/measure_activations.py --family sd15 [--device cuda] [--json]
 """
@@ -35,7 +35,7 @@ def measure(family: str, precision: str, checkpointing: bool, device: str, laten
     import torch.nn.functional as F
     from kiln.engine.models.family import family_named
     from kiln.engine.train.memory import PeakMeter
-    from kiln.engine.train.memory_probe import fit_line, measure_steps
+    from kiln.engine.train.memory_probe import fit_line, loss_step, measure_steps
     from peft import LoraConfig, inject_adapter_in_model
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
@@ -53,25 +53,26 @@ def measure(family: str, precision: str, checkpointing: bool, device: str, laten
     trainable = [p for p in unet.parameters() if p.requires_grad]
     context = unet.config.cross_attention_dim
     xl = family == "sdxl"
+    hidden = torch.randn((1, 77, context), generator=torch.Generator("cpu").manual_seed(1)).to(device)
 
-    def step(height: int, width: int) -> None:
-        generator = torch.Generator("cpu").manual_seed(0)
-        latents = torch.randn((1, 4, height, width), generator=generator).to(device)
-        hidden = torch.randn((1, 77, context), generator=generator).to(device)
+    def loss_of(latents, noise, timesteps):
+        batch = latents.shape[0]
         added = (
-            {"text_embeds": torch.zeros(1, 1280, device=device), "time_ids": torch.zeros(1, 6, device=device)}
+            {
+                "text_embeds": torch.zeros(batch, 1280, device=device),
+                "time_ids": torch.zeros(batch, 6, device=device),
+            }
             if xl
             else None
         )
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
-            out = unet(latents.to(dtype), torch.tensor([500], device=device), hidden, added_cond_kwargs=added)
-        F.mse_loss(out.sample.float(), latents).backward()
-        for param in trainable:
-            param.grad = None
+            out = unet(latents.to(dtype), timesteps, hidden.expand(batch, -1, -1), added_cond_kwargs=added)
+        return F.mse_loss(out.sample.float(), noise, reduction="none").mean(dim=(1, 2, 3))
 
+    step = loss_step(loss_of, trainable, torch.device(device))
     meter = PeakMeter(torch.device(device))
-    sides = [(latent // 2, latent // 2), (latent, latent)]
-    fit = fit_line(measure_steps(step, sides, meter))
+    shapes = [(latent // 2, latent // 2, 1), (latent, latent, 1)]
+    fit = fit_line(measure_steps(step, shapes, meter))
     return {
         "family": family,
         "precision": precision,

@@ -214,6 +214,7 @@ def fake_gpu(monkeypatch, capability: tuple[int, int] | None) -> None:
         get_device_properties=lambda device=0: types.SimpleNamespace(total_memory=24 * 1024**3),
     )
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr("kiln.engine.plan.advisor.nvidia_gpu_visible", lambda: capability is not None)
 
 
 def test_subject_text_names_the_guides_precision_and_why(capsys, monkeypatch) -> None:

@@ -7,6 +7,7 @@ import types
 
 import pytest
 from kiln.engine.errors import UsageError
+from kiln.engine.plan import advisor
 from kiln.engine.plan.advisor import (
     NOTES,
     PRECISION_REASONS,
@@ -16,6 +17,7 @@ from kiln.engine.plan.advisor import (
     advise,
     cuda_bf16_supported,
     cuda_compute_capability,
+    cuda_memory_gib,
 )
 
 
@@ -190,14 +192,25 @@ def test_cuda_probe_reads_the_compute_capability_lazily(
         is_bf16_supported=lambda: True,
     )
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(advisor, "nvidia_gpu_visible", lambda: True)
     assert cuda_compute_capability() == (capability if available else None)
     assert cuda_bf16_supported() is expected
 
 
 def test_cuda_probe_without_torch_cannot_tell(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    monkeypatch.setattr(advisor, "nvidia_gpu_visible", lambda: True)
     assert cuda_compute_capability() is None
     assert cuda_bf16_supported() is None
+
+
+def test_cuda_probes_do_not_import_torch_without_nvidia_device_files(monkeypatch) -> None:
+    """Every plan asks for the GPU's memory: on a machine without an NVIDIA GPU that must not
+    cost a torch import (seconds for `kiln calc`)."""
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace())  # any use would raise
+    monkeypatch.setattr(advisor, "nvidia_gpu_visible", lambda: False)
+    assert cuda_memory_gib() is None
+    assert cuda_compute_capability() is None
 
 
 def test_bf16_probe_takes_an_injected_capability() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiln.engine.errors import UsageError
+from kiln.engine.nvidia import nvidia_gpu_visible
 from kiln.engine.plan.steps import BucketKey, plan_steps, repeats_for_target
 
 RUN_KINDS: tuple[str, ...] = ("test", "final")
@@ -198,7 +199,10 @@ class PlanFacts:
 
 def cuda_compute_capability() -> tuple[int, int] | None:
     """The first CUDA GPU's compute capability, ``(8, 0)`` for Ampere; None without a CUDA GPU
-    (or without torch). Imports torch, so it is called only when bf16 matters."""
+    (or without torch). Imports torch when the device files show an NVIDIA GPU, so it is called
+    only when bf16 matters."""
+    if not nvidia_gpu_visible():
+        return None
     try:
         import torch
     except ImportError:
@@ -430,8 +434,10 @@ def _repeats_for(facts: PlanFacts, epochs: int, target: int) -> tuple[int, int, 
 
 
 def cuda_memory_gib() -> float | None:
-    """The first CUDA GPU's memory in GiB; None without one (or without torch). Imports torch,
-    so it is called only when an SDXL plan asks."""
+    """The first CUDA GPU's memory in GiB; None without one (or without torch). Imports torch
+    only when the device files show an NVIDIA GPU: every plan asks (the memory advice)."""
+    if not nvidia_gpu_visible():
+        return None
     try:
         import torch
     except ImportError:

@@ -62,27 +62,23 @@ class ModelShape:
     te_params: int | None = None
 
 
-# The full-size families as Kiln's shipped configs build them (counted on the meta device).
+def full_size(
+    unet: int, text_encoders: tuple[int, ...], vae: int, unet_per_rank: int, te_per_rank: int
+) -> ModelShape:
+    """A pipeline's shape from its parts' parameter counts."""
+    te = sum(text_encoders)
+    return ModelShape(unet + te + vae, unet, unet_per_rank, te_per_rank, 0, vae, te)
+
+
+# The full-size families as Kiln's shipped configs build them (counted on the meta device;
+# per rank: sum over Kohya's modules of in + out features).
 FULL_SIZE: dict[str, ModelShape] = {
-    "sd15": ModelShape(
-        params=859_520_964 + 123_060_480 + 83_653_863,
-        unet_params=859_520_964,
-        unet_per_rank=423_936,
-        te_per_rank=165_888,
-        conv_per_rank=0,
-        vae_params=83_653_863,
-        te_params=123_060_480,
-    ),
-    "sdxl": ModelShape(
-        params=2_567_463_684 + 123_060_480 + 694_659_840 + 83_653_863,
-        unet_params=2_567_463_684,
-        unet_per_rank=2_659_840,
-        te_per_rank=165_888 + 737_280,
-        conv_per_rank=0,
-        vae_params=83_653_863,
-        te_params=123_060_480 + 694_659_840,
-    ),
+    "sd15": full_size(859_520_964, (123_060_480,), 83_653_863, 423_936, 165_888),
+    "sdxl": full_size(2_567_463_684, (123_060_480, 694_659_840), 83_653_863, 2_659_840, 165_888 + 737_280),
 }
+# Optimizer state per trained parameter: AdamW's two float32 moments, bitsandbytes' two 8-bit
+# ones, Adafactor's factored second moment (a row and a column per matrix: next to nothing).
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "adafactor": 0}
 
 
 @dataclass(frozen=True)
@@ -149,7 +145,7 @@ def estimate_memory(shape: ModelShape, run: RunShape) -> MemoryEstimate:
         frozen -= trained
     weights = frozen * weight_bytes + vae * 4
     # A float32 weight and its gradient, and the optimizer's moments.
-    per_param = 8 + {"adamw8bit": 2, "adafactor": 0}.get(run.optimizer, 8)
+    per_param = 8 + OPTIMIZER_BYTES.get(run.optimizer, OPTIMIZER_BYTES["adamw"])
     lora = trained * per_param
     per_pixel = ACTIVATIONS.get((run.family, run.checkpointing), ACTIVATIONS[("sd15", run.checkpointing)])
     if run.precision == "fp32":

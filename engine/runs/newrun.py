@@ -17,6 +17,7 @@ from typing import Any
 
 from kiln.engine.errors import ConfigError
 from kiln.engine.fsutil import atomic_write_text
+from kiln.engine.nvidia import nvidia_gpu_visible as nvidia_gpu_visible  # where callers ask it
 from kiln.engine.train.config import PRECISIONS, TrainConfig, config_from_mapping, resolved_toml
 
 if sys.version_info >= (3, 11):
@@ -161,12 +162,6 @@ def dataset_run_config(
         "output": {"name": clean},
     }
     return config_from_mapping(data, source="new run", overrides=dict(overrides or {}))
-
-
-def nvidia_gpu_visible() -> bool:
-    """Whether this machine shows an NVIDIA GPU, without importing torch (device files only)."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return Path("/dev/nvidia0").exists() or (gpus.is_dir() and any(gpus.iterdir()))
 
 
 def run_name(text: str) -> str:

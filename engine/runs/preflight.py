@@ -109,13 +109,10 @@ def available_memory(cpu_run: bool) -> float | None:
         return float(psutil.virtual_memory().available)
     except ImportError:
         pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from kiln.engine.train.memory import proc_kib
+
+    available = proc_kib("/proc/meminfo", "MemAvailable")
+    return None if available is None else float(available)
 
 
 def estimate_memory(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:

@@ -4,11 +4,12 @@ Users size runs (batch, resolution, rank, gradient checkpointing) by what the ca
 each step event carries the peak so far and ``status.json`` keeps the latest: the runs table,
 the run view and ``kiln watch`` show it without asking the process anything. Reading it costs
 no host-device synchronisation: CUDA's allocator keeps the peak as a host-side counter, and
-on a CPU it is one ``getrusage`` call.
+on a CPU it is one read of ``/proc/self/status``.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 import sys
 from typing import Any
@@ -35,9 +36,17 @@ def peak_memory(device: Any) -> dict[str, Any]:
 
 
 def peak_rss_bytes() -> int:
-    """The process's peak resident set size in bytes (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    """The process's peak resident set size in bytes: Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` on Linux: it carries a parent's peak over ``exec``, so a trainer started
+    by a large process would report the parent's size (and it ignores the reset
+    :class:`PeakMeter` makes). ``ru_maxrss`` is in KiB on Linux, bytes on macOS.
+    """
+    peak = _linux_rss("VmHWM")
+    if peak is not None:
+        return peak
+    rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rusage) if sys.platform == "darwin" else int(rusage) * 1024
 
 
 class PeakMeter:
@@ -97,18 +106,32 @@ def _release_freed_memory() -> None:
     """Hand memory the C allocator keeps after frees back to the system (glibc's
     ``malloc_trim``), so the resident set is what is in use and a new allocation raises it
     instead of silently reusing freed pages the high-water mark already counted."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, looked up once (None without glibc)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def _linux_rss(field: str) -> int | None:
     """``VmRSS`` / ``VmHWM`` of this process in bytes, from ``/proc/self/status``; None off Linux."""
+    return proc_kib("/proc/self/status", field)
+
+
+def proc_kib(path: str, field: str) -> int | None:
+    """A ``Field:  N kB`` line of a Linux ``/proc`` file (``/proc/meminfo``'s ``MemTotal``,
+    ``/proc/self/status``'s ``VmHWM``) in bytes; None when there is no such file or field."""
     try:
-        with open("/proc/self/status", encoding="ascii") as handle:
+        with open(path, encoding="ascii") as handle:
             for line in handle:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024

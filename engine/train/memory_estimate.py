@@ -24,7 +24,8 @@ import os
 from typing import Any
 
 import torch
-from kiln.engine.train.memory import MIB, PeakMeter
+from kiln.engine.plan.memory import OPTIMIZER_BYTES
+from kiln.engine.train.memory import MIB, PeakMeter, proc_kib
 from kiln.engine.train.memory_probe import ActivationFit, loss_step, probe_activations
 
 
@@ -39,15 +40,13 @@ def module_bytes(module: torch.nn.Module, device: torch.device, skip: set[int]) 
 
 
 def optimizer_bytes(params: list[torch.nn.Parameter], optimizer: str) -> int:
-    """Optimizer state for ``params``: AdamW's two float32 moments, bitsandbytes' two 8-bit
-    moments (with their block statistics, under 1%), or Adafactor's factored second moment
-    (a row and a column per matrix; whole for vectors)."""
-    count = sum(p.numel() for p in params)
-    if optimizer == "adamw8bit":
-        return 2 * count
+    """Optimizer state for ``params``: per parameter as the plan counts it
+    (:data:`~kiln.engine.plan.memory.OPTIMIZER_BYTES`; bitsandbytes' block statistics are under
+    1%), except Adafactor's factored second moment, counted exactly here: a float32 row and
+    column per matrix, the whole of a vector."""
     if optimizer == "adafactor":
         return 4 * sum((p.shape[0] + math.prod(p.shape[1:])) if p.dim() >= 2 else p.numel() for p in params)
-    return 8 * count
+    return OPTIMIZER_BYTES.get(optimizer, OPTIMIZER_BYTES["adamw"]) * sum(p.numel() for p in params)
 
 
 def largest_latent(buckets: list[tuple[int, int]], resolution: int) -> tuple[int, int]:
@@ -62,14 +61,7 @@ def capacity_bytes(device: torch.device) -> int | None:
     """The device's memory: the GPU's total, or the machine's RAM (Linux)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    return proc_kib("/proc/meminfo", "MemTotal")
 
 
 def run_estimate(trainer: Any) -> dict[str, Any]:
