@@ -35,6 +35,26 @@ def peak_memory(device: Any) -> dict[str, Any]:
     return {"peak_mb": round(peak / MIB, 1), "memory": "ram"}
 
 
+class RunningPeak:
+    """The peak so far of one run, never below an earlier reading.
+
+    Linux raises ``VmHWM`` only when pages are unmapped; memory handed back with ``madvise``
+    (what ``malloc_trim`` does after each CPU step) lowers the resident set without raising it,
+    so the next reading can be the current, slightly smaller, resident set. The step events
+    promise a running peak, so readings are carried forward as their maximum.
+    """
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+
+    def read(self) -> dict[str, Any]:
+        """``peak_memory(device)`` with ``peak_mb`` the largest reading so far."""
+        reading = peak_memory(self.device)
+        self.peak_mb = reading["peak_mb"] = max(self.peak_mb, reading["peak_mb"])
+        return reading
+
+
 def peak_rss_bytes() -> int:
     """The process's peak resident set size in bytes: Linux's ``VmHWM``, else ``ru_maxrss``.
 

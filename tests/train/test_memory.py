@@ -76,3 +76,15 @@ def test_a_step_report_carries_the_peak_into_the_status_and_the_runs_table(tmp_p
     assert (info.peak_mb, info.memory) == (5120.0, "vram")
     cells = run_cells(info)
     assert str(cells[COLUMNS.index("peak")]) == "5.0G"
+
+
+def test_the_running_peak_never_falls_when_the_kernels_high_water_mark_does(monkeypatch) -> None:
+    """VmHWM can read a little lower than before after malloc_trim's madvise (the kernel raises it
+    only on unmapping): the step events' peak stays the largest reading so far."""
+    import torch
+    from kiln.engine.train import memory
+
+    readings = iter([900.0, 947.5, 947.3, 950.0])
+    monkeypatch.setattr(memory, "peak_memory", lambda device: {"peak_mb": next(readings), "memory": "ram"})
+    peak = memory.RunningPeak(torch.device("cpu"))
+    assert [peak.read()["peak_mb"] for _ in range(4)] == [900.0, 947.5, 947.5, 950.0]
