@@ -4,6 +4,8 @@ Started by ``bench.train_gpu`` under :mod:`bench.peak_probe` (as sd-scripts is),
 file holding the config mapping, its overrides and the device. The model is read from the
 single-file checkpoint as any run reads it. Prints ``kiln step N/M`` when each step's event
 arrives; the parent stamps those lines as they come, as it stamps sd-scripts' progress bar.
+Prints ``kiln estimate X MiB`` first: the trainer's memory estimate (its ``start`` event), which
+the parent reports beside the measured peak.
 
 Usage:  python -m bench.kiln_side SETTINGS.json
 """
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_event(event: dict) -> None:
         if event["type"] == "step":
             print(f"kiln step {event['step']}/{event['total']}", flush=True)
+        elif event["type"] == "start" and event.get("memory_estimate"):
+            # The trainer's own estimate of its peak, set beside the peak the probe measures.
+            print(f"kiln estimate {event['memory_estimate']['total_mb']} MiB", flush=True)
 
     result = controlled_trainer(config, create_run_dir(config), listeners=[on_event], cpu=cpu).run()
     if result.state != "done":

@@ -58,6 +58,7 @@ PROBE = Path(__file__).resolve().parent / "peak_probe.py"
 _BAR = re.compile(r"(?P<desc>[\w ]+):\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<info>[^\]]*)\]")
 _RATE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>it/s|s/it)")
 _KILN_STEP = re.compile(r"^kiln step (?P<n>\d+)/(?P<total>\d+)$")
+_KILN_ESTIMATE = re.compile(r"^kiln estimate (?P<mib>[0-9.]+) MiB$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,12 @@ def kiln_step_line(line: str) -> tuple[int, int, float | None] | None:
     """(step, total, None) of a ``kiln step N/M`` line of Kiln's side (:mod:`bench.kiln_side`)."""
     match = _KILN_STEP.match(line.strip())
     return None if match is None else (int(match["n"]), int(match["total"]), None)
+
+
+def kiln_estimate_gib(log: Path) -> float | None:
+    """The memory estimate Kiln's side printed (``kiln estimate X MiB``) in GiB; None if none."""
+    match = _KILN_ESTIMATE.search(log.read_bytes().decode("utf-8", errors="replace").replace("\r", "\n"))
+    return None if match is None else round(float(match["mib"]) / 1024, 2)
 
 
 @dataclass(frozen=True)

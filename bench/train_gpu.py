@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kiln.engine.train.config import parse_override
 from PIL import Image
 
 from bench.step_times import median_step
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
+        "--json-out", type=Path, default=None, metavar="FILE", help="also write the figures to FILE as JSON"
+    )
+    parser.add_argument(
         "--sd-scripts",
         type=Path,
         default=None,
@@ -93,6 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the interpreter of sd-scripts' venv (default: this one)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds against sd-scripts")
+    parser.add_argument(
+        "--kiln-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for Kiln's side as kiln train --set takes it, e.g. train.compile=true "
+        "(repeatable): one speed option measured against the same baseline",
+    )
     return parser.parse_args(argv)
 
 
@@ -208,7 +220,9 @@ def kiln_mapping(
         "output": {"dir": str(runs), "name": name},
     }
     # SDXL: the U-Net only, text-encoder outputs cached (what a 24 GB card trains).
-    return mapping, ({"network.train_text_encoder": False} if xl else None)
+    overrides: dict = {"network.train_text_encoder": False} if xl else {}
+    overrides.update(parse_override(text) for text in getattr(args, "kiln_set", []))
+    return mapping, overrides or None
 
 
 def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolution: int) -> dict:
@@ -493,18 +507,27 @@ class PeerRuns:
             command = [sys.executable, str(peer.PROBE), str(report), "-m", "bench.kiln_side", str(spec)]
             cwd, parse, name = REPO, peer.kiln_step_line, "Kiln"
         output = peer.run_stamped(command, parse, cwd=cwd, env=self.env, log=log, report=report)
-        return peer.figures(output, self.args.warmup, self.args.device, name)
+        result = peer.figures(output, self.args.warmup, self.args.device, name)
+        if side == "kiln":
+            result["estimate_gib"] = peer.kiln_estimate_gib(log)
+        return result
 
 
 def _side_summary(runs: list[dict]) -> dict:
     """One side's figures over the rounds: median speed, largest peak."""
     peaks = [run["peak_gib"] for run in runs if run["peak_gib"] is not None]
-    return {
+    summary = {
         "it_s": float(f"{statistics.median(run['it_s'] for run in runs):.4g}"),
         "ms_per_step": round(statistics.median(run["ms_per_step"] for run in runs), 2),
         "peak_gib": max(peaks) if peaks else None,
         "steps": runs[0]["steps"],
     }
+    estimates = [run["estimate_gib"] for run in runs if run.get("estimate_gib") is not None]
+    if estimates:  # Kiln's side: its own estimate, and how it compares with the measured peak
+        summary["estimate_gib"] = max(estimates)
+        if summary["peak_gib"]:
+            summary["estimate_ratio"] = round(max(estimates) / summary["peak_gib"], 3)
+    return summary
 
 
 def sd_scripts_comparison(args, resolution: int, batches: list[int]) -> dict:
@@ -624,6 +647,18 @@ def main(argv: list[str] | None = None) -> int:
             "drop --tiny (on a CPU: --resolution 64)\n"
         )
         return 2
+    from kiln.engine.errors import ConfigError
+    from kiln.engine.train.config import all_keys, suggest_key
+
+    for text in args.kiln_set:
+        try:
+            key = parse_override(text)[0]
+        except ConfigError as exc:
+            sys.stderr.write(f"bench.train_gpu: {str(exc).replace('--set', '--kiln-set')}\n")
+            return 2
+        if key not in all_keys():
+            sys.stderr.write(f"bench.train_gpu: --kiln-set {text}: no such config key{suggest_key(key)}\n")
+            return 2
     if peer:
         from kiln.engine.errors import KilnError
 
@@ -663,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": resolution,
         "precision": args.precision,
         "rank": RANK,
+        "kiln_set": args.kiln_set,
     }
     if peer:
         from kiln.engine.errors import KilnError, UsageError
@@ -674,13 +710,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2 if isinstance(exc, UsageError) else 1
     else:
         report["results"] = baseline_comparison(args, resolution, batches)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     trained = (
         "U-Net only, text-encoder outputs cached, gradient checkpointing" if xl else "text encoder trained"
     )
-    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, {trained}")
+    options = f"; kiln with {', '.join(args.kiln_set)}" if args.kiln_set else ""
+    print(f"{card}: {report['model']}, {resolution} px, {args.precision}, rank {RANK}, {trained}{options}")
     if peer:
         print_sd_scripts_comparison(report, args.device)
         return 0
@@ -737,6 +776,10 @@ def print_sd_scripts_comparison(report: dict, device: str) -> None:
             line += (
                 f"; {memory} sd-scripts {sds['peak_gib']} GiB, kiln {kiln['peak_gib']} GiB "
                 f"(ratio {row['ratio_peak']:.3f})"
+            )
+        if kiln.get("estimate_ratio") is not None:
+            line += (
+                f"; kiln's own estimate {kiln['estimate_gib']} GiB ({kiln['estimate_ratio']:.3f} of its peak)"
             )
         print(line)
         for run in row["rounds"]:

@@ -197,6 +197,22 @@ def test_kiln_step_lines_parse() -> None:
     assert peer.kiln_step_line("steps:  50%|#####| 5/10 [00:03<00:03, 1.52it/s]") is None
 
 
+def test_kilns_estimate_is_read_from_its_log_and_set_beside_its_peak(tmp_path: Path) -> None:
+    log = tmp_path / "kiln.log"
+    log.write_bytes(b"loading\r\nkiln estimate 3481.6 MiB\nkiln step 1/2\nkiln step 2/2\n")
+    assert peer.kiln_estimate_gib(log) == 3.4
+    log.write_bytes(b"kiln step 1/2\n")
+    assert peer.kiln_estimate_gib(log) is None
+    runs = [
+        {"it_s": 2.0, "ms_per_step": 500.0, "peak_gib": 4.0, "steps": 8, "estimate_gib": 3.4},
+        {"it_s": 3.0, "ms_per_step": 333.0, "peak_gib": 4.1, "steps": 8, "estimate_gib": 3.4},
+    ]
+    summary = train_gpu._side_summary(runs)
+    assert summary["peak_gib"] == 4.1 and summary["estimate_gib"] == 3.4
+    assert summary["estimate_ratio"] == round(3.4 / 4.1, 3)
+    assert "estimate_gib" not in train_gpu._side_summary([{**run, "estimate_gib": None} for run in runs])
+
+
 def test_steps_reported_in_bursts_are_timed_by_the_last_report_of_each_burst() -> None:
     # Kiln on a GPU: steps read back 10 at a time, their events a few microseconds apart.
     stamps = {step: 10.0 * -(-step // 10) + 1e-5 * ((step - 1) % 10) for step in range(1, 31)}
@@ -345,4 +361,5 @@ def test_comparison_with_a_real_sd_scripts_checkout_on_the_cpu(capsys: pytest.Ca
     (row,) = report["results"]
     for side in ("kiln", "sd_scripts"):
         assert row[side]["it_s"] > 0 and row[side]["peak_gib"] > 1 and row[side]["steps"] == 2
+    assert row["kiln"]["estimate_gib"] > 1  # the trainer's estimate, printed by bench.kiln_side
     assert row["ratio_it_s"] > 0 and row["ratio_peak"] > 0
