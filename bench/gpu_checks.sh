@@ -5,7 +5,7 @@
 #   python scripts/device_kit.py --sd-scripts SD_SCRIPTS_CHECKOUT --sd-scripts-python ITS_VENV_PYTHON
 # Then one device call per part, carrying the kit, back to back (the machine stays warm 30 s):
 #   run(command="bash bench/gpu_checks.sh peers", carry=[".device"], timeout_s=570)    about 8 min
-#   run(command="bash bench/gpu_checks.sh options", carry=[".device"], timeout_s=400)  about 4 min
+#   run(command="bash bench/gpu_checks.sh options", carry=[".device"], timeout_s=570)  about 5 min
 #
 #   peers    Kiln against kohya sd-scripts, alternating rounds: SD 1.5 at 512 px, batch 1 and 4
 #            (2 rounds), then SDXL at 1024 px, batch 1 (1 round); it/s and CUDA allocator peaks of
@@ -17,8 +17,8 @@
 #
 # Figures and logs go to $OUT (what the device tool brings back: 8 files at most). With
 # GPU_CHECKS_SMOKE=1 the same steps run on this machine's CPU at toy sizes (the tiny model where
-# sd-scripts is not involved, 64 px where it is; no SDXL against sd-scripts, which needs about
-# 30 GB on a CPU): a trial of the script and the kit, not a measurement.
+# sd-scripts is not involved, 64 px where it is; neither SDXL nor compile, each minutes on a CPU):
+# a trial of the script and the kit, not a measurement.
 set -uo pipefail
 
 part=${1:-}
@@ -73,17 +73,17 @@ bench() { # bench SECONDS NAME ARGS...: one bench.train_gpu run, its figures in 
 }
 
 if [ "${GPU_CHECKS_SMOKE:-0}" = 1 ]; then
-    peer=(--device cpu --resolution 64 --batches 1 --steps 2 --warmup 1 --rounds 1)
+    sd15_peer=(--device cpu --resolution 64 --batches 1 --steps 2 --warmup 1 --rounds 1)
     plain=(--device cpu --tiny --batches 1 --steps 2 --warmup 1)
 else
-    peer=(--steps 30 --warmup 5)
+    sd15_peer=(--batches 1 4 --steps 30 --warmup 5 --rounds 2)
     plain=(--batches 1 4 --steps 30 --warmup 5)
 fi
 peers=(--sd-scripts $kit/sd-scripts --sd-scripts-python $sds_python)
 
 case $part in
 peers)
-    bench 300 sd15-peer "${peer[@]}" "${peers[@]}" --rounds 2 --batches 1 4
+    bench 300 sd15-peer "${sd15_peer[@]}" "${peers[@]}"
     if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
         bench 240 sdxl-peer --family sdxl --batches 1 --rounds 1 --steps 30 --warmup 5 "${peers[@]}"
     fi
@@ -91,8 +91,10 @@ peers)
 options)
     bench 90 plain "${plain[@]}"
     bench 90 channels-last "${plain[@]}" --kiln-set train.channels_last=true
-    bench 180 compile "${plain[@]}" --kiln-set train.compile=true
     if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
+        # (Not in a smoke run: Inductor compiles for minutes on a CPU; tests/train/test_speed_options.py
+        # checks the compiled path's losses.) One compile per batch shape, in the warm-up steps.
+        bench 240 compile "${plain[@]}" --kiln-set train.compile=true
         say "activation constants on CUDA (engine/plan/memory.py's ACTIVATIONS)"
         timeout 60 "$python" scripts/measure_activations.py --family sd15 --device cuda --precision bf16 fp32 --json \
             >"$out/activations-sd15.json" 2>>"$log" && cat "$out/activations-sd15.json" | tee -a "$log"
