@@ -31,7 +31,7 @@ out=${OUT:-/tmp/kiln-gpu-checks}
 kit=.device
 mkdir -p "$out"
 log=$out/$part.log
-if [ ! -d $kit/kiln ] || [ ! -d $kit/sd-scripts-wheels ] || [ ! -f $kit/sd-scripts/train_network.py ]; then
+if [ ! -d $kit/kiln ] || [ ! -d $kit/build ] || [ ! -d $kit/sd-scripts-wheels ] || [ ! -f $kit/sd-scripts/train_network.py ]; then
     echo "no kit in $kit/: run scripts/device_kit.py here first and carry .device" | tee "$log" >&2
     exit 2
 fi
@@ -46,7 +46,8 @@ install() {
 }
 install /tmp/kiln-site $kit/kiln || exit 2
 install /tmp/sds-site $kit/sd-scripts-wheels || exit 2
-"$python" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$log" 2>&1 || {
+install /tmp/build-site $kit/build || exit 2
+PYTHONPATH=/tmp/build-site "$python" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$log" 2>&1 || {
     tail -3 "$log"
     exit 2
 }

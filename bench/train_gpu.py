@@ -442,6 +442,9 @@ def write_random_checkpoint(path: Path, family_name: str) -> Path:
 
     family = family_named(family_name)
     pipe = build_pipeline(False, family_name)
+    # Cast in place first (the file is fp16 either way): the writer's fp16 copy of an fp32 SDXL
+    # beside it took the process past 24 GB.
+    pipe.to(torch.float16)
     encoders = [getattr(pipe, slot.attr) for slot in family.text_encoders]
     metadata = {
         "modelspec.architecture": family.checkpoint_architecture,
@@ -607,16 +610,22 @@ def sd_scripts_comparison(args, resolution: int, batches: list[int]) -> dict:
 
 
 def _commit_of(checkout: Path) -> str | None:
-    """The checkout's git commit, if it is a git work tree."""
+    """The sd-scripts commit: the ``COMMIT`` file of a copy made by scripts/device_kit.py, else
+    the commit of the checkout when it is a git work tree's top (not of a repository around it)."""
     import subprocess
 
+    recorded = checkout / "COMMIT"
+    if recorded.is_file():
+        return recorded.read_text(encoding="utf-8").strip() or None
+    git = ["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "HEAD"]
     try:
-        done = subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        )
+        done = subprocess.run(git, capture_output=True, text=True, check=False)
     except OSError:
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != checkout.resolve():
+        return None
+    return lines[1]
 
 
 def _reset_memory(device: str) -> None:

@@ -7,7 +7,8 @@ device call only installs from local files and measures:
 
 - ``kiln/``: diffusers at the version Kiln is tested with here, and ``importlib_metadata``
   (diffusers needs it; the device lacks it). Kiln itself is installed there from the working
-  tree (``pip install --no-deps --no-build-isolation -e .``), as it is here.
+  tree (``pip install --no-deps --no-build-isolation -e .``), as it is here, with the
+  setuptools and wheel of ``build/``.
 - ``sd-scripts-wheels/``: sd-scripts' own pins, read from the venv it runs in here
   (``--sd-scripts-python``): transformers, tokenizers, diffusers, accelerate, safetensors,
   huggingface-hub, imagesize, toml, voluptuous, importlib_metadata. The device's torch,
@@ -36,6 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 # What the device lacks for Kiln's training path (its torch, transformers, accelerate, peft and
 # safetensors are used as they are; see /work/.library/device/KINDS.md's package list).
 KILN_PACKAGES = ("diffusers", "importlib_metadata")
+# What installs Kiln from the working tree there without build isolation (which would download
+# them): the setuptools this checkout is built with here, whatever the device's own is.
+BUILD_PACKAGES = {"setuptools": importlib.metadata.version("setuptools"), "wheel": "0.45.1"}
 # sd-scripts' imports that its requirements pin, plus diffusers' importlib_metadata.
 SD_SCRIPTS_PACKAGES = (
     "transformers",
@@ -120,14 +124,20 @@ def size_mib(folder: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out
-    for part in ("kiln", "sd-scripts-wheels"):
+    for part in ("kiln", "sd-scripts-wheels", "build"):
         shutil.rmtree(out / part, ignore_errors=True)
     kiln_pins = {name: importlib.metadata.version(name) for name in KILN_PACKAGES}
     peer_pins = pinned_versions(args.sd_scripts_python, SD_SCRIPTS_PACKAGES)
     download(kiln_pins, out / "kiln")
+    download(BUILD_PACKAGES, out / "build")
     download(peer_pins, out / "sd-scripts-wheels")
     commit = copy_training_code(args.sd_scripts, out / "sd-scripts")
-    manifest = {"kiln": kiln_pins, "sd-scripts": peer_pins, "sd-scripts commit": commit}
+    manifest = {
+        "kiln": kiln_pins,
+        "build": BUILD_PACKAGES,
+        "sd-scripts": peer_pins,
+        "sd-scripts commit": commit,
+    }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     total = size_mib(out)
     print(f"{out}: {total:.1f} MiB ({json.dumps(manifest)})")

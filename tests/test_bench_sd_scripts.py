@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -363,3 +364,21 @@ def test_comparison_with_a_real_sd_scripts_checkout_on_the_cpu(capsys: pytest.Ca
         assert row[side]["it_s"] > 0 and row[side]["peak_gib"] > 1 and row[side]["steps"] == 2
     assert row["kiln"]["estimate_gib"] > 1  # the trainer's estimate, printed by bench.kiln_side
     assert row["ratio_it_s"] > 0 and row["ratio_peak"] > 0
+
+
+def test_the_reported_commit_is_sd_scripts_own_never_a_repository_around_it(tmp_path: Path) -> None:
+    outer = tmp_path / "kiln"
+    copy = outer / ".device" / "sd-scripts"
+    copy.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    identity = ["-c", "user.name=k", "-c", "user.email=k@k"]
+    subprocess.run(
+        ["git", "-C", str(outer), *identity, "commit", "-q", "--allow-empty", "-m", "x"], check=True
+    )
+    assert train_gpu._commit_of(copy) is None  # inside Kiln's repository, not a checkout of its own
+    (copy / "COMMIT").write_text("48d368fa557731ad0488c07304dfeba8c07910eb\n")
+    assert train_gpu._commit_of(copy) == "48d368fa557731ad0488c07304dfeba8c07910eb"
+    head = subprocess.run(
+        ["git", "-C", str(outer), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert train_gpu._commit_of(outer) == head
