@@ -3,17 +3,19 @@
 #
 # Here first (pip reaches PyPI here, not there):
 #   python scripts/device_kit.py --sd-scripts SD_SCRIPTS_CHECKOUT --sd-scripts-python ITS_VENV_PYTHON
-# Then one device call per part, carrying the kit, back to back (the machine stays warm 30 s):
-#   run(command="bash bench/gpu_checks.sh peers", carry=[".device"], timeout_s=570)    about 8 min
-#   run(command="bash bench/gpu_checks.sh options", carry=[".device"], timeout_s=570)  about 5 min
+# Then one device call per part, carrying the kit, back to back (the machine stays warm 30 s;
+# a session has 15 minutes of device time, a start included, so check `status` between calls):
+#   run(command="bash bench/gpu_checks.sh peers", carry=[".device"], timeout_s=600)    about 7 min
+#   run(command="bash bench/gpu_checks.sh options", carry=[".device"], timeout_s=420)  about 4 min
+#   run(command="bash bench/gpu_checks.sh activations", carry=[".device"], timeout_s=300)  if time is left
 #
-#   peers    Kiln against kohya sd-scripts, alternating rounds: SD 1.5 at 512 px, batch 1 and 4
-#            (2 rounds), then SDXL at 1024 px, batch 1 (1 round); it/s and CUDA allocator peaks of
-#            both, and Kiln's own memory estimate beside its peak
-#   options  Kiln against the plain diffusers+peft loop at SD 1.5 512 px, batch 1 and 4: as it
-#            is, then with each speed option that is off by default (train.channels_last,
-#            train.compile) on its own, the plain loop being the baseline each time; then the
-#            activation constants of engine/plan/memory.py measured on CUDA
+#   peers        Kiln against kohya sd-scripts, alternating rounds: SD 1.5 at 512 px, batch 1 and
+#                4 (2 rounds), then SDXL at 1024 px, batch 1 (1 round); it/s and CUDA allocator
+#                peaks of both, and Kiln's own memory estimate beside its peak
+#   options      Kiln against the plain diffusers+peft loop at SD 1.5 512 px, batch 1 and 4: as
+#                it is, then with each speed option that is off by default (train.channels_last,
+#                train.compile) on its own, the plain loop being the baseline each time
+#   activations  the activation constants of engine/plan/memory.py measured on CUDA
 #
 # Figures and logs go to $OUT (what the device tool brings back: 8 files at most). With
 # GPU_CHECKS_SMOKE=1 the same steps run on this machine's CPU at toy sizes (the tiny model where
@@ -22,8 +24,8 @@
 set -uo pipefail
 
 part=${1:-}
-case $part in peers | options) ;; *)
-    echo "usage: bash bench/gpu_checks.sh peers|options (see the comment at its top)" >&2
+case $part in peers | options | activations) ;; *)
+    echo "usage: bash bench/gpu_checks.sh peers|options|activations (see the comment at its top)" >&2
     exit 2
     ;;
 esac
@@ -93,14 +95,20 @@ options)
     bench 90 plain "${plain[@]}"
     bench 90 channels-last "${plain[@]}" --kiln-set train.channels_last=true
     if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
-        # (Not in a smoke run: Inductor compiles for minutes on a CPU; tests/train/test_speed_options.py
-        # checks the compiled path's losses.) One compile per batch shape, in the warm-up steps.
+        # Not in a smoke run: Inductor's CPU codegen takes minutes (tests/train/test_speed_options.py
+        # checks the compiled path at the Dynamo level). One compile per batch shape, in the warm-up.
         bench 240 compile "${plain[@]}" --kiln-set train.compile=true
-        say "activation constants on CUDA (engine/plan/memory.py's ACTIVATIONS)"
-        timeout 60 "$python" scripts/measure_activations.py --family sd15 --device cuda --precision bf16 fp32 --json \
-            >"$out/activations-sd15.json" 2>>"$log" && cat "$out/activations-sd15.json" | tee -a "$log"
-        timeout 60 "$python" scripts/measure_activations.py --family sdxl --device cuda --precision bf16 --json \
-            >"$out/activations-sdxl.json" 2>>"$log" && cat "$out/activations-sdxl.json" | tee -a "$log"
+    fi
+    ;;
+activations)
+    device=cuda
+    [ "${GPU_CHECKS_SMOKE:-0}" = 1 ] && device=cpu
+    say "activation constants on $device (engine/plan/memory.py's ACTIVATIONS)"
+    timeout 90 "$python" scripts/measure_activations.py --family sd15 --device $device --precision bf16 fp32 \
+        --json >"$out/activations-sd15.json" 2>>"$log" && tee -a "$log" <"$out/activations-sd15.json"
+    if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
+        timeout 150 "$python" scripts/measure_activations.py --family sdxl --device cuda --precision bf16 --json \
+            >"$out/activations-sdxl.json" 2>>"$log" && tee -a "$log" <"$out/activations-sdxl.json"
     fi
     ;;
 esac
