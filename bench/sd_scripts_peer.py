@@ -109,6 +109,23 @@ def checkout_script(checkout: Path | str, family: str) -> Path:
     return script.resolve()
 
 
+def checkout_commit(checkout: Path) -> str | None:
+    """The sd-scripts commit: the ``COMMIT`` file of a copy made by scripts/device_kit.py, else
+    the commit of the checkout when it is a git work tree's top (not of a repository around it)."""
+    recorded = checkout / "COMMIT"
+    if recorded.is_file():
+        return recorded.read_text(encoding="utf-8").strip() or None
+    git = ["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "HEAD"]
+    try:
+        done = subprocess.run(git, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != checkout.resolve():
+        return None
+    return lines[1]
+
+
 def write_tokenizer_cache(folder: Path, family: str) -> Path:
     """Lay out Kiln's shipped CLIP tokenizer where sd-scripts' ``--tokenizer_cache_dir`` looks
     for each hub id the family needs (SDXL's second tokenizer is the same BPE; sd-scripts sets

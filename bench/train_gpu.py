@@ -601,31 +601,16 @@ def sd_scripts_comparison(args, resolution: int, batches: list[int]) -> dict:
                     else None,
                 }
             )
-    source = {"checkout": str(script.parent), "commit": _commit_of(script.parent), "python": str(python)}
+    source = {
+        "checkout": str(script.parent),
+        "commit": peer.checkout_commit(script.parent),
+        "python": str(python),
+    }
     return {
         "sd_scripts": source,
         "logs": str(logs),
         "results": results,
     }
-
-
-def _commit_of(checkout: Path) -> str | None:
-    """The sd-scripts commit: the ``COMMIT`` file of a copy made by scripts/device_kit.py, else
-    the commit of the checkout when it is a git work tree's top (not of a repository around it)."""
-    import subprocess
-
-    recorded = checkout / "COMMIT"
-    if recorded.is_file():
-        return recorded.read_text(encoding="utf-8").strip() or None
-    git = ["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "HEAD"]
-    try:
-        done = subprocess.run(git, capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    lines = done.stdout.split()
-    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != checkout.resolve():
-        return None
-    return lines[1]
 
 
 def _reset_memory(device: str) -> None:

@@ -375,10 +375,10 @@ def test_the_reported_commit_is_sd_scripts_own_never_a_repository_around_it(tmp_
     subprocess.run(
         ["git", "-C", str(outer), *identity, "commit", "-q", "--allow-empty", "-m", "x"], check=True
     )
-    assert train_gpu._commit_of(copy) is None  # inside Kiln's repository, not a checkout of its own
+    assert peer.checkout_commit(copy) is None  # inside Kiln's repository, not a checkout of its own
     (copy / "COMMIT").write_text("48d368fa557731ad0488c07304dfeba8c07910eb\n")
-    assert train_gpu._commit_of(copy) == "48d368fa557731ad0488c07304dfeba8c07910eb"
+    assert peer.checkout_commit(copy) == "48d368fa557731ad0488c07304dfeba8c07910eb"
     head = subprocess.run(
         ["git", "-C", str(outer), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert train_gpu._commit_of(outer) == head
+    assert peer.checkout_commit(outer) == head

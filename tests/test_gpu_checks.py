@@ -85,7 +85,8 @@ def test_the_kit_reads_sd_scripts_pins_from_its_interpreter() -> None:
 def test_the_script_wants_a_part_and_the_kit_before_it_installs_anything(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")}
     usage = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert usage.returncode == 2 and "usage: bash bench/gpu_checks.sh peers|options|activations" in usage.stderr
+    assert usage.returncode == 2
+    assert "usage: bash bench/gpu_checks.sh peers|options|activations" in usage.stderr
     missing = subprocess.run(
         ["bash", str(SCRIPT), "peers"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
