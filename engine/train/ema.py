@@ -41,7 +41,11 @@ class WeightAverage:
         return self.ema.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a saved average onto the weights' device: the resume state is read onto the CPU,
+        and EMAModel keeps what it loads where it lies, so on a GPU the next step would mix
+        devices."""
         self.ema.load_state_dict(state)
+        self.ema.to(device=self.params[0].device)
 
 
 def weight_average(params: list[torch.nn.Parameter], decay: float) -> WeightAverage | None:
