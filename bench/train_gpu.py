@@ -679,8 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("bench.train_gpu: --warmup and --rounds must be at least 1 and --steps at least 2\n")
         return 2
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # TF32 for the plain loop too, as Kiln's train.tf32 sets it (both APIs in agreement).
+        torch.set_float32_matmul_precision("high")
     xl = args.family == "sdxl"
     resolution = args.resolution or (64 if args.tiny else (1024 if xl else 512))
     batches = args.batches or ([1] if xl else [1, 4])

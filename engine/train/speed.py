@@ -100,18 +100,28 @@ def use_tf32(device: torch.device) -> Callable[[], None]:
     """Let fp32 matmuls and cuDNN convolutions run in TF32 on ``device`` (CUDA only; Ampere and
     newer have TF32 units, older cards ignore it) and return what puts the settings back.
 
-    Uses the ``fp32_precision`` settings (PyTorch >= 2.9), not the deprecated ``allow_tf32``.
+    Matmuls through ``torch.set_float32_matmul_precision("high")``, which keeps PyTorch's
+    legacy and new (``fp32_precision``) settings in agreement: setting only the new one makes
+    ``torch.get_float32_matmul_precision()`` raise ("mix of the legacy and new APIs"), and
+    Inductor calls it when it picks among matmul kernels, so ``train.compile`` would fail.
     """
     if device.type != "cuda":
         return _nothing
     # cudnn.conv is missing from torch's type stubs.
-    matmul, conv = torch.backends.cuda.matmul, cast(Any, torch.backends.cudnn).conv
-    before = (matmul.fp32_precision, conv.fp32_precision)
-    matmul.fp32_precision = "tf32"
+    conv = cast(Any, torch.backends.cudnn).conv
+    conv_before = conv.fp32_precision
+    try:
+        matmul_before: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:  # this process already mixed the two APIs: leave its matmuls alone
+        matmul_before = None
+    if matmul_before is not None:
+        torch.set_float32_matmul_precision("high")
     conv.fp32_precision = "tf32"
 
     def restore() -> None:
-        matmul.fp32_precision, conv.fp32_precision = before
+        if matmul_before is not None:
+            torch.set_float32_matmul_precision(matmul_before)
+        conv.fp32_precision = conv_before
 
     return restore
 

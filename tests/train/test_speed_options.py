@@ -269,10 +269,12 @@ def test_compiled_unet_trains_to_the_plain_losses_saves_plain_keys_and_resumes(
 def tf32_settings():
     """The process's TF32 settings, put back after the test whatever it did."""
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = (matmul.fp32_precision, conv.fp32_precision)
-    matmul.fp32_precision, conv.fp32_precision = "ieee", "ieee"
+    before = (torch.get_float32_matmul_precision(), conv.fp32_precision)
+    torch.set_float32_matmul_precision("highest")
+    conv.fp32_precision = "ieee"
     yield matmul, conv
-    matmul.fp32_precision, conv.fp32_precision = before
+    torch.set_float32_matmul_precision(before[0])
+    conv.fp32_precision = before[1]
 
 
 def test_tf32_is_set_on_cuda_when_asked_and_put_back_after(tf32_settings) -> None:
@@ -281,8 +283,12 @@ def test_tf32_is_set_on_cuda_when_asked_and_put_back_after(tf32_settings) -> Non
         TrainParams(tf32=True), torch.nn.Linear(2, 2), torch.device("cuda"), logging.getLogger("t")
     ).restore
     assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+    # The legacy reading agrees (Inductor asks it when choosing matmul kernels under
+    # train.compile; setting only fp32_precision made it raise "mix of the legacy and new APIs").
+    assert torch.get_float32_matmul_precision() == "high" and matmul.allow_tf32
     restore()
     assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 @pytest.mark.parametrize(("asked", "device"), [(False, "cuda"), (True, "cpu")])
