@@ -57,7 +57,7 @@ from kiln.engine.train.lora_io import (
     write_lora,
 )
 from kiln.engine.train.loss import min_snr_weights, per_sample_loss
-from kiln.engine.train.memory import RunningPeak
+from kiln.engine.train.memory import RunningPeak, begin_run_peak
 from kiln.engine.train.memory_estimate import estimate_warning, run_estimate
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
@@ -222,6 +222,7 @@ class Trainer:
         config = self.config
         self.accelerator = make_accelerator(config, self.cpu)
         self.device = self.accelerator.device
+        begin_run_peak(self.device)  # the run's peak, loading and caching included
         self.is_main = self.accelerator.is_main_process
         self.processes = self.accelerator.num_processes
         if self.is_main:

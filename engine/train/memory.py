@@ -16,6 +16,11 @@ from typing import Any
 
 MIB = 2**20
 
+# The peak each reset of the counters hid (bytes, by "cuda" / "cpu"): the memory probe resets
+# them to measure its own steps, after the run loaded its models and cached its latents, which
+# can be the run's peak (an SDXL VAE encoding at 1024 px). Every peak reading folds it back in.
+_hidden_peaks: dict[str, int] = {}
+
 
 def peak_memory(device: Any) -> dict[str, Any]:
     """``{"peak_mb": MiB, "memory": "vram" | "ram"}`` for the process training on ``device``.
@@ -27,12 +32,28 @@ def peak_memory(device: Any) -> dict[str, Any]:
     if getattr(device, "type", str(device)) == "cuda":
         import torch
 
-        return {"peak_mb": round(torch.cuda.max_memory_allocated(device) / MIB, 1), "memory": "vram"}
-    peak = peak_rss_bytes()
+        peak = max(torch.cuda.max_memory_allocated(device), _hidden_peaks.get("cuda", 0))
+        return {"peak_mb": round(peak / MIB, 1), "memory": "vram"}
+    peak = max(peak_rss_bytes(), _hidden_peaks.get("cpu", 0))
     # Called once per step: the step's freed activations go back to the system, so the next
     # step starts from what training holds instead of growing into a fragmented heap.
     _release_freed_memory()
     return {"peak_mb": round(peak / MIB, 1), "memory": "ram"}
+
+
+def begin_run_peak(device: Any) -> None:
+    """Count the process's peak memory from here: a run's start, before it loads anything (a
+    process that trains several runs, as the tests do, reports each its own)."""
+    _hidden_peaks.clear()
+    meter = PeakMeter(device)
+    if meter.available:
+        meter.reset()
+
+
+def hidden_peak_bytes() -> dict[str, int]:
+    """What the resets since the run began hid, for readers of the counters outside Kiln (the
+    benchmarks' peak probe)."""
+    return dict(_hidden_peaks)
 
 
 class RunningPeak:
@@ -87,13 +108,25 @@ class PeakMeter:
         self._start = 0
 
     def start(self) -> None:
-        """Begin a stretch: the peak is counted from what is in use now."""
+        """Begin a stretch: the peak is counted from what is in use now (the process's peak so
+        far is kept for :func:`peak_memory`)."""
+        kind = "cuda" if self.cuda else "cpu"
+        _hidden_peaks[kind] = max(_hidden_peaks.get(kind, 0), self._peak_so_far())
+        self.reset()
+        if self.cuda:
+            import torch
+
+            self._start = torch.cuda.memory_allocated(self.device)
+            return
+        self._start = _linux_rss("VmRSS") or 0
+
+    def reset(self) -> None:
+        """Restart the counters: the allocator's peak, or the kernel's high-water mark."""
         if self.cuda:
             import torch
 
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
             return
         _release_freed_memory()
         try:
@@ -101,7 +134,13 @@ class PeakMeter:
                 handle.write("5")
         except OSError:
             self.available = False
-        self._start = _linux_rss("VmRSS") or 0
+
+    def _peak_so_far(self) -> int:
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return _linux_rss("VmHWM") or 0
 
     def peak_above_start(self) -> int:
         """Bytes of the stretch's peak above its start."""

@@ -13,6 +13,8 @@ one part that depends on kernels and settings (:mod:`kiln.engine.train.memory_pr
     + an EMA copy (full fine-tunes that keep one)
     + activations of one batch at the largest bucket (the probe's line)
 
+or, when it was more, the peak the set-up already reached (loading, caching latents).
+
 The result goes into the ``start`` event (and so ``status.json``) as ``memory_estimate``; a
 warning names the settings to change when it is more than the device has.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 from kiln.engine.plan.memory import OPTIMIZER_BYTES
-from kiln.engine.train.memory import MIB, PeakMeter, proc_kib
+from kiln.engine.train.memory import MIB, PeakMeter, peak_memory, proc_kib
 from kiln.engine.train.memory_probe import ActivationFit, loss_step, probe_activations
 
 
@@ -87,6 +89,9 @@ def run_estimate(trainer: Any) -> dict[str, Any]:
     # backward), under fused_backward (its backward pass applies the optimizer), or with a
     # compiled U-Net (each probe shape would be compiled too: minutes on a GPU).
     probed = trainer.processes == 1 and not train.fused_backward and not train.compile and not probe_off()
+    # Loading and caching (the VAE encoding every image at full size) have already peaked, and
+    # that is measured (before the probe's own steps): the run needs at least as much again.
+    setup = peak_memory(device)["peak_mb"] * MIB
     fit = probe(trainer, height, width) if probed else None
     activations = None
     if fit is not None:
@@ -94,7 +99,8 @@ def run_estimate(trainer: Any) -> dict[str, Any]:
         activations = max(0.0, fit.intercept - grads) + train.batch_size * fit.per_latent_px * height * width
     meter = PeakMeter(device)
     rest = max(0, meter.in_use() - weights - params)
-    total = rest + weights + params + grads + state + (activations or 0)
+    steps = rest + weights + params + grads + state + (activations or 0)
+    total = max(steps, setup)
     capacity = capacity_bytes(device)
     return {
         "total_mb": _mb(total),
@@ -103,6 +109,7 @@ def run_estimate(trainer: Any) -> dict[str, Any]:
         "trained_mb": _mb(params + grads),
         "optimizer_mb": _mb(state),
         "activations_mb": None if activations is None else _mb(activations),
+        "setup_peak_mb": _mb(setup),
         "capacity_mb": None if capacity is None else _mb(capacity),
         "memory": "vram" if device.type == "cuda" else "ram",
         "method": "probe" if activations is not None else "fixed parts only",

@@ -88,3 +88,27 @@ def test_the_running_peak_never_falls_when_the_kernels_high_water_mark_does(monk
     monkeypatch.setattr(memory, "peak_memory", lambda device: {"peak_mb": next(readings), "memory": "ram"})
     peak = memory.RunningPeak(torch.device("cpu"))
     assert [peak.read()["peak_mb"] for _ in range(4)] == [900.0, 947.5, 947.5, 950.0]
+
+
+HIDDEN = """
+import json, torch
+from kiln.engine.train import memory
+device = torch.device("cpu")
+memory.begin_run_peak(device)
+block = torch.ones(256 * 2**20 // 4)  # 256 MiB, touched: the set-up's peak (caching, say)
+with_block = memory.peak_memory(device)["peak_mb"]
+del block
+meter = memory.PeakMeter(device)
+meter.start()  # the memory probe's reset
+after = memory.peak_memory(device)["peak_mb"]
+print(json.dumps([with_block, after, memory.hidden_peak_bytes()["cpu"] / 2**20]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from Linux's /proc")
+def test_the_probes_reset_hides_no_peak_from_the_run() -> None:
+    """The memory probe resets the counters after loading and caching, which can be the run's
+    peak: every reading after it still covers them."""
+    out = subprocess.run([sys.executable, "-c", HIDDEN], capture_output=True, text=True, check=True).stdout
+    with_block, after_reset, hidden = json.loads(out)
+    assert after_reset >= with_block - 1 and hidden >= with_block - 1

@@ -124,6 +124,17 @@ def test_estimate_parts_add_up_and_reach_the_status(tmp_path: Path) -> None:
     assert info.estimate_mb == estimate["total_mb"] and info.memory == "ram"
 
 
+def test_a_set_up_that_peaked_higher_than_the_steps_sets_the_total(tmp_path: Path, monkeypatch) -> None:
+    """Loading and caching latents (the VAE at full size) can peak above the training steps; that
+    peak is measured before the probe and the run needs at least as much."""
+    measured = {"peak_mb": 50_000.0, "memory": "ram"}
+    monkeypatch.setattr(memory_estimate, "peak_memory", lambda device: measured)
+    _, events = train(_config(tmp_path, "sd15", 2, 64, False))
+    estimate = next(event for event in events if event["type"] == "start")["memory_estimate"]
+    assert estimate["setup_peak_mb"] == 50_000.0 == estimate["total_mb"]
+    assert estimate["activations_mb"] is not None and estimate["weights_mb"] < 50_000
+
+
 def test_probing_leaves_the_training_exactly_as_it_was(tmp_path: Path, monkeypatch) -> None:
     config = _config(tmp_path, "sd15", 2, 64, False)
     probed, _ = train(config)
