@@ -13,8 +13,8 @@
 #                4 (2 rounds), then SDXL at 1024 px, batch 1 (1 round); it/s and CUDA allocator
 #                peaks of both, and Kiln's own memory estimate beside its peak
 #   options      Kiln against the plain diffusers+peft loop at SD 1.5 512 px, batch 1 and 4: as
-#                it is, then with each speed option that is off by default (train.channels_last,
-#                train.compile) on its own, the plain loop being the baseline each time
+#                it is, then with each speed option that is off by default (train.channels_last;
+#                train.compile at batch 1) on its own, the plain loop being the baseline each time
 #   activations  the activation constants of engine/plan/memory.py measured on CUDA
 #
 # Figures and logs go to $OUT (what the device tool brings back: 8 files at most). With
@@ -88,7 +88,7 @@ case $part in
 peers)
     bench 300 sd15-peer "${sd15_peer[@]}" "${peers[@]}"
     if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
-        bench 240 sdxl-peer --family sdxl --batches 1 --rounds 1 --steps 30 --warmup 5 "${peers[@]}"
+        bench 270 sdxl-peer --family sdxl --batches 1 --rounds 1 --steps 30 --warmup 5 "${peers[@]}"
     fi
     ;;
 options)
@@ -96,8 +96,9 @@ options)
     bench 90 channels-last "${plain[@]}" --kiln-set train.channels_last=true
     if [ "${GPU_CHECKS_SMOKE:-0}" != 1 ]; then
         # Not in a smoke run: Inductor's CPU codegen takes minutes (tests/train/test_speed_options.py
-        # checks the compiled path at the Dynamo level). One compile per batch shape, in the warm-up.
-        bench 240 compile "${plain[@]}" --kiln-set train.compile=true
+        # checks the compiled path at the Dynamo level). Batch 1 only: each batch shape compiles
+        # the U-Net's forward and backward again, in the warm-up, within the call's minutes.
+        bench 200 compile --batches 1 --steps 30 --warmup 5 --kiln-set train.compile=true
     fi
     ;;
 activations)

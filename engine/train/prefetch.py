@@ -54,6 +54,22 @@ class HostBatch:
     weights: torch.Tensor | None
 
 
+def prefetch_executor(pin: bool) -> ThreadPoolExecutor:
+    """The one background thread; when it pins memory for CUDA, on the caller's current device.
+
+    A new thread starts on GPU 0, and pinning creates a CUDA context there: each process of a
+    multi-GPU run would otherwise hold one (hundreds of MiB) on the first GPU.
+    """
+    if not pin:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-prefetch")
+    return ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="kiln-prefetch",
+        initializer=torch.cuda.set_device,
+        initargs=(torch.cuda.current_device(),),
+    )
+
+
 class BatchInputs:
     """Builds each batch's :class:`HostBatch`, the next one ahead when asked.
 
@@ -99,7 +115,7 @@ class BatchInputs:
             host = self.prepare(*key)
         if ahead is not None and self.prefetch:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-prefetch")
+                self._executor = prefetch_executor(self.pin)
             self._ahead = (ahead, self._executor.submit(self.prepare, *ahead))
         return host
 

@@ -162,6 +162,25 @@ def test_speed_keys_may_change_between_a_save_and_its_resume() -> None:
 # ----------------------------------------------------------------- prefetching
 
 
+@pytest.mark.parametrize("pin", [True, False])
+def test_the_prefetch_thread_pins_on_the_callers_gpu(monkeypatch, pin: bool) -> None:
+    """Rank 1 of a multi-GPU run trains on cuda:1; its prefetch thread must not start a CUDA
+    context on GPU 0 (where a new thread begins) when it pins memory."""
+    import threading
+
+    from kiln.engine.train.prefetch import prefetch_executor
+
+    chosen: list[tuple[str, int]] = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(
+        torch.cuda, "set_device", lambda index: chosen.append((threading.current_thread().name, index))
+    )
+    executor = prefetch_executor(pin)
+    executor.submit(lambda: None).result()
+    executor.shutdown()
+    assert chosen == ([("kiln-prefetch_0", 1)] if pin else [])
+
+
 @pytest.mark.parametrize("cache_latents", [True, False])
 def test_prefetching_gives_exactly_the_plain_losses(make_config, cache_latents: bool) -> None:
     keys = {"cache_latents": cache_latents, "min_snr_gamma": 5.0}
