@@ -114,7 +114,9 @@ def test_estimate_parts_add_up_and_reach_the_status(tmp_path: Path) -> None:
     result, events = train(config)
     estimate = next(event for event in events if event["type"] == "start")["memory_estimate"]
     parts = ("rest_mb", "weights_mb", "trained_mb", "optimizer_mb", "activations_mb")
-    assert estimate["total_mb"] == pytest.approx(sum(estimate[key] for key in parts), abs=0.3)
+    steps = sum(estimate[key] for key in parts)
+    # The total is the parts' sum, or the peak loading and caching reached when that was more.
+    assert estimate["total_mb"] == pytest.approx(max(steps, estimate["setup_peak_mb"]), abs=0.3)
     assert estimate["batch"] == 2 and estimate["latent"] == [8, 8]
     # AdamW keeps two float32 moments per trained float32 parameter (and its gradient): 8 bytes each.
     assert estimate["optimizer_mb"] == pytest.approx(estimate["trained_mb"], abs=0.2)
