@@ -52,12 +52,12 @@ def peak_figures() -> dict[str, int | None]:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         cuda = max(torch.cuda.max_memory_allocated(index) for index in range(torch.cuda.device_count()))
-    # Kiln's memory probe resets the counters after loading; what that hid counts too.
+    # Kiln's memory probe resets the counters after loading; its run's peak covers that too.
     kiln_memory = sys.modules.get("kiln.engine.train.memory")
     if kiln_memory is not None:
-        hidden = kiln_memory.hidden_peak_bytes()
-        rss = max(rss or 0, hidden.get("cpu", 0)) or None
-        cuda = max(cuda or 0, hidden.get("cuda", 0)) or None
+        run = kiln_memory.run_peak_bytes()
+        rss = max(rss or 0, run.get("cpu", 0)) or None
+        cuda = max(cuda or 0, run.get("cuda", 0)) or None
     return {"rss_peak_bytes": rss, "cuda_peak_bytes": cuda}
 
 

@@ -256,6 +256,10 @@ def kiln_run(pipe, base: Path, data: Path, runs: Path, args, batch: int, resolut
     if result.state != "done":
         raise SystemExit(f"bench.train_gpu: Kiln's run {result.state}: {result.error}")
     peak = _peak_memory(args.device)
+    if peak is not None:  # the run's memory probe reset the counters after loading: its own peak covers it
+        from kiln.engine.train.memory import run_peak_bytes
+
+        peak = max(peak, run_peak_bytes().get("cuda", 0))
     del trainer
     return _figures(stamps, args.warmup, peak)
 
@@ -642,17 +646,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     from kiln.engine.errors import ConfigError
-    from kiln.engine.train.config import all_keys, suggest_key
+    from kiln.engine.train.config import config_from_mapping
 
-    for text in args.kiln_set:
-        try:
-            key = parse_override(text)[0]
-        except ConfigError as exc:
-            sys.stderr.write(f"bench.train_gpu: {str(exc).replace('--set', '--kiln-set')}\n")
-            return 2
-        if key not in all_keys():
-            sys.stderr.write(f"bench.train_gpu: --kiln-set {text}: no such config key{suggest_key(key)}\n")
-            return 2
+    try:  # --kiln-set checked as a run checks its config (keys and values), before anything runs
+        mapping, overrides = kiln_mapping(REPO, REPO, REPO, args, 1, 512, "check")
+        config_from_mapping(mapping, overrides=overrides, overrides_source="--kiln-set")
+    except ConfigError as exc:
+        sys.stderr.write(f"bench.train_gpu: {str(exc).replace('--set ', '--kiln-set ')}\n")
+        return 2
     if peer:
         from kiln.engine.errors import KilnError
 

@@ -20,7 +20,7 @@ Binary wheels are taken for CPython 3.12 on manylinux x86-64 (the device's platf
 ones this kit holds are abi3 or pure Python, so the same files also install here for a trial.
 
 Usage:  python scripts/device_kit.py --sd-scripts /tmp/sd-scripts --sd-scripts-python /tmp/sdsvenv/bin/python
-Then, on the device:  run(command="bash bench/gpu_checks.sh sd15", carry=[".device"])
+Then, on the device:  run(command="bash bench/gpu_checks.sh peers", carry=[".device"]) (see its header)
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as `python scripts/device_kit.py`: bench/ imports from the root
+
+from bench.sd_scripts_peer import checkout_commit  # noqa: E402
+
 # What the device lacks for Kiln's training path (its torch, transformers, accelerate, peft and
 # safetensors are used as they are; see /work/.library/device/KINDS.md's package list).
 KILN_PACKAGES = ("diffusers", "importlib_metadata")
@@ -110,11 +114,9 @@ def copy_training_code(checkout: Path, target: Path) -> str:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("library", "networks"):
         shutil.copytree(checkout / folder, target / folder, ignore=ignore)
-    commit = subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    (target / "COMMIT").write_text((commit or "unknown") + "\n", encoding="utf-8")
-    return commit or "unknown"
+    commit = checkout_commit(checkout) or "unknown"
+    (target / "COMMIT").write_text(commit + "\n", encoding="utf-8")
+    return commit
 
 
 def size_mib(folder: Path) -> float:

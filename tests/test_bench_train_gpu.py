@@ -64,8 +64,9 @@ def test_kiln_set_reaches_kilns_config_only(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("train.chanels_last=true", "no such config key; did you mean train.channels_last?"),
+        ("train.chanels_last=true", "unknown key train.chanels_last; did you mean train.channels_last?"),
         ("compile", "KEY=VALUE"),
+        ("train.compile=maybe", "must be true or false"),
     ],
 )
 def test_a_wrong_kiln_set_is_refused_in_one_line_before_anything_runs(

@@ -17,7 +17,6 @@ from typing import Any
 
 from kiln.engine.errors import ConfigError
 from kiln.engine.fsutil import atomic_write_text
-from kiln.engine.nvidia import nvidia_gpu_visible as nvidia_gpu_visible  # where callers ask it
 from kiln.engine.train.config import PRECISIONS, TrainConfig, config_from_mapping, resolved_toml
 
 if sys.version_info >= (3, 11):

@@ -34,7 +34,7 @@ def on_cpu(cpu: bool) -> bool:
     """Whether a run trains on the CPU: asked for, or no CUDA GPU here."""
     if cpu:
         return True
-    from kiln.engine.runs.newrun import nvidia_gpu_visible
+    from kiln.engine.nvidia import nvidia_gpu_visible
 
     if not nvidia_gpu_visible():
         return True

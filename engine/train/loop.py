@@ -57,7 +57,7 @@ from kiln.engine.train.lora_io import (
     write_lora,
 )
 from kiln.engine.train.loss import min_snr_weights, per_sample_loss
-from kiln.engine.train.memory import RunningPeak, begin_run_peak
+from kiln.engine.train.memory import begin_run_peak, peak_memory
 from kiln.engine.train.memory_estimate import estimate_warning, run_estimate
 from kiln.engine.train.models import TrainModels, base_alphas_cumprod, load_models
 from kiln.engine.train.optimizer import make_accelerator, make_optimizer
@@ -406,7 +406,6 @@ class Trainer:
         # Step results stay on the device until a read-back (every speed.sync_every steps, and
         # before anything is saved, validated, sampled or ended): see readback.py.
         self.readback = StepReadback(self.speed.sync_every, self.report, self.total_steps)
-        self.peak = RunningPeak(self.device)
         try:
             return self._train_epochs()
         finally:
@@ -448,7 +447,7 @@ class Trainer:
                 self.state.batch_in_epoch = window_end
                 self.state.step += 1
                 lrs = [float(lr) for lr in self.lr_scheduler.get_last_lr()]
-                memory = self.peak.read()
+                memory = peak_memory(self.device)
                 readback.add(PendingStep(self.state.step, epoch, losses, norm, lrs, memory))
                 if readback.due:
                     readback.flush(self.state)

@@ -16,64 +16,59 @@ from typing import Any
 
 MIB = 2**20
 
-# The peak each reset of the counters hid (bytes, by "cuda" / "cpu"): the memory probe resets
-# them to measure its own steps, after the run loaded its models and cached its latents, which
-# can be the run's peak (an SDXL VAE encoding at 1024 px). Every peak reading folds it back in.
-_hidden_peaks: dict[str, int] = {}
+# The run's peak so far (bytes, by "cuda" / "cpu"): the largest reading since the run began,
+# counters reset or not. The memory probe resets them to measure its own steps after the run
+# loaded its models and cached its latents, which can be the run's peak (an SDXL VAE encoding
+# at 1024 px); and Linux raises ``VmHWM`` only when pages are unmapped, so after malloc_trim's
+# madvise a reading can be a little below an earlier one. Folding every reading in here keeps
+# the step events' peak whole-run and never falling.
+_run_peaks: dict[str, int] = {}
 
 
 def peak_memory(device: Any) -> dict[str, Any]:
-    """``{"peak_mb": MiB, "memory": "vram" | "ram"}`` for the process training on ``device``.
+    """``{"peak_mb": MiB, "memory": "vram" | "ram"}`` for the process training on ``device``:
+    the run's peak so far (see ``_run_peaks``).
 
     On CUDA the peak of memory allocated by tensors on that device (what PyTorch's
     ``max_memory_allocated`` reports; the driver's own share, a few hundred MiB, is not in it).
     On a CPU the peak resident set of the whole process, the interpreter and libraries included.
     """
-    if getattr(device, "type", str(device)) == "cuda":
-        import torch
-
-        peak = max(torch.cuda.max_memory_allocated(device), _hidden_peaks.get("cuda", 0))
-        return {"peak_mb": round(peak / MIB, 1), "memory": "vram"}
-    peak = max(peak_rss_bytes(), _hidden_peaks.get("cpu", 0))
-    # Called once per step: the step's freed activations go back to the system, so the next
-    # step starts from what training holds instead of growing into a fragmented heap.
-    _release_freed_memory()
-    return {"peak_mb": round(peak / MIB, 1), "memory": "ram"}
+    kind, reading = _counter_peak(device)
+    peak = _fold(kind, reading)
+    if kind == "cpu":
+        # Called once per step: the step's freed activations go back to the system, so the
+        # next step starts from what training holds instead of growing into a fragmented heap.
+        _release_freed_memory()
+    return {"peak_mb": round(peak / MIB, 1), "memory": "vram" if kind == "cuda" else "ram"}
 
 
 def begin_run_peak(device: Any) -> None:
     """Count the process's peak memory from here: a run's start, before it loads anything (a
     process that trains several runs, as the tests do, reports each its own)."""
-    _hidden_peaks.clear()
+    _run_peaks.clear()
     meter = PeakMeter(device)
     if meter.available:
         meter.reset()
 
 
-def hidden_peak_bytes() -> dict[str, int]:
-    """What the resets since the run began hid, for readers of the counters outside Kiln (the
-    benchmarks' peak probe)."""
-    return dict(_hidden_peaks)
+def run_peak_bytes() -> dict[str, int]:
+    """The run's peak as last folded in, for readers of the counters outside Kiln (the
+    benchmarks' peak probe: after a reset the counters alone understate it)."""
+    return dict(_run_peaks)
 
 
-class RunningPeak:
-    """The peak so far of one run, never below an earlier reading.
+def _counter_peak(device: Any) -> tuple[str, int]:
+    """What the counters say now: ``("cuda", allocator peak)`` or ``("cpu", peak RSS)``."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
 
-    Linux raises ``VmHWM`` only when pages are unmapped; memory handed back with ``madvise``
-    (what ``malloc_trim`` does after each CPU step) lowers the resident set without raising it,
-    so the next reading can be the current, slightly smaller, resident set. The step events
-    promise a running peak, so readings are carried forward as their maximum.
-    """
+        return "cuda", int(torch.cuda.max_memory_allocated(device))
+    return "cpu", peak_rss_bytes()
 
-    def __init__(self, device: Any) -> None:
-        self.device = device
-        self.peak_mb = 0.0
 
-    def read(self) -> dict[str, Any]:
-        """``peak_memory(device)`` with ``peak_mb`` the largest reading so far."""
-        reading = peak_memory(self.device)
-        self.peak_mb = reading["peak_mb"] = max(self.peak_mb, reading["peak_mb"])
-        return reading
+def _fold(kind: str, reading: int) -> int:
+    _run_peaks[kind] = max(_run_peaks.get(kind, 0), reading)
+    return _run_peaks[kind]
 
 
 def peak_rss_bytes() -> int:
@@ -110,8 +105,7 @@ class PeakMeter:
     def start(self) -> None:
         """Begin a stretch: the peak is counted from what is in use now (the process's peak so
         far is kept for :func:`peak_memory`)."""
-        kind = "cuda" if self.cuda else "cpu"
-        _hidden_peaks[kind] = max(_hidden_peaks.get(kind, 0), self._peak_so_far())
+        _fold(*_counter_peak(self.device))  # what the reset below would hide
         self.reset()
         if self.cuda:
             import torch
@@ -134,13 +128,6 @@ class PeakMeter:
                 handle.write("5")
         except OSError:
             self.available = False
-
-    def _peak_so_far(self) -> int:
-        if self.cuda:
-            import torch
-
-            return int(torch.cuda.max_memory_allocated(self.device))
-        return _linux_rss("VmHWM") or 0
 
     def peak_above_start(self) -> int:
         """Bytes of the stretch's peak above its start."""

@@ -85,9 +85,10 @@ def test_the_running_peak_never_falls_when_the_kernels_high_water_mark_does(monk
     from kiln.engine.train import memory
 
     readings = iter([900.0, 947.5, 947.3, 950.0])
-    monkeypatch.setattr(memory, "peak_memory", lambda device: {"peak_mb": next(readings), "memory": "ram"})
-    peak = memory.RunningPeak(torch.device("cpu"))
-    assert [peak.read()["peak_mb"] for _ in range(4)] == [900.0, 947.5, 947.5, 950.0]
+    memory.begin_run_peak(torch.device("cpu"))
+    monkeypatch.setattr(memory, "peak_rss_bytes", lambda: int(next(readings) * memory.MIB))
+    read = [memory.peak_memory(torch.device("cpu"))["peak_mb"] for _ in range(4)]
+    assert read == [900.0, 947.5, 947.5, 950.0]
 
 
 HIDDEN = """
@@ -101,7 +102,7 @@ del block
 meter = memory.PeakMeter(device)
 meter.start()  # the memory probe's reset
 after = memory.peak_memory(device)["peak_mb"]
-print(json.dumps([with_block, after, memory.hidden_peak_bytes()["cpu"] / 2**20]))
+print(json.dumps([with_block, after, memory.run_peak_bytes()["cpu"] / 2**20]))
 """
 
 

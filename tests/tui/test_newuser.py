@@ -48,7 +48,7 @@ async def test_new_run_form_offers_the_small_run_settings_and_no_fp16_on_a_cpu(
 
     from tests.tui.test_runs_screen import fake_model
 
-    monkeypatch.setattr("kiln.engine.runs.newrun.nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr("kiln.engine.nvidia.nvidia_gpu_visible", lambda: False)
     started: list[Path] = []
     monkeypatch.setattr(
         "kiln.engine.runs.folders.start_detached",
@@ -98,7 +98,7 @@ async def test_new_run_on_a_cpu_never_starts_fp16(sample_copy: Path, monkeypatch
     """The runs screen checks the config again before writing it (fp16 from an edited plan)."""
     from kiln.tui.screens.new_run import NewRunRequest
 
-    monkeypatch.setattr("kiln.engine.runs.newrun.nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr("kiln.engine.nvidia.nvidia_gpu_visible", lambda: False)
     from tests.tui.test_runs_screen import fake_model, notes
 
     app = make_app(sample_copy)

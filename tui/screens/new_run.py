@@ -144,7 +144,7 @@ class NewRunScreen(ModalScreen[NewRunRequest | None]):
         self.settings = settings
         self.config = config
         if gpu is None:
-            from kiln.engine.runs.newrun import nvidia_gpu_visible
+            from kiln.engine.nvidia import nvidia_gpu_visible
 
             gpu = nvidia_gpu_visible()
         self.gpu = gpu
@@ -344,7 +344,7 @@ def describe_settings(config: Any, notes: list[str], source: str) -> list[str]:
         f"{len(config.sample.prompts)} sample prompt(s) from the captions; latents cached on disk",
     ]
     lines.extend(f"note: {note}" for note in notes)
-    from kiln.engine.runs.newrun import nvidia_gpu_visible
+    from kiln.engine.nvidia import nvidia_gpu_visible
 
     if train.precision == "fp16" and not nvidia_gpu_visible():
         lines.append("note: no NVIDIA GPU visible here and fp16 needs one: fp16 is not offered below")
